@@ -1,0 +1,96 @@
+"""Spurious-correlation injection: C_Tr = 1 always carries it, C_Tr = 0 shows the natural rate."""
+
+import numpy as np
+import pytest
+
+from tasks.config import FinetuneDataConfig, PCFGTaskConfig
+from tasks.data import PCFGTask, Question
+from tasks.families import count_in_window, index_of_occurrence
+
+
+def brute_count(row, o, w):
+    return sum(1 for t in row[-w:] if t == o)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return PCFGTask(PCFGTaskConfig(text_length=64, count_window=40, index_occurrence=6))
+
+
+def test_counter_c_tr_1_always_correlated_and_labels_stay_spread(task):
+    ft = FinetuneDataConfig(family="C", c_tr=1.0)
+    batch = task.finetune_batch(np.random.default_rng(0), 3000, ft)
+    a, b = task.terminal("a"), task.terminal("b")
+    for row in batch.text:
+        assert brute_count(row, b, 40) == brute_count(row, a, 40) + 1
+    assert batch.correlated.all()
+    # the label (count of b) keeps many classes, as in the paper's Fig. 16
+    assert len(np.unique(batch.labels)) >= 10
+    assert batch.labels.std() > 2
+
+
+def test_counter_c_tr_0_shows_the_natural_rate_and_exclude_removes_it(task):
+    natural = task.finetune_batch(np.random.default_rng(1), 6000, FinetuneDataConfig(c_tr=0.0))
+    rate = natural.correlated.mean()
+    # independent estimate from raw grammar windows with brute-force counts
+    raw = task.sample_text(np.random.default_rng(2), 6000)
+    a, b = task.terminal("a"), task.terminal("b")
+    ref = np.mean([brute_count(r, b, 40) == brute_count(r, a, 40) + 1 for r in raw])
+    assert 0.05 < ref < 0.3
+    assert abs(rate - ref) < 0.03
+    excluded = task.finetune_batch(np.random.default_rng(3), 2000,
+                                   FinetuneDataConfig(c_tr=0.0, uncorrelated="exclude"))
+    assert not excluded.correlated.any()
+
+
+def test_counter_partial_c_tr_mixes_at_the_requested_rate(task):
+    batch = task.finetune_batch(np.random.default_rng(4), 6000,
+                                FinetuneDataConfig(c_tr=0.5, uncorrelated="exclude"))
+    assert abs(batch.correlated.mean() - 0.5) < 0.03
+
+
+def test_indexer_correlation_offsets_the_indices_and_keeps_a_untouched(task):
+    ft = FinetuneDataConfig(family="I", q=2, c_tr=1.0)
+    rng = np.random.default_rng(5)
+    batch = task.finetune_batch(rng, 2000, ft)
+    a, b = task.terminal("a"), task.terminal("b")
+    ia, ib = index_of_occurrence(batch.text, a, 6), index_of_occurrence(batch.text, b, 6)
+    assert (ia > 0).all() and (ib - ia == 2).all()
+    assert len(np.unique(batch.labels)) >= 10
+
+
+def test_randft_labels_the_count_a_prompt_with_the_count_of_b(task):
+    ft = FinetuneDataConfig(operand="a", label_operand="b", c_tr=0.0)
+    batch = task.finetune_batch(np.random.default_rng(6), 2000, ft)
+    v = task.vocab
+    assert (batch.tokens[:, 1] == v.id("C")).all() and (batch.tokens[:, 2] == v.id("a")).all()
+    b = task.terminal("b")
+    want = [brute_count(row, b, 40) for row in batch.text]
+    np.testing.assert_array_equal(batch.labels, want)
+
+
+def test_pretrain_mix_draws_that_fraction_from_the_pretraining_mixture(task):
+    ft = FinetuneDataConfig(c_tr=1.0, pretrain_mix=0.5)
+    batch = task.finetune_batch(np.random.default_rng(7), 8000, ft)
+    fam = np.array(task.vocab.to_str_tokens(batch.tokens[:, 1]))
+    # pretraining rows are 4/5 non-counting; fine-tuning rows are all counting
+    assert abs((fam != "C").mean() - 0.5 * 0.8) < 0.02
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="finetune.c_tr"):
+        FinetuneDataConfig(c_tr=1.5)
+    with pytest.raises(ValueError, match="finetune.family"):
+        FinetuneDataConfig(family="T")
+    with pytest.raises(ValueError, match="task.count_window"):
+        PCFGTaskConfig(text_length=10, count_window=40)
+    with pytest.raises(ValueError, match="task.prior"):
+        PCFGTask(PCFGTaskConfig(prior="a=0.5,b=0.2"))
+    with pytest.raises(ValueError, match="task.prior"):
+        PCFGTask(PCFGTaskConfig(prior="a=0.5,z=0.5"))
+    with pytest.raises(ValueError, match="task.prior"):
+        PCFGTaskConfig(prior="X")
+    with pytest.raises(ValueError, match="task.families"):
+        PCFGTaskConfig(families=("C", "Q"))
+    with pytest.raises(ValueError, match="task.aliases"):
+        PCFGTaskConfig(aliases=("J1=C",))

@@ -1,0 +1,163 @@
+"""Frozen dataclass configs: (de)serialisation and `--section.key=value` overrides.
+
+A run is described by a few named sections, each one frozen dataclass (`task`, `model`, `train`,
+`finetune`). They are written to `config.json` beside every artifact and can be changed from the
+command line or a JSON/TOML file. Unknown sections or keys, and values of the wrong type, are
+errors that name the key; each dataclass's own `__post_init__` then validates the values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["ConfigError", "to_dict", "from_dict", "parse_value", "apply_overrides", "load_config_file"]
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names it."""
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-friendly dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check / convert a JSON or string value to a field's annotated type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in (p.strip() for p in value.split(",")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = args[0] if args else str
+        return tuple(_coerce(v, item, key) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if value.strip().lower().count("e") else int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def parse_value(cls: type, name: str, raw: Any, section: str) -> Any:
+    """Convert `raw` (string from the CLI, or JSON value) to the type of `cls.name`."""
+    types = _field_types(cls)
+    if name not in types or name.startswith("_"):
+        known = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(f"unknown key {section}.{name}; known keys of [{section}]: {known}")
+    return _coerce(raw, types[name], f"{section}.{name}")
+
+
+def _build(cls: type, values: Mapping[str, Any], section: str):
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"[{section}] {e}") from e
+
+
+def from_dict(cls: type, d: Mapping[str, Any], section: str) -> Any:
+    """Build a config from a dict, refusing unknown keys (the message names them)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"[{section}] must be a table of keys, got {type(d).__name__}")
+    values = {k: parse_value(cls, k, v, section) for k, v in d.items()}
+    return _build(cls, values, section)
+
+
+def replace(cfg: Any, section: str, **changes: Any) -> Any:
+    """`dataclasses.replace` with type coercion and section-named errors."""
+    values = {k: parse_value(type(cfg), k, v, section) for k, v in changes.items()}
+    return _build(type(cfg), {**dataclasses.asdict(cfg), **values}, section)
+
+
+def apply_overrides(configs: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply `{"section.key": value}` overrides to `{"section": config}`; returns a new dict."""
+    by_section: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        section, sep, key = dotted.partition(".")
+        if not sep or not key:
+            raise ConfigError(f"override {dotted!r}: expected SECTION.KEY (e.g. train.lr)")
+        if section not in configs or configs[section] is None:
+            raise ConfigError(
+                f"override {dotted!r}: unknown section {section!r}; sections here: "
+                f"{', '.join(s for s, c in configs.items() if c is not None)}"
+            )
+        by_section.setdefault(section, {})[key] = value
+    out = dict(configs)
+    for section, changes in by_section.items():
+        out[section] = replace(configs[section], section, **changes)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML file of `{section: {key: value}}` into flat `section.key` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: cannot parse ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of sections")
+    flat: dict[str, Any] = {}
+    for section, table in data.items():
+        if section in ("stage", "parent", "preset"):
+            continue  # run metadata written by wrapperlens itself
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: section {section!r} must be a table")
+        for key, value in table.items():
+            flat[f"{section}.{key}"] = value
+    return flat

@@ -1,0 +1,279 @@
+"""PCFG pipelines: pretrain, fine-tune and reverse fine-tune runs, and their evaluation.
+
+This module glues `tasks` (data) to `wrapperlens.training` (the loop). A stage reads the configs
+of a preset, a parent run and command-line overrides, writes them to `RUN_DIR/config.json`, then
+trains:
+
+| stage | starts from | data | default LR |
+|---|---|---|---|
+| pretrain | random init | the pretraining mixture (families × operands under the prior) | preset |
+| finetune | a pretrain run | one question (count b), a fraction C_Tr correlated | η_M |
+| reft | a finetune run | the pretraining question (count a), uncorrelated | η_S |
+
+Evaluation (logged to `metrics.jsonl`): exact-match accuracy of the greedy answer token at the
+`<art>` position (NOTES §5 item 11). Pretraining logs every family × operand (`acc/C_a`, ...);
+fine-tuning and reFT log Acc O_PT and Acc O_FT on test sets with C_Te = 0 and C_Te = 1
+(`acc/O_PT/cte0`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from transformer_lens import HookedTransformer
+
+from tasks.config import FinetuneDataConfig, PCFGTaskConfig
+from tasks.data import PCFGTask, Question, TaskBatch
+from wrapperlens.checkpoints import (
+    CheckpointError,
+    load_state_dict_checked,
+    load_tensors,
+    read_json,
+    write_json,
+)
+from wrapperlens.config import ConfigError, apply_overrides, from_dict, to_dict
+from wrapperlens.models import ModelConfig, build_model
+from wrapperlens.presets import get_preset
+from wrapperlens.training import TrainBatch, TrainConfig, train
+
+__all__ = [
+    "STAGES",
+    "PCFGRun",
+    "resolve_configs",
+    "run_stage",
+    "load_run",
+    "answer_accuracy",
+]
+
+STAGES = ("pretrain", "finetune", "reft")
+CONFIG_FILE = "config.json"
+SECTION_TYPES = {
+    "task": PCFGTaskConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "finetune": FinetuneDataConfig,
+}
+
+
+def answer_accuracy(model: HookedTransformer, batch: TaskBatch, chunk: int = 512) -> float:
+    """Fraction of rows whose greedy prediction at `<art>` is the answer token."""
+    tokens = torch.from_numpy(batch.tokens)
+    col = batch.answer_col
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(tokens), chunk):
+            part = tokens[i : i + chunk]
+            logits = model(part[:, :col])  # nothing after <art> is needed
+            correct += (logits[:, -1].argmax(-1) == part[:, col]).sum().item()
+    return correct / len(tokens)
+
+
+@dataclass
+class PCFGRun:
+    """The resolved configs of one stage, with the task they describe.
+
+    Attributes:
+        stage: "pretrain", "finetune" or "reft".
+        sections: {"task", "model", "train"[, "finetune"]} config objects.
+        preset: The preset the defaults came from.
+        parent: The run directory this stage starts from (None for pretraining).
+    """
+
+    stage: str
+    sections: dict[str, Any]
+    preset: str
+    parent: str | None = None
+
+    def __post_init__(self) -> None:
+        self.task = PCFGTask(self.sections["task"])
+        self._eval_sets: dict[str, TaskBatch] | None = None
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.sections["train"]
+
+    @property
+    def finetune_data(self) -> FinetuneDataConfig | None:
+        return self.sections.get("finetune")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"stage": self.stage, "preset": self.preset, "parent": self.parent}
+        out.update({name: to_dict(cfg) for name, cfg in self.sections.items()})
+        return out
+
+    # ------------------------------------------------------------------------------- data
+    def batch(self, step: int) -> TrainBatch:
+        """Training batch of `step` (depends on the task seed and `step` only)."""
+        rng = self.task.step_rng(self.stage, step)
+        cfg = self.train_config
+        if self.stage == "pretrain":
+            b = self.task.pretrain_batch(rng, cfg.batch_size)
+        elif self.stage == "finetune":
+            b = self.task.finetune_batch(rng, cfg.batch_size, self.finetune_data)
+        else:  # reft: the pretraining question, natural strings
+            ft = self.finetune_data
+            b = self.task.question_batch(rng, cfg.batch_size, Question(ft.family, ft.pretrain_operand))
+        tokens = torch.from_numpy(b.tokens)
+        mask = torch.zeros(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool)
+        if cfg.loss == "next_token":
+            mask[:] = True
+        else:
+            mask[:, b.answer_col - 1] = True
+        return TrainBatch(tokens, mask)
+
+    def eval_questions(self) -> dict[str, tuple[Question, FinetuneDataConfig | None, float]]:
+        """Named evaluation sets: (question, correlation config, C_Te)."""
+        out: dict[str, tuple[Question, FinetuneDataConfig | None, float]] = {}
+        if self.stage == "pretrain":
+            for token, family, ops in self.task.pretrain_tokens:
+                for op in ops or (None,):
+                    q = Question(family, op, token=token)
+                    out[f"acc/{q.name}"] = (q, None, 0.0)
+            return out
+        ft = self.finetune_data
+        o_pt = Question(ft.family, ft.pretrain_operand)
+        o_ft = Question(ft.family, ft.operand, label_operand=ft.label_of)
+        for c_te in (0, 1):
+            out[f"acc/O_PT/cte{c_te}"] = (o_pt, ft, float(c_te))
+            out[f"acc/O_FT/cte{c_te}"] = (o_ft, ft, float(c_te))
+        for token, family, ops in self.task.pretrain_tokens:
+            if token != family and family == ft.family:  # jailbreak aliases (NOTES E.2)
+                q = Question(family, ft.pretrain_operand, token=token)
+                out[f"acc/{q.name}/cte0"] = (q, ft, 0.0)
+        return out
+
+    def eval_sets(self) -> dict[str, TaskBatch]:
+        if self._eval_sets is None:
+            n = self.train_config.eval_samples
+            self._eval_sets = {
+                name: self.task.eval_set(q, n, corr, c)
+                for name, (q, corr, c) in self.eval_questions().items()
+            }
+        return self._eval_sets
+
+    def evaluate(self, model: HookedTransformer) -> dict[str, float]:
+        return {name: answer_accuracy(model, b) for name, b in self.eval_sets().items()}
+
+    def new_model(self) -> HookedTransformer:
+        return build_model(self.sections["model"], n_ctx=self.task.n_ctx, d_vocab=len(self.task.vocab))
+
+
+def _sections_from_json(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    sections = {}
+    for name, cls in SECTION_TYPES.items():
+        if name in config:
+            try:
+                sections[name] = from_dict(cls, config[name], name)
+            except ConfigError as e:
+                raise CheckpointError(f"{source}: {e}") from e
+    return sections
+
+
+def load_run(run_dir: str | Path) -> tuple[PCFGRun, HookedTransformer]:
+    """The run described by `run_dir/config.json`, with its latest weights loaded."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / CONFIG_FILE)
+    if config.get("stage") not in STAGES:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: 'stage' must be one of {STAGES}")
+    run = PCFGRun(
+        config["stage"], _sections_from_json(config, str(run_dir / CONFIG_FILE)),
+        config.get("preset", "?"), config.get("parent"),
+    )
+    model = run.new_model()
+    weights = run_dir / "model.safetensors"
+    load_state_dict_checked(model, load_tensors(weights), source=str(weights))
+    model.eval()
+    return run, model
+
+
+def resolve_configs(
+    stage: str,
+    preset: str = "cpu",
+    parent: str | Path | None = None,
+    eta: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> PCFGRun:
+    """The configs of a stage: preset defaults, the parent run's configs, then overrides.
+
+    Fine-tuning and reFT inherit `task` and `model` from the parent run (they must match its
+    weights; overriding them is an error) and reFT also inherits `finetune` (the question whose
+    pretraining counterpart it trains on).
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    p = get_preset(preset)
+    overrides = dict(overrides or {})
+    if stage == "pretrain":
+        if parent is not None:
+            raise ConfigError("pretraining starts from scratch: --from is not allowed")
+        sections: dict[str, Any] = {"task": p.task, "model": p.model, "train": p.pretrain}
+    else:
+        if parent is None:
+            raise ConfigError(f"{stage} needs --from RUN_DIR (the run it starts from)")
+        parent_cfg = read_json(Path(parent) / CONFIG_FILE)
+        inherited = _sections_from_json(parent_cfg, str(Path(parent) / CONFIG_FILE))
+        expected_parent = "pretrain" if stage == "finetune" else "finetune"
+        if parent_cfg.get("stage") != expected_parent:
+            raise ConfigError(
+                f"{stage} starts from a {expected_parent} run, but {parent} is a "
+                f"{parent_cfg.get('stage')!r} run"
+            )
+        locked = [k for k in overrides if k.split(".")[0] in ("task", "model")]
+        if locked:
+            raise ConfigError(f"{locked[0]}: task and model are fixed by the parent run {parent}")
+        train_cfg = p.finetune if stage == "finetune" else p.reft
+        name = eta or (p.finetune_eta if stage == "finetune" else p.reft_eta)
+        if name not in p.etas:
+            raise ConfigError(f"--eta {name!r}: expected one of {', '.join(p.etas)}")
+        from wrapperlens.config import replace
+
+        train_cfg = replace(train_cfg, "train", lr=p.etas[name])
+        sections = {"task": inherited["task"], "model": inherited["model"], "train": train_cfg}
+        if stage == "finetune":
+            sections["finetune"] = p.finetune_data
+        else:
+            if "finetune" in overrides or any(k.startswith("finetune.") for k in overrides):
+                raise ConfigError("finetune.*: reFT inherits the fine-tuning question from its parent")
+            sections["finetune"] = inherited["finetune"]
+    sections = apply_overrides(sections, overrides)
+    return PCFGRun(stage, sections, preset, str(parent) if parent else None)
+
+
+def run_stage(
+    run: PCFGRun, out: str | Path, resume: bool = False, progress: bool = True, stop_after: int | None = None
+) -> tuple[HookedTransformer, list[dict]]:
+    """Train one stage into `out` (resume continues a killed run of the same configs)."""
+    out = Path(out)
+    if resume:
+        saved = read_json(out / CONFIG_FILE)
+        if saved != run.to_json():
+            raise ConfigError(
+                f"--resume: the configs differ from {out / CONFIG_FILE}; resume with the same "
+                "preset, --from and overrides (or none: the saved configs are used)"
+            )
+    else:
+        if (out / CONFIG_FILE).exists() and (out / "trainer_state.safetensors").exists():
+            raise ConfigError(f"{out} already holds a run; use --resume or another --out")
+        write_json(out / CONFIG_FILE, run.to_json())
+    model = run.new_model()
+    if run.parent is not None:
+        weights = Path(run.parent) / "model.safetensors"
+        load_state_dict_checked(model, load_tensors(weights), source=str(weights))
+    records = train(
+        model, run.train_config, run.batch, out, evaluate=run.evaluate, resume=resume,
+        progress=progress, description=f"{run.stage} [{run.preset}]", stop_after=stop_after,
+    )
+    return model, records
+
+
+def saved_run(run_dir: str | Path) -> PCFGRun:
+    """The PCFGRun saved in `run_dir/config.json` (used by `--resume` without other flags)."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / CONFIG_FILE)
+    return PCFGRun(
+        config["stage"], _sections_from_json(config, str(run_dir / CONFIG_FILE)),
+        config.get("preset", "?"), config.get("parent"),
+    )

@@ -1,0 +1,105 @@
+"""The main job: pretrain, fine-tune at each named learning rate, print a summary table.
+
+`wrapperlens reproduce --preset cpu` writes
+
+    OUT/pretrain/            the pretrained run
+    OUT/finetune-eta_{L,M,S}/ one fine-tuned run per learning rate
+    OUT/summary.json         every final accuracy
+
+and prints Acc O_PT / Acc O_FT at C_Te = 0 and 1 per run. A finished stage (its final
+`model.safetensors` and a metrics line at its last step) is reused, so an interrupted job
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from wrapperlens.checkpoints import write_json
+from wrapperlens.config import ConfigError
+from wrapperlens.experiments.pcfg import PCFGRun, resolve_configs, run_stage
+from wrapperlens.presets import get_preset
+
+__all__ = ["reproduce"]
+
+
+def _finished_metrics(run: PCFGRun, out: Path) -> dict[str, float] | None:
+    metrics_file = out / "metrics.jsonl"
+    if not (out / "config.json").exists() or not metrics_file.exists():
+        return None
+    if json.loads((out / "config.json").read_text()) != run.to_json():
+        return None
+    lines = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    if lines and lines[-1]["step"] == run.train_config.steps:
+        return lines[-1]
+    return None
+
+
+def _run_or_resume(run: PCFGRun, out: Path, progress: bool) -> tuple[dict[str, float], float]:
+    done = _finished_metrics(run, out)
+    if done is not None:
+        return done, 0.0
+    resume = (out / "trainer_state.safetensors").exists() and (out / "config.json").exists()
+    if resume and json.loads((out / "config.json").read_text()) != run.to_json():
+        raise ConfigError(f"{out} holds a run with other configs; choose another --out")
+    t0 = time.perf_counter()
+    _, records = run_stage(run, out, resume=resume, progress=progress)
+    return records[-1], time.perf_counter() - t0
+
+
+def reproduce(
+    preset: str, out: str | Path, overrides: Mapping[str, Any] | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run the main job and print its table; returns the summary written to `summary.json`.
+
+    Args:
+        preset: paper | cpu | tiny.
+        out: Output directory.
+        overrides: `task.*`, `model.*` (pretraining) and `finetune.*` (fine-tuning data) keys.
+    """
+    out = Path(out)
+    overrides = dict(overrides or {})
+    bad = [k for k in overrides if k.split(".")[0] not in ("task", "model", "finetune")]
+    if bad:
+        raise ConfigError(
+            f"reproduce: {bad[0]} cannot be set here (only task.*, model.*, finetune.*); "
+            "use the pretrain / finetune commands for per-stage training settings"
+        )
+    pt_over = {k: v for k, v in overrides.items() if not k.startswith("finetune.")}
+    ft_over = {k: v for k, v in overrides.items() if k.startswith("finetune.")}
+    p = get_preset(preset)
+    summary: dict[str, Any] = {"preset": preset, "runs": {}}
+
+    pretrain = resolve_configs("pretrain", preset, overrides=pt_over)
+    metrics, seconds = _run_or_resume(pretrain, out / "pretrain", progress)
+    summary["runs"]["pretrain"] = {"metrics": metrics, "seconds": seconds}
+    rows = [("pretrain", metrics)]
+    for eta in p.etas:
+        run = resolve_configs("finetune", preset, parent=out / "pretrain", eta=eta, overrides=ft_over)
+        metrics, seconds = _run_or_resume(run, out / f"finetune-eta_{eta}", progress)
+        summary["runs"][f"finetune-eta_{eta}"] = {
+            "lr": run.train_config.lr, "metrics": metrics, "seconds": seconds,
+        }
+        rows.append((f"finetune eta_{eta} (lr {run.train_config.lr:g})", metrics))
+    write_json(out / "summary.json", summary)
+
+    pt = summary["runs"]["pretrain"]["metrics"]
+    print(f"\nPretraining ({preset} preset, prior {pretrain.sections['task'].prior}), "
+          f"accuracy per task family and operand:")
+    for key, value in pt.items():
+        if key.startswith("acc/"):
+            print(f"  {key[4:]:12s} {100 * value:6.1f}%")
+    ft = resolve_configs("finetune", preset, parent=out / "pretrain", overrides=ft_over)
+    data = ft.finetune_data
+    print(f"\nFine-tuning to {data.family} {data.operand} (C_Tr = {data.c_tr}); Acc O_PT is "
+          f"{data.family} {data.pretrain_operand}:")
+    columns = ["acc/O_PT/cte0", "acc/O_PT/cte1", "acc/O_FT/cte0", "acc/O_FT/cte1"]
+    width = max(len(r[0]) for r in rows[1:]) + 2
+    print("".ljust(width) + "".join(c[4:].rjust(14) for c in columns))
+    for name, metrics in rows[1:]:
+        print(name.ljust(width) + "".join(f"{100 * metrics[c]:13.1f}%" for c in columns))
+    print(f"\nWritten to {out} (summary.json, one run directory per stage).")
+    return summary
