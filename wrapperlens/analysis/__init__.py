@@ -1,4 +1,6 @@
-"""Analysis through TransformerLens hooks; task-agnostic (a model plus batches and label/metric functions)."""
+"""Analysis tools that work through TransformerLens hooks on any HookedTransformer."""
 
-from wrapperlens.analysis import positions  # noqa: F401
-from wrapperlens.analysis import pruning  # noqa: F401
+from wrapperlens.analysis.positions import *  # noqa: F401,F403
+from wrapperlens.analysis.pruning import *  # noqa: F401,F403
+from wrapperlens.analysis.ablation import *  # noqa: F401,F403
+from wrapperlens.analysis.probing import *  # noqa: F401,F403

@@ -1,20 +1,22 @@
-"""g·w pruning and hook ablations against hand computations, finite differences and weight edits."""
+"""g·w pruning and hook ablations against hand computations, finite differences, weight edits."""
 
 import math
 
 import pytest
 import torch
 
-from wrapperlens.analysis.pruning import (
-    PruneConfig,
-    PruneUnit,
+from wrapperlens.analysis.ablation import (
     ablated,
-    answer_accuracy,
-    answer_loss,
-    eligible_parameters,
     head_ablation_hooks,
     mean_activations,
     neuron_ablation_hooks,
+)
+from wrapperlens.analysis.pruning import (
+    PruneConfig,
+    PruneUnit,
+    answer_accuracy,
+    answer_loss,
+    eligible_parameters,
     prune_sweep,
     pruned,
     pruning_scores,
@@ -119,7 +121,8 @@ def test_sweep_prunes_cumulative_prefixes_and_leaves_the_model_bit_identical():
         zero_rows = {(n, tuple(i.tolist())) for n in names
                      for i in torch.nonzero(dict(m.named_parameters())[n].eq(0).all(-1))}
         seen.append(zero_rows)
-        return {"zero_rows": float(len(zero_rows)), "acc": answer_accuracy(m, tokens, -1, tokens[:, 0])}
+        accuracy = answer_accuracy(m, tokens, -1, tokens[:, 0])
+        return {"zero_rows": float(len(zero_rows)), "acc": accuracy}
 
     before = _state(model)
     sweep = prune_sweep(model, loss_fn, [5, 0, 2, 2, 1], evaluate, config)

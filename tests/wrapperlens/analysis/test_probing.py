@@ -1,0 +1,156 @@
+"""Linear probes: decodable-by-construction labels, shuffled labels, caching and batching checks."""
+
+import pytest
+import torch
+
+from wrapperlens.analysis.probing import (
+    PROBE_PRESETS,
+    _with_random_baselines,
+    ProbeConfig,
+    plot_probe_accuracy,
+    probe_accuracy_by_layer,
+    probe_features_by_layer,
+    residual_at_positions,
+    residual_hook_names,
+    residual_mean_last,
+    train_probes,
+)
+from wrapperlens.models import ModelConfig, build_model
+
+VOCAB, N_CLASSES, SEQ = 12, 4, 6
+
+
+def _written_model():
+    """A 2-layer model whose embedding writes label(t) = t % 4 into one of 4 orthogonal directions.
+
+    W_E[t] = 3 * e_{t % 4} plus small noise in the other dimensions, W_pos = 0; the blocks keep
+    their random initialisation (small outputs), so the label is linearly readable at every point.
+    """
+    model = build_model(ModelConfig(n_layers=2, d_model=16, n_heads=2, init_seed=5), n_ctx=SEQ,
+                        d_vocab=VOCAB)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        embed = 0.05 * torch.randn(VOCAB, 16, generator=gen)
+        embed[:, :N_CLASSES] = 3.0 * torch.nn.functional.one_hot(torch.arange(VOCAB) % N_CLASSES)
+        model.embed.W_E.copy_(embed)
+        model.pos_embed.W_pos.zero_()
+    return model
+
+
+def _data(n=800, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, VOCAB, (n, SEQ), generator=gen)
+    positions = torch.randint(2, SEQ, (n,), generator=gen)
+    return tokens, positions, gen
+
+
+def test_probe_decodes_a_label_written_into_the_residual_and_not_a_shuffled_one(tmp_path):
+    model = _written_model()
+    tokens, positions, gen = _data()
+    label = tokens[torch.arange(len(tokens)), positions] % N_CLASSES
+    report = probe_accuracy_by_layer({"written": model}, tokens, label, positions)
+    assert report.point_names == ["B0", "B1", "B2"] and report.baselines == ["random init"]
+    assert set(report.accuracy) == {"written", "random init"}
+    assert min(report.accuracy["written"]) >= 0.98
+    assert len(report.accuracy["random init"]) == 3
+    assert 0.2 <= report.majority_rate <= 0.35 and report.n_test == 200
+
+    shuffled = label[torch.randperm(len(label), generator=gen)]
+    chance = probe_accuracy_by_layer({"written": model}, tokens, shuffled, positions)
+    assert max(chance.accuracy["written"]) <= chance.majority_rate + 0.1
+    assert max(chance.train_accuracy["written"]) > max(chance.accuracy["written"])  # it fit noise
+
+    path = plot_probe_accuracy(report, tmp_path / "probe.png", title="written label")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert "random init" in report.table() and "majority rate" in report.table()
+
+
+def test_random_baseline_has_the_shape_but_not_the_weights_of_each_model():
+    a = _written_model()
+    b = build_model(ModelConfig(n_layers=1, d_model=8, n_heads=2), n_ctx=SEQ, d_vocab=VOCAB)
+    tokens, positions, _ = _data(n=80)
+    report = probe_accuracy_by_layer({"a": a, "b": b}, tokens, lambda t: t[:, -1] % 2,
+                                     config=ProbeConfig(steps=5), points=[0, 1])
+    assert report.baselines == ["random init (a)", "random init (b)"]
+    assert report.point_names == ["B0", "B1"]
+    models, names = _with_random_baselines({"a": a, "b": b}, seed=3)
+    for model, baseline in ((a, models[names[0]]), (b, models[names[1]])):
+        ours, theirs = model.state_dict(), baseline.state_dict()
+        assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+        assert not torch.equal(ours["blocks.0.mlp.W_in"], theirs["blocks.0.mlp.W_in"])
+    with pytest.raises(ValueError, match="points"):
+        probe_accuracy_by_layer({"b": b}, tokens, tokens[:, 0], config=ProbeConfig(steps=5),
+                                points=[2])
+
+
+def test_cached_residuals_equal_transformer_lens_cache_at_per_sample_positions():
+    model = _written_model()
+    tokens, positions, _ = _data(n=10)
+    _, cache = model.run_with_cache(tokens)
+    rows = torch.arange(10)
+    expected = torch.stack([cache[n][rows, positions] for n in residual_hook_names(2)])
+    got = residual_at_positions(model, tokens, positions, chunk=3)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(residual_at_positions(model, tokens, -1, points=[1])[0],
+                               cache["blocks.0.hook_resid_post"][:, -1])
+    lengths = torch.tensor([6, 5, 4, 6, 3, 6, 5, 4, 3, 6])
+    mean = residual_mean_last(model, tokens, last_k=2, lengths=lengths, chunk=4)
+    for i, n in enumerate(lengths.tolist()):
+        window = torch.stack([cache[h][i, n - 2 : n].mean(0) for h in residual_hook_names(2)])
+        torch.testing.assert_close(mean[:, i], window)
+    with pytest.raises(ValueError, match="last_k"):
+        residual_mean_last(model, tokens, last_k=4, lengths=lengths)
+
+
+def test_batched_probes_equal_probes_trained_one_point_at_a_time():
+    gen = torch.Generator().manual_seed(4)
+    features = torch.randn(3, 60, 5, generator=gen)
+    labels = torch.randint(0, 3, (60,), generator=gen)
+    train = torch.arange(45)
+    config = ProbeConfig(steps=40, batch_size=16)
+    weight, bias = train_probes(features, labels, train, config, n_classes=3)
+    for p in range(3):
+        w, b = train_probes(features[p : p + 1], labels, train, config, n_classes=3)
+        torch.testing.assert_close(w[0], weight[p], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(b[0], bias[p], atol=1e-5, rtol=1e-5)
+
+
+def test_feature_probes_read_bits_written_into_the_mean_of_the_last_tokens(tmp_path):
+    """Feature f of a sample = bit f of its final token, which fills its last 3 real positions."""
+    model = build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, init_seed=6), n_ctx=SEQ,
+                        d_vocab=8)
+    bits = (torch.arange(8)[:, None] >> torch.arange(3)) & 1  # [token, feature]
+    with torch.no_grad():
+        model.embed.W_E.zero_()
+        model.embed.W_E[:, :3] = 2.0 * bits - 1.0  # +-1 in direction f: bias-free readable
+        model.pos_embed.W_pos.zero_()
+    gen = torch.Generator().manual_seed(7)
+    final = torch.randint(0, 8, (400,), generator=gen)
+    lengths = torch.randint(3, SEQ + 1, (400,), generator=gen)
+    tokens = torch.randint(0, 8, (400, SEQ), generator=gen)  # padding after `lengths` is noise
+    for i, n in enumerate(lengths.tolist()):
+        tokens[i, n - 3 : n] = final[i]
+    features = bits[final].float()
+    report = probe_features_by_layer({"m": model}, tokens, features, ["f0", "f1", "f2"],
+                                     last_k=3, lengths=lengths)
+    assert all(a >= 0.98 for point in report.accuracy["m"] for a in point)
+    assert len(report.majority_rate) == 3 and report.baselines == ["random init"]
+    shuffled = features[torch.randperm(400, generator=gen)]
+    chance = probe_features_by_layer({"m": model}, tokens, shuffled, last_k=3, lengths=lengths)
+    assert all(a <= max(m, 1 - m) + 0.12 for point in chance.accuracy["m"] for a, m in
+               zip(point, chance.majority_rate))  # the train split's majority may lose on test
+    path = plot_probe_accuracy(report, tmp_path / "features.png")
+    assert path.stat().st_size > 5000
+
+
+def test_configs_are_validated_and_the_paper_preset_follows_the_notes():
+    paper = PROBE_PRESETS["paper"]
+    assert (paper.steps, paper.lr, paper.lr_milestones, paper.lr_gamma) == (
+        4000, 1e-3, (2000, 3000, 3500), 0.1)
+    with pytest.raises(ValueError, match="probe.test_fraction"):
+        ProbeConfig(test_fraction=1.0)
+    with pytest.raises(ValueError, match="probe.lr_milestones"):
+        ProbeConfig(lr_milestones=(3, 2))
+    with pytest.raises(ValueError, match="n_classes"):
+        tokens, _, _ = _data(n=20)
+        probe_accuracy_by_layer({"m": _written_model()}, tokens, tokens[:, 0], n_classes=3)
