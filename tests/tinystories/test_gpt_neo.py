@@ -1,0 +1,177 @@
+"""GPT-Neo import/export against HF transformers' own GPT-Neo (built locally, random weights)."""
+
+import time
+
+import pytest
+import torch
+from transformer_lens.loading_from_pretrained import convert_hf_model_config
+from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+from tinystories.gpt_neo import (
+    export_gpt_neo,
+    freeze_absent_parameters,
+    gpt_neo_hooked_config,
+    hooked_from_hf_gpt_neo,
+    load_gpt_neo,
+)
+from tinystories.hub import HubUnavailableError
+from tinystories.story_source import StorySourceConfig, generate_records
+from tinystories.tokenizer import TokenizerConfig, train_tokenizer
+from wrapperlens.checkpoints import load_hooked_model, save_hooked_model
+from wrapperlens.models import fused_attention_active
+
+VOCAB, WINDOW, SEQ = 61, 8, 40  # sequences five windows long
+
+
+def _random_gpt_neo(seed: int = 0) -> GPTNeoForCausalLM:
+    config = GPTNeoConfig(
+        vocab_size=VOCAB,
+        max_position_embeddings=64,
+        hidden_size=32,
+        num_layers=3,
+        attention_types=[[["global", "local"], 1], [["local"], 1]],
+        num_heads=4,
+        window_size=WINDOW,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = GPTNeoForCausalLM(config)
+    # HF initialises biases to 0 and LayerNorm weights to 1; randomise every tensor so that a
+    # mix-up of any two of them changes the logits.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if p.ndim == 1 else 0.2) + (p.ndim == 1) * 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("gpt_neo")
+    _random_gpt_neo().save_pretrained(directory)
+    return directory
+
+
+def _hf_logits(model: GPTNeoForCausalLM, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+def test_config_mapping_agrees_with_transformer_lens(hf_dir):
+    ours = gpt_neo_hooked_config(GPTNeoConfig.from_pretrained(hf_dir))
+    theirs = convert_hf_model_config(str(hf_dir))  # TL's own mapping, local-directory branch
+    for key in ("d_model", "d_head", "n_heads", "d_mlp", "n_layers", "n_ctx", "eps", "d_vocab",
+                "act_fn", "use_attn_scale", "window_size", "normalization_type"):
+        assert getattr(ours, key) == theirs[key], key
+    assert ours.attn_types == list(theirs["attn_types"]) == ["global", "local", "local"]
+
+
+def test_local_import_matches_hf_logits_on_sequences_longer_than_the_window(hf_dir):
+    hf_model = GPTNeoForCausalLM.from_pretrained(hf_dir).eval()
+    model = load_gpt_neo(hf_dir)
+    assert model.cfg.n_ctx == 64 and model.cfg.attn_types == ["global", "local", "local"]
+    assert fused_attention_active(model)  # the global layer takes the fused path
+    tokens = torch.randint(0, VOCAB, (3, SEQ), generator=torch.Generator().manual_seed(1))
+    expected = _hf_logits(hf_model, tokens)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), expected, atol=1e-4, rtol=1e-4)
+        # The same through TransformerLens's unfused path (a pattern hook forces it).
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    pattern = cache["blocks.1.attn.hook_pattern"]  # a local layer: nothing beyond the window
+    offsets = torch.arange(SEQ)[:, None] - torch.arange(SEQ)[None, :]
+    assert torch.all(pattern[..., offsets >= WINDOW] == 0)
+    assert torch.all(pattern[..., (offsets >= 0) & (offsets < WINDOW)] > 0)
+
+
+def test_window_matters_so_the_logit_check_can_fail(hf_dir):
+    # Guard against a vacuous comparison: importing with every layer global changes the logits.
+    hf_model = GPTNeoForCausalLM.from_pretrained(hf_dir).eval()
+    model = hooked_from_hf_gpt_neo(hf_model)
+    model.cfg.attn_types = ["global"] * 3
+    for block in model.blocks:
+        block.attn.attn_type = "global"
+    tokens = torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (model(tokens) - _hf_logits(hf_model, tokens)).abs().max() > 1e-2
+
+
+def test_fine_tuned_model_exports_to_hf_with_matching_logits(hf_dir, tmp_path):
+    model = load_gpt_neo(hf_dir)
+    tokens = torch.randint(0, VOCAB, (4, SEQ), generator=torch.Generator().manual_seed(3))
+    before = model(tokens).detach()
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(3):
+        loss = model(tokens, return_type="loss")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = model(tokens)
+        assert (after - before).abs().max() > 1e-3  # it really changed
+        assert torch.all(model.blocks[0].attn.b_Q == 0) and torch.all(model.unembed.b_U == 0)
+        # A non-zero key and value bias are exported exactly (dropped / folded into b_O).
+        model.blocks[1].attn.b_K.add_(0.3)
+        model.blocks[2].attn.b_V.add_(0.2)
+        after = model(tokens)
+    out = export_gpt_neo(model, tmp_path / "exported")
+    reloaded = GPTNeoForCausalLM.from_pretrained(out).eval()
+    assert reloaded.config.tie_word_embeddings is False  # TL trained W_E and W_U separately
+    torch.testing.assert_close(_hf_logits(reloaded, tokens), after, atol=1e-4, rtol=1e-4)
+    # And back again: the exported directory imports to the same logits.
+    with torch.no_grad():
+        torch.testing.assert_close(load_gpt_neo(out)(tokens), after, atol=1e-4, rtol=1e-4)
+
+
+def test_unmodified_export_stays_tied_and_round_trips_through_wrapperlens_checkpoints(
+    hf_dir, tmp_path
+):
+    model = load_gpt_neo(hf_dir)
+    save_hooked_model(tmp_path / "hooked", model)
+    restored = load_hooked_model(tmp_path / "hooked")
+    assert restored.blocks[0].attn.b_Q.requires_grad  # load_hooked_model does not know GPT-Neo
+    freeze_absent_parameters(restored)
+    assert not restored.blocks[0].attn.b_Q.requires_grad
+    out = export_gpt_neo(restored, tmp_path / "hf")
+    reloaded = GPTNeoForCausalLM.from_pretrained(out).eval()
+    assert reloaded.config.tie_word_embeddings is True
+    tokens = torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(4))
+    hf_model = GPTNeoForCausalLM.from_pretrained(hf_dir).eval()
+    torch.testing.assert_close(
+        _hf_logits(reloaded, tokens), _hf_logits(hf_model, tokens), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_export_refuses_a_query_bias_and_a_non_gpt_neo_model(hf_dir, tmp_path):
+    model = load_gpt_neo(hf_dir)
+    with torch.no_grad():
+        model.blocks[0].attn.b_Q.add_(0.1)
+    with pytest.raises(ValueError, match=r"blocks\.0\.attn\.b_Q is non-zero"):
+        export_gpt_neo(model, tmp_path / "x")
+    model = load_gpt_neo(hf_dir)
+    model.cfg.use_attn_scale = True
+    with pytest.raises(ValueError, match="not of GPT-Neo architecture"):
+        export_gpt_neo(model, tmp_path / "y")
+
+
+def test_export_writes_the_tokenizer_and_import_attaches_it(hf_dir, tmp_path):
+    texts = [r["story"] for r in generate_records(StorySourceConfig(n_stories=30, seed=0))]
+    tokenizer = train_tokenizer(texts, TokenizerConfig(vocab_size=VOCAB + 250))
+    hf_model = GPTNeoForCausalLM.from_pretrained(hf_dir)
+    hf_model.resize_token_embeddings(len(tokenizer))
+    model = hooked_from_hf_gpt_neo(hf_model.eval(), tokenizer=tokenizer)
+    out = export_gpt_neo(model, tmp_path / "with_tok")
+    assert (out / "tokenizer.json").is_file() and (out / "special_tokens_map.json").is_file()
+    again = load_gpt_neo(out)
+    assert again.tokenizer is not None
+    text = "Once upon a time, Lily found a ball."
+    assert again.to_string(again.to_tokens(text, prepend_bos=False)[0]) == text
+
+
+def test_hub_name_offline_fails_fast_with_a_local_directory_hint():
+    # tests/conftest.py sets HF_HUB_OFFLINE=1.
+    start = time.perf_counter()
+    with pytest.raises(HubUnavailableError, match="local HF model directory"):
+        load_gpt_neo("roneneldan/TinyStories-1M")
+    assert time.perf_counter() - start < 5.0
