@@ -4,3 +4,4 @@ from wrapperlens.analysis.positions import *  # noqa: F401,F403
 from wrapperlens.analysis.pruning import *  # noqa: F401,F403
 from wrapperlens.analysis.ablation import *  # noqa: F401,F403
 from wrapperlens.analysis.probing import *  # noqa: F401,F403
+from wrapperlens.analysis.attention_views import *  # noqa: F401,F403
