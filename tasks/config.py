@@ -180,10 +180,11 @@ class FinetuneDataConfig:
             raise ValueError(
                 f"finetune.uncorrelated={self.uncorrelated!r}: expected 'natural' or 'exclude'"
             )
-        if len({self.operand, self.pretrain_operand, self.filler}) != 3:
+        if len({self.label_of, self.pretrain_operand, self.filler}) != 3:
             raise ValueError(
-                "finetune.operand, finetune.pretrain_operand and finetune.filler must differ, got "
-                f"{self.operand!r}, {self.pretrain_operand!r}, {self.filler!r}"
+                "the fine-tuning label operand (finetune.label_operand or finetune.operand), "
+                "finetune.pretrain_operand and finetune.filler must differ, got "
+                f"{self.label_of!r}, {self.pretrain_operand!r}, {self.filler!r}"
             )
         if self.family == "C" and self.q < 0:
             raise ValueError(f"finetune.q={self.q} must be >= 0 for the Counter")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -62,11 +62,13 @@ class TaskBatch:
         tokens: `[batch, seq]` token ids of the full sequences (answer and `<eos>` included).
         labels: `[batch]` raw labels (a number, a terminal id, or -1 for "no occurrence").
         correlated: `[batch]` whether each string carries the fine-tuning correlation.
+        text: `[batch, L]` the strings as terminal ids (indices into `grammar.terminals`).
     """
 
     tokens: np.ndarray
     labels: np.ndarray
     correlated: np.ndarray
+    text: np.ndarray
 
     @property
     def answer_col(self) -> int:
@@ -77,10 +79,6 @@ class TaskBatch:
     def answers(self) -> np.ndarray:
         return self.tokens[:, self.answer_col]
 
-    @property
-    def text(self) -> np.ndarray:
-        return self.tokens[:, TEXT_START : TEXT_START + self.tokens.shape[1] - 9]
-
     def __len__(self) -> int:
         return len(self.tokens)
 
@@ -90,6 +88,7 @@ class TaskBatch:
             np.concatenate([b.tokens for b in batches]),
             np.concatenate([b.labels for b in batches]),
             np.concatenate([b.correlated for b in batches]),
+            np.concatenate([b.text for b in batches]),
         )
 
 
@@ -208,15 +207,15 @@ class PCFGTask:
         if correlation is not None:
             ft = correlation
             correlated = has_correlation(
-                text, ft.family, self.terminal(ft.pretrain_operand), self.terminal(ft.operand),
+                text, ft.family, self.terminal(ft.pretrain_operand), self.terminal(ft.label_of),
                 self.config.o_prime(ft.family), ft.q,
             )
-        return TaskBatch(self.encode(text, question, labels), labels, correlated)
+        return TaskBatch(self.encode(text, question, labels), labels, correlated, text)
 
     def _apply_correlation(
         self, rng: np.random.Generator, text: np.ndarray, want: np.ndarray, ft: FinetuneDataConfig
     ) -> np.ndarray:
-        o_pt, o_ft, filler = (self.terminal(x) for x in (ft.pretrain_operand, ft.operand, ft.filler))
+        o_pt, o_ft, filler = (self.terminal(x) for x in (ft.pretrain_operand, ft.label_of, ft.filler))
         o_prime = self.config.o_prime(ft.family)
         text = text.copy()
         for _ in range(1000):  # rows that cannot be edited (or must be excluded) are redrawn
@@ -261,7 +260,7 @@ class PCFGTask:
                     question = Question(family, operand, token=token)
                     labels[sub] = self.labels(text[sub], question)
                     tokens[sub] = self.encode(text[sub], question, labels[sub])
-        return TaskBatch(tokens, labels, np.zeros(n, dtype=bool))
+        return TaskBatch(tokens, labels, np.zeros(n, dtype=bool), text)
 
     def finetune_batch(self, rng: np.random.Generator, n: int, ft: FinetuneDataConfig) -> TaskBatch:
         """Fine-tuning data: the question (ft.family, ft.operand) labelled with ft.label_of, a

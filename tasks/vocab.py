@@ -13,7 +13,7 @@ The paper's Fig. 15 writes these as `$ ( a 40 < ... < = 15 #`; we use distinct, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -86,11 +86,11 @@ class Vocabulary:
             tokens = tokens.split()
         return [self.id(t) for t in tokens]
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         """A whitespace-joined string of the tokens (inverse of `encode` on strings)."""
         return " ".join(self.to_str_tokens(ids))
 
-    def to_str_tokens(self, ids: Iterable[int]) -> list[str]:
+    def to_str_tokens(self, ids: Iterable[int] | np.ndarray) -> list[str]:
         """The string token of every id (the `model.to_str_tokens` of these models)."""
         out = []
         for i in ids:

@@ -18,7 +18,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError

@@ -13,7 +13,8 @@ import json
 import tomllib
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["ConfigError", "to_dict", "from_dict", "parse_value", "apply_overrides", "load_config_file"]
 

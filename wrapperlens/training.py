@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,9 @@ class TrainConfig:
         log_spaced_eval: Also evaluate at 1, 2, 5, 10, 20, 50, ... steps (reFT curves).
         eval_samples: Samples per evaluation set.
         checkpoint_every: Write a resumable checkpoint every this many steps (and at the end).
+        deterministic: Train under `torch.use_deterministic_algorithms` (restored afterwards).
+            On CPU the embedding backward (`W_E[tokens]`) otherwise accumulates in a
+            thread-dependent order and two runs of one seed differ in the last bits.
     """
 
     steps: int = 1000
@@ -87,6 +90,7 @@ class TrainConfig:
     log_spaced_eval: bool = False
     eval_samples: int = 1000
     checkpoint_every: int = 250
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "eval_samples", "checkpoint_every"):
@@ -250,7 +254,18 @@ def train(
     Returns:
         The metric records written to `metrics.jsonl` by this call.
     """
-    run_dir = Path(run_dir)
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled())
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _train(model, cfg, batch_fn, Path(run_dir), evaluate, resume, progress,
+                      description, stop_after)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
+def _train(model, cfg, batch_fn, run_dir, evaluate, resume, progress, description, stop_after):
     run_dir.mkdir(parents=True, exist_ok=True)
     opt = _make_optimizer(model, cfg)
     start = 0

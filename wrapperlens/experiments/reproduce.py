@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from wrapperlens.checkpoints import write_json
 from wrapperlens.config import ConfigError
