@@ -105,7 +105,8 @@ def _unit_hook(name: str, units: list[int], axis: int, means: dict[str, Tensor] 
     def hook(act: Float[Tensor, "batch pos ..."], hook) -> Tensor:
         act = act.clone()  # never edit a tensor autograd may have saved
         mean = _replacement(act, means, name)
-        selector = (Ellipsis, index, slice(None)) if axis == -2 else (Ellipsis, index)
+        units = index.to(act.device)
+        selector = (Ellipsis, units, slice(None)) if axis == -2 else (Ellipsis, units)
         act[selector] = 0.0 if mean is None else mean[selector].expand_as(act[selector])
         return act
 
