@@ -363,12 +363,12 @@ def export_gpt_neo(
     Args:
         model: A HookedTransformer of GPT-Neo architecture (e.g. from `load_gpt_neo`, fine-tuned).
         directory: Output directory (config.json, model.safetensors, generation_config.json).
-        tokenizer: Saved beside the weights if given (else `model.tokenizer`, if any).
+        tokenizer: Saved beside the weights if given. Pass the original tokenizer, not
+            `model.tokenizer`: TransformerLens replaces that with a copy that prepends BOS.
 
     Returns:
         The directory.
     """
-    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     config = hf_gpt_neo_config(model, tokenizer)
     state = hf_gpt_neo_state_dict(model)
     with warnings.catch_warnings():

@@ -117,14 +117,17 @@ def _record(
     features: Sequence[str] = (),
     random_sentence: str = "",
     error: str = "",
+    prompt_features: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     features = list(dict.fromkeys(canonical_feature(f) for f in features if f.strip()))
+    if prompt_features is None:
+        prompt_features = features
     return {
         "story": story,
         "summary": summary,
         "words": list(words),
         "features": features,
-        "prompt_features": list(features),
+        "prompt_features": [canonical_feature(f) for f in prompt_features if f.strip()],
         "random_sentence": random_sentence,
         "error": error,
     }
@@ -181,7 +184,8 @@ def record_from_json(obj: dict[str, Any]) -> dict[str, Any]:
 
     - `{"text": ...}`: a raw Instruct record (parsed) or, without a `Story:` line, a plain story;
     - flat fields: `{"story", "summary", "words", "features", "random_sentence"}` (what
-      `tinystories.story_source` writes; lists may also be comma-separated strings);
+      `tinystories.story_source` writes; lists may also be comma-separated strings), and
+      optionally `"prompt_features"` (a saved protocol dataset keeps its edited instruction);
     - the original `TinyStories_all_data` layout:
       `{"story", "summary", "instruction": {"words": [...], "features": [...], ...}, "source"}`.
     """
@@ -213,8 +217,10 @@ def record_from_json(obj: dict[str, Any]) -> dict[str, Any]:
         return value if value is not None else instruction.get(key)
 
     words, features = as_list(field("words")), as_list(field("features"))
-    if words is None or features is None:
-        return _record(error="bad json: 'words' or 'features' is not a list of strings")
+    # A saved protocol dataset (F+R, F+MM) carries its edited instruction features.
+    prompt = as_list(obj["prompt_features"]) if obj.get("prompt_features") is not None else []
+    if words is None or features is None or prompt is None:
+        return _record(error="bad json: 'words' or a feature list is not a list of strings")
     story = obj["story"]
     if not isinstance(story, str) or not story.strip():
         return _record(error="empty story")
@@ -225,6 +231,7 @@ def record_from_json(obj: dict[str, Any]) -> dict[str, Any]:
         words=words,
         features=features,
         random_sentence=str(sentence).strip(),
+        prompt_features=prompt if obj.get("prompt_features") is not None else None,
     )
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "ProtocolDataConfig",
     "protocol_dataset",
     "with_text",
+    "split_by_story",
     "TEXT_MODES",
 ]
 
@@ -138,6 +139,24 @@ def protocol_dataset(records: Dataset, cfg: ProtocolDataConfig) -> Dataset:
         fn_kwargs={"old": cfg.mix_from, "new": feature},
         features=RECORD_FEATURES,
     )
+
+
+def split_by_story(
+    records: Dataset, test_fraction: float, seed: int = 0
+) -> tuple[Dataset, Dataset]:
+    """Split into (train, test) by a hash of each story: the same split map-style or streaming.
+
+    A story is in the test split when `uniform(seed, story) < test_fraction`, so the test split
+    is about `test_fraction` of the records and never shares a story with the train split.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+
+    def in_test(story: str) -> bool:
+        return _uniform(seed, story) < test_fraction
+
+    train = records.filter(lambda story: not in_test(story), input_columns="story")
+    return train, records.filter(in_test, input_columns="story")
 
 
 def _text_batch(

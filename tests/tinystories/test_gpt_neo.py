@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 from transformer_lens.loading_from_pretrained import convert_hf_model_config
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
+from transformers import AutoTokenizer, GPTNeoConfig, GPTNeoForCausalLM
 
 from tinystories.gpt_neo import (
     export_gpt_neo,
@@ -161,11 +161,14 @@ def test_export_writes_the_tokenizer_and_import_attaches_it(hf_dir, tmp_path):
     hf_model = GPTNeoForCausalLM.from_pretrained(hf_dir)
     hf_model.resize_token_embeddings(len(tokenizer))
     model = hooked_from_hf_gpt_neo(hf_model.eval(), tokenizer=tokenizer)
-    out = export_gpt_neo(model, tmp_path / "with_tok")
+    out = export_gpt_neo(model, tmp_path / "with_tok", tokenizer=tokenizer)
     assert (out / "tokenizer.json").is_file() and (out / "special_tokens_map.json").is_file()
+    exported = AutoTokenizer.from_pretrained(out)
+    text = "Once upon a time, Lily found a ball."
+    assert exported(text)["input_ids"] == tokenizer(text)["input_ids"]  # no BOS added on the way
+    assert GPTNeoForCausalLM.from_pretrained(out).config.eos_token_id == tokenizer.eos_token_id
     again = load_gpt_neo(out)
     assert again.tokenizer is not None
-    text = "Once upon a time, Lily found a ball."
     assert again.to_string(again.to_tokens(text, prepend_bos=False)[0]) == text
 
 
@@ -174,4 +177,14 @@ def test_hub_name_offline_fails_fast_with_a_local_directory_hint():
     start = time.perf_counter()
     with pytest.raises(HubUnavailableError, match="local HF model directory"):
         load_gpt_neo("roneneldan/TinyStories-1M")
+    assert time.perf_counter() - start < 5.0
+
+
+def test_unreachable_hub_fails_fast_without_offline_mode(monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(HubUnavailableError, match="unreachable"):
+        load_gpt_neo("roneneldan/TinyStories-33M", hub_timeout_s=2.0)
     assert time.perf_counter() - start < 5.0
