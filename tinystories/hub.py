@@ -64,7 +64,9 @@ def _can_connect(host: str, port: int, timeout_s: float) -> bool:
     return bool(result and result[0])
 
 
-def hub_unavailable(name: str, what: str, alternative: str, cause: BaseException | None = None):
+def hub_unavailable(
+    name: str, what: str, alternative: str, cause: BaseException | None = None
+) -> HubUnavailableError:
     """Build the `HubUnavailableError` for hub name `name` (`what`: "dataset" or "model")."""
     reason = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
     mode = "offline mode is set" if hub_offline_mode() else "the hub is unreachable"
