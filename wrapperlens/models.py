@@ -338,6 +338,10 @@ def hooked_transformer_from_pretrained(name: str, **kwargs: Any) -> HookedTransf
     or a populated HF cache)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_DEPRECATION_MESSAGE, category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"HookedTransformer\.from_pretrained is deprecated.*",
+            category=DeprecationWarning,
+        )
         model = HookedTransformer.from_pretrained(name, **kwargs)
     _install_fused_attention(model, True)
     return model
