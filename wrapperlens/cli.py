@@ -102,17 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _split_overrides(extra: Sequence[str]) -> dict[str, str]:
     """`--a.b=1 --c.d 2` -> {"a.b": "1", "c.d": "2"}; anything else is an error."""
+    from wrapperlens.config import ConfigError
+
     out: dict[str, str] = {}
     i = 0
     while i < len(extra):
         arg = extra[i]
         if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise SystemExit(f"wrapperlens: error: unrecognized argument {arg!r} "
-                             "(config overrides look like --train.lr=1e-4)")
+            raise ConfigError(f"unrecognized argument {arg!r} "
+                              "(config overrides look like --train.lr=1e-4)")
         key, eq, value = arg[2:].partition("=")
         if not eq:
             if i + 1 >= len(extra):
-                raise SystemExit(f"wrapperlens: error: --{key} needs a value")
+                raise ConfigError(f"--{key} needs a value")
             value = extra[i + 1]
             i += 1
         out[key] = value
