@@ -1,0 +1,202 @@
+"""Activation patching and attribution patching against TransformerLens, measured in one run.
+
+A full layer x position sweep of `resid_pre` patching (clean -> corrupted inputs of one model, the
+setting of `transformer_lens.patching.get_act_patch_resid_pre`, and pretrained -> "fine-tuned"
+across two models) with
+
+- `transformer_lens.patching.get_act_patch_resid_pre` (its tqdm bar switched off) after a
+  `run_with_cache` of the source run: the reference, and
+- `wrapperlens.analysis.activation_patching` (caching both runs included),
+
+checks that the results agree to 1e-5 and prints the speed ratio. Then attribution patching:
+Spearman rank correlation of its node estimates with the exact effects of the sweep, and its time
+against both exact sweeps.
+
+The default shape is the `cpu` preset's model, context and vocabulary (a stand-in of 3 x 128 with
+71 positions and 100 tokens if the preset cannot be loaded); flags override it. Timings are the
+best of `--repeats` runs of wall-clock time. Compare ratios only within one run: a machine shared
+with other jobs gives noisy absolute times.
+
+    python benchmarks/patching_speed.py                       # cpu preset shape
+    python benchmarks/patching_speed.py --layers 3 --d-model 128 --seq 71 --vocab 100
+    python benchmarks/patching_speed.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import transformer_lens.patching as tl_patching
+
+from wrapperlens.analysis import (
+    ActivationPatcher,
+    PatchingConfig,
+    attribution_patching,
+    logit_difference,
+)
+from wrapperlens.models import ModelConfig, build_model
+
+tl_patching.tqdm = lambda iterable, **kwargs: iterable  # the reference without its progress bar
+
+
+def preset_shape() -> tuple[ModelConfig, int, int, str]:
+    """(model config, n_ctx, d_vocab, description) of the `cpu` preset, or the stand-in."""
+    try:
+        from tasks.data import PCFGTask
+        from wrapperlens.presets import get_preset
+
+        preset = get_preset("cpu")
+        task = PCFGTask(preset.task)
+        return preset.model, task.n_ctx, len(task.vocab), "cpu preset"
+    except Exception as error:  # noqa: BLE001 - any failure means: use the stand-in
+        print(f"(cpu preset unavailable: {error!r}; using the 3 x 128 stand-in)")
+        return ModelConfig(n_layers=3, d_model=128, n_heads=4), 71, 100, "stand-in"
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation with average ranks for ties (scipy is not a dependency)."""
+
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten().double()
+        less = (x[None, :] < x[:, None]).sum(1).double()
+        equal = (x[None, :] == x[:, None]).sum(1).double()
+        return less + (equal + 1) / 2
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def timed(fn: Callable[[], torch.Tensor], repeats: int, device: str) -> tuple[float, torch.Tensor]:
+    """Best wall-clock time of `repeats` calls, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--d-model", type=int)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--seq", type=int, help="sequence length (default: the preset's n_ctx)")
+    parser.add_argument("--vocab", type=int)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--patches-per-forward", type=int, default=0, help="0 = automatic")
+    parser.add_argument("--finetune-noise", type=float, default=0.05,
+                        help="relative weight noise of the 'fine-tuned' stand-in")  # fmt: skip
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    shape, n_ctx, d_vocab, origin = preset_shape()
+    shape = ModelConfig(
+        n_layers=args.layers or shape.n_layers,
+        d_model=args.d_model or shape.d_model,
+        n_heads=args.heads or shape.n_heads,
+        init_seed=0,
+    )
+    n_pos, d_vocab = args.seq or n_ctx, args.vocab or d_vocab
+    n_ctx = max(n_ctx, n_pos)
+    model = build_model(shape, n_ctx=n_ctx, d_vocab=d_vocab)
+    # A "fine-tuned" stand-in: the same weights plus a little noise.
+    finetuned = build_model(shape, n_ctx=n_ctx, d_vocab=d_vocab)
+    finetuned.load_state_dict(model.state_dict())
+    noise = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in finetuned.parameters():
+            scale = args.finetune_noise * param.std() if param.numel() > 1 else 0.0
+            param.add_(torch.randn(param.shape, generator=noise) * scale)
+    if args.device != "cpu":
+        model, finetuned = model.to(args.device), finetuned.to(args.device)
+
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, d_vocab, (args.batch, n_pos), generator=generator)
+    # A minimal pair: the same prompts with the token at one position (the middle) resampled.
+    one_token = clean.clone()
+    one_token[:, n_pos // 2] = (clean[:, n_pos // 2] + 1 + torch.randint(
+        0, d_vocab - 1, (args.batch,), generator=generator)) % d_vocab  # fmt: skip
+    random = torch.randint(0, d_vocab, (args.batch, n_pos), generator=generator)
+    clean, one_token, random = (t.to(args.device) for t in (clean, one_token, random))
+    metric = logit_difference(1, 2)  # at the last position, averaged over the batch
+    print(
+        f"{origin}: {shape.n_layers} layers x d_model {shape.d_model} x {shape.n_heads} heads, "
+        f"{n_pos} positions, vocab {d_vocab}, batch {args.batch}; device {args.device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; best of {args.repeats}"
+    )
+    print(f"sweep: resid_pre, {shape.n_layers} x {n_pos} = {shape.n_layers * n_pos} patches, "
+          "metric = logit difference at the last position")  # fmt: skip
+
+    scenarios = {
+        "clean -> corrupted, one model, prompts differing at one position":
+            (model, clean, model, one_token),
+        "clean -> corrupted, one model, unrelated random prompts": (model, clean, model, random),
+        "pretrained -> fine-tuned stand-in, two models, same prompts":
+            (model, clean, finetuned, clean),
+    }  # fmt: skip
+    summary = []
+    for title, (source, source_tokens, target, target_tokens) in scenarios.items():
+        print(f"\n== {title}")
+
+        def reference() -> torch.Tensor:
+            _, cache = source.run_with_cache(source_tokens)
+            return tl_patching.get_act_patch_resid_pre(target, target_tokens, cache, metric)
+
+        def ours(patches_per_forward: int) -> torch.Tensor:
+            patcher = ActivationPatcher(
+                target, target_tokens, source_model=source, source_tokens=source_tokens
+            )
+            config = PatchingConfig("resid_pre", patches_per_forward=patches_per_forward)
+            return patcher.sweep(metric, config)
+
+        def attribution() -> torch.Tensor:
+            return attribution_patching(
+                target, target_tokens, metric, "resid_pre",
+                source_model=source, source_tokens=source_tokens,
+            )  # fmt: skip
+
+        t_ref, expected = timed(reference, args.repeats, args.device)
+        t_one, single = timed(lambda: ours(1), args.repeats, args.device)
+        t_auto, result = timed(lambda: ours(args.patches_per_forward), args.repeats, args.device)
+        error = max((result - expected).abs().max().item(), (single - expected).abs().max().item())
+        print(f"TransformerLens get_act_patch_resid_pre   {t_ref:8.3f} s")
+        print(f"wrapperlens, one patch per forward        {t_one:8.3f} s   {t_ref / t_one:5.2f}x")
+        label = f"wrapperlens, patches_per_forward={args.patches_per_forward or 'auto'}"
+        print(f"{label:<42}{t_auto:8.3f} s   {t_ref / t_auto:5.2f}x")
+        verdict = "identical (<= 1e-5)" if error <= 1e-5 else "MISMATCH (> 1e-5)"
+        print(f"max |wrapperlens - TransformerLens|       {error:.2e}  {verdict}")
+
+        t_attr, estimate = timed(attribution, args.repeats, args.device)
+        with torch.no_grad():
+            baseline = metric(target(target_tokens))
+        effect = expected - baseline
+        t_exact = min(t_one, t_auto)
+        print(f"attribution patching                      {t_attr:8.3f} s   "
+              f"1/{t_exact / t_attr:.0f} of wrapperlens's sweep, 1/{t_ref / t_attr:.0f} of "
+              "TransformerLens's")  # fmt: skip
+        rho, rho_abs = spearman(estimate, effect), spearman(estimate.abs(), effect.abs())
+        print(f"Spearman(attribution, exact effect)       {rho:.3f} signed, "
+              f"{rho_abs:.3f} by magnitude")  # fmt: skip
+        summary.append((title, t_ref / min(t_one, t_auto), error, t_ref / t_attr, t_exact / t_attr, rho))
+
+    print("\n== summary (speed-up of the best wrapperlens setting; attribution time as a fraction)")
+    for title, speedup, error, attr_vs_ref, attr_vs_ours, rho in summary:
+        print(f"{speedup:5.2f}x  err {error:.0e}  attribution 1/{attr_vs_ref:.0f} of TL, "
+              f"1/{attr_vs_ours:.0f} of ours, Spearman {rho:.3f}  | {title}")
+
+
+if __name__ == "__main__":
+    main()
