@@ -190,7 +190,8 @@ def main() -> None:
         rho, rho_abs = spearman(estimate, effect), spearman(estimate.abs(), effect.abs())
         print(f"Spearman(attribution, exact effect)       {rho:.3f} signed, "
               f"{rho_abs:.3f} by magnitude")  # fmt: skip
-        summary.append((title, t_ref / min(t_one, t_auto), error, t_ref / t_attr, t_exact / t_attr, rho))
+        speedup = t_ref / min(t_one, t_auto)
+        summary.append((title, speedup, error, t_ref / t_attr, t_exact / t_attr, rho))
 
     print("\n== summary (speed-up of the best wrapperlens setting; attribution time as a fraction)")
     for title, speedup, error, attr_vs_ref, attr_vs_ours, rho in summary:

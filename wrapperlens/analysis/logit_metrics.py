@@ -82,7 +82,7 @@ def logit_difference(
 def answer_probability(
     answer: TokenIds, *, position: Positions = -1, reduce: str = "mean"
 ) -> Metric:
-    """Metric: softmax probability of `answer` at `position` (arguments as in `logit_difference`)."""
+    """Metric: softmax probability of `answer` at `position` (as in `logit_difference`)."""
     _check_reduce(reduce)
 
     def metric(logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:

@@ -160,7 +160,8 @@ class SuffixForward:
                 attn = block.attn
                 weights = [w.transpose(1, 2).flatten(0, 1) for w in (attn.W_Q, attn.W_K, attn.W_V)]
                 self.w_qkv.append(torch.cat(weights))  # [3 * n_heads * d_head, d_model]
-                self.b_qkv.append(torch.cat([attn.b_Q.flatten(), attn.b_K.flatten(), attn.b_V.flatten()]))
+                biases = [b.flatten() for b in (attn.b_Q, attn.b_K, attn.b_V)]
+                self.b_qkv.append(torch.cat(biases))
                 self.w_out.append(attn.W_O.flatten(0, 1).T)  # [d_model, n_heads * d_head]
 
     @staticmethod
@@ -205,7 +206,8 @@ class SuffixForward:
         for layer in range(edits[0].layer, n_layers):
             last_keep = keep if layer == n_layers - 1 else None
             if resid is not None:
-                resid = self._block(layer, "hook_resid_pre", {"hook_resid_pre": resid}, p0, last_keep)
+                values = {"hook_resid_pre": resid}
+                resid = self._block(layer, "hook_resid_pre", values, p0, last_keep)
             for entry in ENTRY_POINTS:
                 group = [i for i, e in enumerate(edits) if e.layer == layer and e.hook == entry]
                 if not group:
@@ -291,7 +293,8 @@ class SuffixForward:
         values of the target run before `p0`."""
         attn = self.model.blocks[layer].attn
         rows, n_suffix, _ = resid_pre.shape
-        qkv = F.linear(self.model.blocks[layer].ln1(resid_pre), self.w_qkv[layer], self.b_qkv[layer])
+        normalized = self.model.blocks[layer].ln1(resid_pre)
+        qkv = F.linear(normalized, self.w_qkv[layer], self.b_qkv[layer])
         q, k, v = qkv.view(rows, n_suffix, 3, attn.cfg.n_heads, attn.cfg.d_head).unbind(2)
         if self.rotary:
             q = attn.apply_rotary(q, p0)
@@ -304,7 +307,8 @@ class SuffixForward:
             k_prefix = self.acts[f"blocks.{layer}.{self.key_hook}"][:, :p0]
             v_prefix = self.acts[f"blocks.{layer}.attn.hook_v"][:, :p0]
             if copies > 1:
-                k_prefix, v_prefix = k_prefix.repeat(copies, 1, 1, 1), v_prefix.repeat(copies, 1, 1, 1)
+                k_prefix = k_prefix.repeat(copies, 1, 1, 1)
+                v_prefix = v_prefix.repeat(copies, 1, 1, 1)
             k, v = torch.cat([k_prefix, k], dim=1), torch.cat([v_prefix, v], dim=1)
         # Causal: a query at absolute position i sees keys 0..i.
         allowed = torch.arange(k.shape[1], device=q.device)[None, :] <= query_pos[:, None]

@@ -187,6 +187,9 @@ class ActivationPatcher:
     Attributes:
         target_logits, source_logits: Logits of the two unpatched runs.
         suffix_unsupported: Why the suffix forward cannot run this model, or None.
+
+    Both runs (and the target's weights) are read once, here: make a new patcher after changing
+    a model.
     """
 
     def __init__(
@@ -267,7 +270,21 @@ class ActivationPatcher:
         patches_per_forward: int = 0,
         recompute: str = "suffix",
     ) -> Float[Tensor, "n_patches *batch"]:
-        """The metric of the target run's logits under each patch (same order as `patches`)."""
+        """The metric of the target run's logits under each patch.
+
+        Args:
+            patches: Any patches (checked with `check_patch`).
+            metric: Function of the logits, returning a 0-d tensor or one value per example.
+            patches_per_forward: As in `PatchingConfig`.
+            recompute: As in `PatchingConfig`.
+
+        Returns:
+            One value (or one per example) for each patch, in the order of `patches`.
+        """
+        if not patches:
+            raise ValueError("no patches given")
+        if recompute not in ("suffix", "layer"):
+            raise ValueError(f"recompute must be 'suffix' or 'layer', got {recompute!r}")
         for patch in patches:
             self.check_patch(patch)
         if recompute == "suffix" and self._suffix is None:
@@ -277,31 +294,12 @@ class ActivationPatcher:
                 stacklevel=2,
             )
             recompute = "layer"
-        if patches_per_forward == 0:
-            patches_per_forward = self.auto_patches_per_forward()
         edits = [p.edit() for p in patches]
         read_positions = self._read_positions(metric)
-
-        def stage(i: int) -> tuple[int, int]:
-            return edits[i].layer, ENTRY_POINTS.index(edits[i].hook)
-
-        if recompute == "suffix":
-            # Neighbours in this order share their first position, so grouping them wastes little.
-            order = sorted(range(len(edits)), key=lambda i: (edits[i].first_position, *stage(i)))
-            chunks = [order[s : s + patches_per_forward] for s in range(0, len(order), patches_per_forward)]
-        else:  # a forward from a layer batches only patches of that layer
-            order = sorted(range(len(edits)), key=stage)
-            by_layer = itertools.groupby(order, key=lambda i: edits[i].layer)
-            chunks = [
-                group[s : s + patches_per_forward]
-                for _, g in by_layer
-                for group in [list(g)]
-                for s in range(0, len(group), patches_per_forward)
-            ]
+        size = patches_per_forward or self.auto_patches_per_forward()
         results: list[Tensor | None] = [None] * len(edits)
         with torch.no_grad():
-            for chunk in chunks:
-                chunk = sorted(chunk, key=stage)
+            for chunk in _chunks(edits, size, same_layer=recompute == "layer"):
                 chunk_edits = [edits[i] for i in chunk]
                 sources = [self.source_acts[f"blocks.{e.layer}.{e.hook}"] for e in chunk_edits]
                 if recompute == "suffix":
@@ -309,7 +307,8 @@ class ActivationPatcher:
                 else:
                     logits = self._run_from_layer(chunk_edits, sources)
                 for row, i in enumerate(chunk):
-                    results[i] = self._evaluate(metric, logits[row * self.batch : (row + 1) * self.batch])
+                    rows = logits[row * self.batch : (row + 1) * self.batch]
+                    results[i] = self._evaluate(metric, rows)
         return torch.stack(results)
 
     def auto_patches_per_forward(self) -> int:
@@ -341,7 +340,9 @@ class ActivationPatcher:
         value = metric(logits)
         if not isinstance(value, Tensor) or value.shape not in ((), (self.batch,)):
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"metric must return a 0-d tensor or shape ({self.batch},), got {shape}")
+            raise ValueError(
+                f"metric must return a 0-d tensor or shape ({self.batch},), got {shape}"
+            )
         return value.detach().float()
 
     def _run_from_layer(
@@ -368,7 +369,8 @@ class ActivationPatcher:
         """Patch every combination of the swept axes; shaped as `transformer_lens.patching`."""
         cfg = self.model.cfg
         axes: list[Sequence[int] | Sequence[None]] = [config.layers or range(cfg.n_layers)]
-        axes.append((config.positions or range(self.n_positions)) if config.per_position else [None])
+        positions = config.positions or range(self.n_positions)
+        axes.append(positions if config.per_position else [None])
         if config.component == "z":
             axes.append(config.heads or range(cfg.n_heads))
         elif config.component == "post":
@@ -387,6 +389,26 @@ class ActivationPatcher:
         )
         shape = [len(axis) for axis in axes if list(axis) != [None]]
         return values.reshape(*shape, *values.shape[1:])
+
+
+def _chunks(edits: Sequence[RowEdit], size: int, same_layer: bool) -> list[list[int]]:
+    """Group edit indices into forwards of at most `size`, each sorted by (layer, entry point).
+
+    Ordered by first position, then layer: neighbours share their first position, so a group
+    recomputes few positions that some of its patches could not change. A forward that starts
+    at a layer (`same_layer`) can only hold patches of that layer.
+    """
+
+    def stage(i: int) -> tuple[int, int]:
+        return edits[i].layer, ENTRY_POINTS.index(edits[i].hook)
+
+    if same_layer:
+        order = sorted(range(len(edits)), key=stage)
+        runs = [list(g) for _, g in itertools.groupby(order, key=lambda i: edits[i].layer)]
+    else:
+        runs = [sorted(range(len(edits)), key=lambda i: (edits[i].first_position, *stage(i)))]
+    groups = [run[s : s + size] for run in runs for s in range(0, len(run), size)]
+    return [sorted(group, key=stage) for group in groups]
 
 
 def activation_patching(

@@ -10,7 +10,7 @@ from wrapperlens.analysis.patching import ActivationPatcher, PatchingConfig
 from wrapperlens.models import hooked_transformer
 
 BASE = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=20,
-            act_fn="gelu", normalization_type="LN", default_prepend_bos=False, seed=None)  # fmt: skip
+            act_fn="gelu", normalization_type="LN", default_prepend_bos=False)  # fmt: skip
 BATCH, N_POS = 2, 8
 
 
@@ -90,9 +90,8 @@ def test_matches_finite_differences_of_hooked_forwards(tokens):
         for _ in range(5):
             node = tuple(int(torch.randint(0, n, (1,), generator=g)) for n in estimate.shape)
             layer, position, *unit = node
-            name = {"z": f"blocks.{layer}.attn.hook_z", "post": f"blocks.{layer}.mlp.hook_post"}.get(
-                component, f"blocks.{layer}.hook_{component}"
-            )
+            inside = {"z": "attn.hook_z", "post": "mlp.hook_post"}.get(component, f"hook_{component}")
+            name = f"blocks.{layer}.{inside}"
 
             def nudged(e, name=name, position=position, unit=unit):
                 def hook(act, hook):

@@ -20,7 +20,7 @@ from wrapperlens.models import hooked_transformer
 tlp.tqdm = lambda iterable, **kwargs: iterable  # quiet reference runs
 
 BASE = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=20,
-            act_fn="gelu", normalization_type="LN", default_prepend_bos=False, seed=None)  # fmt: skip
+            act_fn="gelu", normalization_type="LN", default_prepend_bos=False)  # fmt: skip
 VARIANTS = {
     "ln-standard": {},
     "rms-rotary": dict(normalization_type="RMS", positional_embedding_type="rotary", rotary_dim=8),
@@ -189,7 +189,10 @@ def test_per_example_answer_positions_and_metrics(tokens):
     result = patcher.sweep(per_example, PatchingConfig("resid_pre"))
     assert result.shape == (2, N_POS, BATCH)
     torch.testing.assert_close(
-        result.mean(-1), patcher.sweep(logit_difference(3, 5, position=positions)), atol=1e-6, rtol=0
+        result.mean(-1),
+        patcher.sweep(logit_difference(3, 5, position=positions)),
+        atol=1e-6,
+        rtol=0,
     )
 
 
@@ -273,9 +276,8 @@ def test_unsupported_architectures_fall_back_to_the_layer_forward(overrides, tok
 def test_metrics_compute_what_they_say():
     logits = torch.randn(2, 4, 6)
     diff = logit_difference(torch.tensor([1, 2]), 3, position=torch.tensor([0, 2]), reduce="none")
-    torch.testing.assert_close(
-        diff(logits), torch.stack([logits[0, 0, 1] - logits[0, 0, 3], logits[1, 2, 2] - logits[1, 2, 3]])
-    )
+    expected = [logits[0, 0, 1] - logits[0, 0, 3], logits[1, 2, 2] - logits[1, 2, 3]]
+    torch.testing.assert_close(diff(logits), torch.stack(expected))
     prob = answer_probability(5)
     torch.testing.assert_close(prob(logits), logits[:, -1].softmax(-1)[:, 5].mean())
     assert diff.positions == (0, 2) and prob.positions == (-1,)
