@@ -1,0 +1,297 @@
+"""TinyStories training stages: pretrain, delete (F / F+R / F+MM) and reverse fine-tune.
+
+| stage | starts from | trains on (prepared protocol, train split) | default LR |
+|---|---|---|---|
+| pretrain | random init | `all` ("Present in PT"), or `filter` for the "Not in PT" control | preset |
+| delete | a pretrain run | `filter` (F), `filter_randomise` (F+R) or `filter_mix_match` (F+MM) | η_M |
+| reft | a delete run, or the control | `reft`: Twist stories only | preset (1e-5) |
+
+(NOTES §1.3, §3.4.) Deletion and reFT use a constant learning rate, as the paper's code.
+
+A run directory holds `config.json` (this module: stage, preset, parent, prepared data,
+tokenizer, protocol, η and the config sections), the trainer's files (`model.json`,
+`model.safetensors`, `trainer_state.safetensors`, `metrics.jsonl`, see `wrapperlens.training`)
+and `generations/`. A stage finds the prepared data and the tokenizer through its parent's
+config unless given. Any HookedTransformer run directory can be a parent, e.g. a GPT-Neo
+checkpoint imported with `import_gpt_neo_run` (the public TinyStories models).
+
+Metrics logged (see `tinystories.evaluation`): `twist_loss`, `other_loss` at every evaluation;
+`twist_score`, `twist_oracle` and `gen_tokens` at the generation steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+from transformer_lens import HookedTransformer
+from transformers import PreTrainedTokenizerBase
+
+from tinystories.evaluation import (
+    FIELD_SHUFFLE_SEED,
+    EvalConfig,
+    StepClock,
+    StoryEvaluator,
+    ensure_story_classifier,
+)
+from tinystories.gpt_neo import GPT_NEO_ARCHITECTURE, freeze_absent_parameters, load_gpt_neo
+from tinystories.lm import BatchConfig, LMConfig, StoryBatcher, build_lm, encode_records, pad_id_of
+from tinystories.prepare import load_prepared
+from tinystories.protocols import PAPER_NAMES, ProtocolDataConfig, with_text
+from tinystories.presets import get_story_preset
+from tinystories.tokenizer import load_tokenizer, save_tokenizer
+from wrapperlens.checkpoints import CheckpointError, load_hooked_model, read_json, save_hooked_model
+from wrapperlens.checkpoints import write_json
+from wrapperlens.config import ConfigError, apply_overrides, from_dict, to_dict
+from wrapperlens.training import TrainConfig, train
+
+__all__ = [
+    "STAGES",
+    "CONFIG_FILE",
+    "SECTION_TYPES",
+    "StoryRun",
+    "resolve_story_run",
+    "run_story_stage",
+    "read_story_run",
+    "load_story_model",
+    "run_tokenizer",
+    "import_gpt_neo_run",
+]
+
+STAGES = ("pretrain", "delete", "reft")
+CONFIG_FILE = "config.json"
+SECTION_TYPES = {"model": LMConfig, "batches": BatchConfig, "train": TrainConfig, "eval": EvalConfig}
+DELETION_PROTOCOLS = ("filter", "filter_randomise", "filter_mix_match")
+
+
+@dataclass
+class StoryRun:
+    """The resolved configs of one stage.
+
+    Attributes:
+        stage: "pretrain", "delete" or "reft".
+        preset: The preset the defaults came from.
+        sections: {"model" (pretrain only), "batches", "train", "eval"} config objects.
+        prepared: Prepared-data directory (`tinystories.prepare.prepare_stories`).
+        tokenizer: Tokenizer directory.
+        protocol: The prepared protocol trained on.
+        parent: Run directory the weights come from (None for pretraining).
+        eta: "M" or "S" for deletion runs.
+    """
+
+    stage: str
+    preset: str
+    sections: dict[str, Any]
+    prepared: str
+    tokenizer: str
+    protocol: str
+    parent: str | None = None
+    eta: str | None = None
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.sections["train"]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "stage": self.stage, "preset": self.preset, "parent": self.parent,
+            "prepared": self.prepared, "tokenizer": self.tokenizer, "protocol": self.protocol,
+            "eta": self.eta,
+        }
+        out.update({name: to_dict(cfg) for name, cfg in self.sections.items()})
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], source: str = CONFIG_FILE) -> "StoryRun":
+        try:
+            sections = {name: from_dict(SECTION_TYPES[name], d[name], name)
+                        for name in SECTION_TYPES if name in d}
+            return cls(d["stage"], d["preset"], sections, d["prepared"], d["tokenizer"],
+                       d["protocol"], d.get("parent"), d.get("eta"))
+        except KeyError as e:
+            raise CheckpointError(f"{source}: missing key {e}") from e
+
+
+def read_story_run(run_dir: str | Path) -> dict[str, Any]:
+    """The raw `config.json` of a run directory (any stage, including "import")."""
+    return read_json(Path(run_dir) / CONFIG_FILE)
+
+
+def _parent_paths(parent: Path) -> tuple[str | None, str | None]:
+    cfg = read_story_run(parent)
+    return cfg.get("prepared"), cfg.get("tokenizer")
+
+
+def resolve_story_run(
+    stage: str,
+    preset: str = "cpu",
+    *,
+    parent: str | Path | None = None,
+    prepared: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+    protocol: str | None = None,
+    eta: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> StoryRun:
+    """Combine a preset, a parent run and `section.key` overrides into one stage's configs.
+
+    Args:
+        stage: One of `STAGES`.
+        preset: "paper", "cpu" or "tiny".
+        parent: Run directory to start from (delete, reft).
+        prepared, tokenizer: Override the directories inherited from the parent (required for
+            pretraining).
+        protocol: pretrain: "all" (default) or "filter" (the control); delete: "F", "F+R",
+            "F+MM" (or the protocol names); reft: "reft" (default).
+        eta: delete: "M" (default) or "S"; `--train.lr` overrides it.
+        overrides: {"train.lr": 1e-4, ...}; sections: model (pretrain), batches, train, eval.
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
+    p = get_story_preset(preset)
+    sections: dict[str, Any] = {"batches": p.batches, "eval": p.eval}
+    if stage == "pretrain":
+        if parent is not None:
+            raise ConfigError("pretrain starts from random weights: it takes no parent run")
+        protocol = protocol or "all"
+        if protocol not in ("all", "filter"):
+            raise ConfigError(f"pretrain protocol must be 'all' or 'filter' (control), got {protocol!r}")
+        sections.update(model=p.model, train=p.pretrain)
+    else:
+        if parent is None:
+            raise ConfigError(f"{stage} needs a parent run directory (--from)")
+        parent_prepared, parent_tokenizer = _parent_paths(Path(parent))
+        prepared = prepared or parent_prepared
+        tokenizer = tokenizer or parent_tokenizer
+        if stage == "delete":
+            protocol = ProtocolDataConfig(protocol or "F").protocol
+            if protocol not in DELETION_PROTOCOLS:
+                raise ConfigError(f"delete protocol must be one of {tuple(PAPER_NAMES)}, got {protocol!r}")
+            eta = eta or "M"
+            if eta not in p.etas:
+                raise ConfigError(f"eta must be one of {tuple(p.etas)}, got {eta!r}")
+            sections["train"] = replace(p.delete, lr=p.etas[eta])
+        else:
+            protocol = protocol or "reft"
+            sections["train"] = p.reft
+    if prepared is None or tokenizer is None:
+        raise ConfigError(f"{stage} needs the prepared data and the tokenizer directories "
+                          "(--data, --tokenizer; a parent run's config gives them)")
+    sections = apply_overrides(sections, dict(overrides or {}))
+    run = StoryRun(stage, preset, sections, str(Path(prepared).resolve()),
+                   str(Path(tokenizer).resolve()), protocol,
+                   None if parent is None else str(Path(parent).resolve()), eta)
+    _check_generation_steps(run)
+    return run
+
+
+def _generation_steps(run: StoryRun) -> list[int]:
+    steps = run.train_config.steps
+    if run.stage == "pretrain":
+        return [steps]
+    return sorted({s for s in run.sections["eval"].generation_steps if s <= steps} | {steps})
+
+
+def _check_generation_steps(run: StoryRun) -> None:
+    missing = sorted(set(_generation_steps(run)) - run.train_config.eval_steps())
+    if missing:
+        tc = run.train_config
+        raise ConfigError(
+            f"eval.generation_steps {missing} are not evaluation steps of train (steps={tc.steps}, "
+            f"eval_every={tc.eval_every}, log_spaced_eval={tc.log_spaced_eval}); make them "
+            "multiples of train.eval_every"
+        )
+
+
+def _prepare_loaded(model: HookedTransformer) -> HookedTransformer:
+    if model.cfg.original_architecture == GPT_NEO_ARCHITECTURE:
+        freeze_absent_parameters(model)  # GPT-Neo has no q/k/v or unembedding biases
+    return model
+
+
+def load_story_model(run_dir: str | Path) -> HookedTransformer:
+    """The latest weights of a run directory (GPT-Neo's absent biases frozen), in eval mode."""
+    return _prepare_loaded(load_hooked_model(run_dir)).eval()
+
+
+def _initial_model(run: StoryRun, tokenizer: PreTrainedTokenizerBase) -> HookedTransformer:
+    if run.stage == "pretrain":
+        return build_lm(run.sections["model"], len(tokenizer))
+    model = load_story_model(run.parent)
+    if model.cfg.d_vocab < len(tokenizer):
+        raise CheckpointError(
+            f"{run.parent}: the model's vocabulary ({model.cfg.d_vocab}) is smaller than the "
+            f"tokenizer's ({len(tokenizer)}) in {run.tokenizer}"
+        )
+    return model
+
+
+def run_story_stage(
+    run: StoryRun,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[HookedTransformer, list[dict]]:
+    """Train one stage into `out` (writing `config.json` first); returns the model and metrics.
+
+    Args:
+        stop_after: Stop after this many steps without a final checkpoint (tests of resuming).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_FILE, run.to_json())
+    tokenizer = load_tokenizer(run.tokenizer)
+    model = _initial_model(run, tokenizer)
+    n_ctx = model.cfg.n_ctx
+    batches: BatchConfig = run.sections["batches"]
+    shuffle = FIELD_SHUFFLE_SEED if batches.shuffle_fields else None
+    texts = with_text(load_prepared(run.prepared, run.protocol, "train"), "instruct",
+                      shuffle_fields_seed=shuffle)["text"]
+    sequences, _ = encode_records(tokenizer, texts, n_ctx + 1, add_eos=batches.layout == "records")
+    batcher = StoryBatcher(sequences, run.train_config.batch_size, n_ctx, pad_id_of(tokenizer),
+                           batches.layout, batches.seed)
+    clock = StepClock(batcher)
+    classifier, _ = ensure_story_classifier(run.prepared, get_story_preset(run.preset).classifier)
+    evaluator = StoryEvaluator(run.prepared, tokenizer, n_ctx, run.sections["eval"], classifier,
+                               shuffle_fields=batches.shuffle_fields)
+    evaluate = evaluator.callback(clock, _generation_steps(run), out)
+    records = train(model, run.train_config, clock, out, evaluate=evaluate, resume=resume,
+                    progress=progress, description=f"{run.stage} {run.protocol}",
+                    stop_after=stop_after)
+    return model.eval(), records
+
+
+def run_tokenizer(run_dir: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a run directory (from its config, or saved inside it)."""
+    return load_tokenizer(read_story_run(run_dir)["tokenizer"])
+
+
+def import_gpt_neo_run(
+    name_or_dir: str | Path, out: str | Path, n_ctx: int | None = None,
+    prepared: str | Path | None = None,
+) -> HookedTransformer:
+    """Import a GPT-Neo checkpoint (hub name or local HF directory) as a run directory.
+
+    The run directory holds the HookedTransformer, the checkpoint's tokenizer and a
+    `config.json` of stage "import", so it can be the parent of `delete` or `reft` (give
+    `prepared` here or `--data` there).
+    """
+    out = Path(out)
+    model = load_gpt_neo(name_or_dir, n_ctx=n_ctx, with_tokenizer=True)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise CheckpointError(f"{name_or_dir}: no tokenizer beside the checkpoint; a run needs one")
+    save_hooked_model(out, model)
+    if Path(str(name_or_dir)).is_dir():
+        save_tokenizer(load_tokenizer(name_or_dir), out)  # the original, not TL's BOS copy
+    else:
+        save_tokenizer(tokenizer, out)
+    write_json(out / CONFIG_FILE, {
+        "stage": "import", "source": str(name_or_dir), "tokenizer": str(out.resolve()),
+        "prepared": None if prepared is None else str(Path(prepared).resolve()),
+        "n_ctx": model.cfg.n_ctx,
+    })
+    return model
