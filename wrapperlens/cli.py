@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="directory (default: runs/reproduce-PRESET)")
     p.add_argument("--config", type=Path, help="JSON or TOML file of overrides")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    from wrapperlens.analysis_cli import add_analysis_commands
+
+    add_analysis_commands(sub)  # prune | probe | patch | attribute | attention | wrapper-map
     return parser
 
 
@@ -163,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         overrides = _split_overrides(extra)
+        if hasattr(args, "analysis_handler"):
+            return args.analysis_handler(args, overrides)
         if overrides and args.command in ("eval",):
             raise ConfigError(f"{args.command} takes no config overrides")
         if args.command in STAGE_HELP:
