@@ -14,8 +14,8 @@ against both exact sweeps.
 
 The default shape is the `cpu` preset's model, context and vocabulary (a stand-in of 3 x 128 with
 71 positions and 100 tokens if the preset cannot be loaded); flags override it. Timings are the
-best of `--repeats` runs of wall-clock time. Compare ratios only within one run: a machine shared
-with other jobs gives noisy absolute times.
+best of `--repeats` runs of wall-clock time, the methods taking turns. Compare ratios only
+within one run: a machine shared with other jobs gives noisy absolute times.
 
     python benchmarks/patching_speed.py                       # cpu preset shape
     python benchmarks/patching_speed.py --layers 3 --d-model 128 --seq 71 --vocab 100
@@ -70,18 +70,25 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
-def timed(fn: Callable[[], torch.Tensor], repeats: int, device: str) -> tuple[float, torch.Tensor]:
-    """Best wall-clock time of `repeats` calls, and the last result."""
-    best, result = float("inf"), None
+def timed(
+    fns: dict[str, Callable[[], torch.Tensor]], repeats: int, device: str
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """Best wall-clock time of `repeats` calls of each function, and its last result.
+
+    The functions take turns within each repeat, so a load that comes and goes on a shared
+    machine hits them alike.
+    """
+    best = {name: (float("inf"), None) for name in fns}
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        for name, fn in fns.items():
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best[name] = (min(best[name][0], time.perf_counter() - start), result)
+    return best
 
 
 def main() -> None:
@@ -168,9 +175,18 @@ def main() -> None:
                 source_model=source, source_tokens=source_tokens,
             )  # fmt: skip
 
-        t_ref, expected = timed(reference, args.repeats, args.device)
-        t_one, single = timed(lambda: ours(1), args.repeats, args.device)
-        t_auto, result = timed(lambda: ours(args.patches_per_forward), args.repeats, args.device)
+        times = timed(
+            {
+                "reference": reference,
+                "one": lambda: ours(1),
+                "auto": lambda: ours(args.patches_per_forward),
+                "attribution": attribution,
+            },
+            args.repeats,
+            args.device,
+        )
+        (t_ref, expected), (t_one, single) = times["reference"], times["one"]
+        (t_auto, result), (t_attr, estimate) = times["auto"], times["attribution"]
         error = max((result - expected).abs().max().item(), (single - expected).abs().max().item())
         print(f"TransformerLens get_act_patch_resid_pre   {t_ref:8.3f} s")
         print(f"wrapperlens, one patch per forward        {t_one:8.3f} s   {t_ref / t_one:5.2f}x")
@@ -179,7 +195,6 @@ def main() -> None:
         verdict = "identical (<= 1e-5)" if error <= 1e-5 else "MISMATCH (> 1e-5)"
         print(f"max |wrapperlens - TransformerLens|       {error:.2e}  {verdict}")
 
-        t_attr, estimate = timed(attribution, args.repeats, args.device)
         with torch.no_grad():
             baseline = metric(target(target_tokens))
         effect = expected - baseline
