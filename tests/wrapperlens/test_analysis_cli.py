@@ -5,22 +5,12 @@ import hashlib
 import json
 
 import pytest
-import torch
 
 from wrapperlens.analysis_cli import ANALYSIS_COMMANDS, parse_int_list
 from wrapperlens.cli import main
 from wrapperlens.experiments.pcfg import resolve_configs, run_stage
 
 SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_every": 50}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread is many times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

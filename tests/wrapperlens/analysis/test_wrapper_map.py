@@ -21,15 +21,6 @@ CFG = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=24, n_ctx=8, d_voc
 BATCH, POS = 6, 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread is many times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pretrained():
     return hooked_transformer(CFG, init_seed=0).eval()

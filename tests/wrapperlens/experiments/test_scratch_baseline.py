@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from tasks.config import parse_prior
 from wrapperlens.config import ConfigError
@@ -22,15 +21,6 @@ from wrapperlens.experiments.scratch_baseline import (
 )
 
 SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_every": 50}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread is many times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_swapped_prior():
