@@ -40,7 +40,7 @@ from tinystories.gpt_neo import GPT_NEO_ARCHITECTURE, freeze_absent_parameters, 
 from tinystories.lm import BatchConfig, LMConfig, StoryBatcher, build_lm, encode_records, pad_id_of
 from tinystories.prepare import load_prepared
 from tinystories.protocols import PAPER_NAMES, ProtocolDataConfig, with_text
-from tinystories.presets import get_story_preset
+from tinystories.presets import StoryPreset, get_story_preset
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
 from wrapperlens.checkpoints import CheckpointError, load_hooked_model, read_json, save_hooked_model
 from wrapperlens.checkpoints import write_json
@@ -126,7 +126,7 @@ def _parent_paths(parent: Path) -> tuple[str | None, str | None]:
 
 def resolve_story_run(
     stage: str,
-    preset: str = "cpu",
+    preset: str | StoryPreset = "cpu",
     *,
     parent: str | Path | None = None,
     prepared: str | Path | None = None,
@@ -139,7 +139,7 @@ def resolve_story_run(
 
     Args:
         stage: One of `STAGES`.
-        preset: "paper", "cpu" or "tiny".
+        preset: "paper", "cpu", "tiny", or a `StoryPreset` (e.g. one with changed sections).
         parent: Run directory to start from (delete, reft).
         prepared, tokenizer: Override the directories inherited from the parent (required for
             pretraining).
@@ -150,7 +150,7 @@ def resolve_story_run(
     """
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
-    p = get_story_preset(preset)
+    p = get_story_preset(preset) if isinstance(preset, str) else preset
     sections: dict[str, Any] = {"batches": p.batches, "eval": p.eval}
     if stage == "pretrain":
         if parent is not None:
@@ -180,7 +180,7 @@ def resolve_story_run(
         raise ConfigError(f"{stage} needs the prepared data and the tokenizer directories "
                           "(--data, --tokenizer; a parent run's config gives them)")
     sections = apply_overrides(sections, dict(overrides or {}))
-    run = StoryRun(stage, preset, sections, str(Path(prepared).resolve()),
+    run = StoryRun(stage, p.name, sections, str(Path(prepared).resolve()),
                    str(Path(tokenizer).resolve()), protocol,
                    None if parent is None else str(Path(parent).resolve()), eta)
     _check_generation_steps(run)

@@ -9,10 +9,12 @@ Here the prompt is cut *before* the space of "Story: ": a byte-level BPE merges 
 the story's first word (" Once"), so a prompt ending in a bare space would be a token sequence the
 model never saw in training. `generated_story` strips the space again.
 
-Sampling is batched without a KV cache: prompts are right-padded, and at each step every
-unfinished row samples its next token from the logits at its own last position, so padding never
-reaches a position a row reads (attention is causal and positions start at 0 in every row, as in
-training). A row stops at `<|endoftext|>`, after `max_new_tokens`, or at the model's context.
+Sampling is batched with TransformerLens's key-value cache: prompts are left-padded, the padding
+masked (`attention_mask`), and TransformerLens shifts every row's positions so that its first
+real token is position 0, as in training. A row stops at `<|endoftext|>`, after
+`max_new_tokens`, or at the model's context. `use_cache=False` selects a slow reference path that
+recomputes the whole right-padded prefix at every step (each row reading the logits at its own
+last position); the tests check that both give the same greedy continuations.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 from transformers import PreTrainedTokenizerBase
 
 __all__ = ["encode_prompts", "sample_continuations", "generated_story"]
@@ -49,6 +51,7 @@ def sample_continuations(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
+    use_cache: bool = True,
 ) -> list[list[int]]:
     """Sample a continuation of every prompt (token ids after the prompt, without the EOS).
 
@@ -61,6 +64,7 @@ def sample_continuations(
         temperature: Softmax temperature; 0 = greedy.
         seed: Seed of a torch.Generator (the global RNG is not touched).
         batch_size: Prompts per forward pass.
+        use_cache: Use the key-value cache (fast); False recomputes every prefix (reference).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -74,8 +78,45 @@ def sample_continuations(
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            out.extend(_sample_chunk(model, chunk, max_new_tokens, eos_id, pad_id, temperature,
-                                     generator))
+            sample = _sample_chunk_cached if use_cache else _sample_chunk
+            out.extend(sample(model, chunk, max_new_tokens, eos_id, pad_id, temperature, generator))
+    return out
+
+
+def _next_ids(last: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+    if temperature == 0:
+        return last.argmax(-1)
+    probs = torch.softmax(last.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _sample_chunk_cached(model, prompts, max_new_tokens, eos_id, pad_id, temperature, generator):
+    rows, width = len(prompts), max(len(p) for p in prompts)
+    budget = min(max_new_tokens, model.cfg.n_ctx - width)
+    tokens = torch.full((rows, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((rows, width), dtype=torch.long)
+    for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+        tokens[i, width - len(p):] = torch.as_tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    device = model.cfg.device
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, rows)
+    logits = model(tokens.to(device), attention_mask=mask.to(device), past_kv_cache=cache)
+    new = torch.zeros((rows, 0), dtype=torch.long)
+    done = torch.zeros(rows, dtype=torch.bool)
+    for _ in range(max(budget, 0)):
+        next_ids = _next_ids(logits[:, -1].cpu(), temperature, generator)
+        next_ids = torch.where(done, torch.full_like(next_ids, pad_id), next_ids)
+        new = torch.cat([new, next_ids[:, None]], dim=1)
+        done |= next_ids == eos_id
+        if bool(done.all()):
+            break
+        logits = model(next_ids[:, None].to(device), attention_mask=torch.ones(rows, 1, dtype=torch.long,
+                       device=device), past_kv_cache=cache)
+    out = []
+    for row in new.tolist():
+        if eos_id in row:
+            row = row[: row.index(eos_id)]
+        out.append(row)
     return out
 
 
@@ -97,11 +138,7 @@ def _sample_chunk(model, prompts, max_new_tokens, eos_id, pad_id, temperature, g
         current = int(lengths[~done].max())
         logits: Float[Tensor, "row pos vocab"] = model(tokens[:, :current].to(device))
         last = logits[arange, (lengths - 1).clamp_max(current - 1)].float().cpu()
-        if temperature == 0:
-            next_ids = last.argmax(-1)
-        else:
-            probs = torch.softmax(last / temperature, dim=-1)
-            next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        next_ids = _next_ids(last, temperature, generator)
         active = ~done
         tokens[arange[active], lengths[active]] = next_ids[active]
         lengths[active] += 1

@@ -10,7 +10,7 @@ GELU MLP). `LM_SHAPES` holds the three named sizes:
 |---|---|---|---|---|
 | `paper` | 12 × 768 (12) | 2048 | 1024 | 97.6M at vocab 8192 (91.3M with tied embeddings: the paper's 91M) |
 | `cpu`   | 3 × 64 (4)     | 176  | 256  | 0.28M at vocab 1024 |
-| `tiny`  | 2 × 32 (2)     | 96   | 256  | 0.06M at vocab 512 |
+| `tiny`  | 2 × 32 (2)     | 96   | 256  | 0.09M at vocab 1024 |
 
 Two differences from the paper's code remain: TransformerLens keeps separate input and output
 embeddings (the code ties them), and its blocks have biases (zero at initialisation, then

@@ -115,7 +115,7 @@ CPU = StoryPreset(
 TINY = StoryPreset(
     name="tiny",
     prepare=PrepareConfig(n_stories=300, test_fraction=0.3),
-    tokenizer=TokenizerConfig(vocab_size=400, model_max_length=256),
+    tokenizer=TokenizerConfig(vocab_size=1024, model_max_length=256),
     model=LM_SHAPES["tiny"],
     batches=BatchConfig(layout="records"),
     pretrain=TrainConfig(steps=30, batch_size=16, lr=3e-3, schedule="cosine", warmup_frac=0.1,

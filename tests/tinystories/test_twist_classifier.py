@@ -1,0 +1,59 @@
+"""The twist classifier: held-out accuracy on labelled stories, balance, no-evidence texts, files."""
+
+import pytest
+
+from tinystories.story_source import StorySourceConfig, generate_records
+from tinystories.twist_classifier import (
+    TwistClassifierConfig,
+    balanced_sample,
+    classifier_accuracy,
+    load_classifier,
+    save_classifier,
+    train_twist_classifier,
+)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    records = generate_records(StorySourceConfig(n_stories=700, seed=11))
+    train, test = records[:500], records[500:]
+    cfg = TwistClassifierConfig(n_buckets=2**12, steps=60)
+    model = train_twist_classifier([r["story"] for r in train],
+                                   ["Twist" in r["features"] for r in train], cfg)
+    return model, test
+
+
+def test_classifier_separates_held_out_twist_stories(trained):
+    model, test = trained
+    report = classifier_accuracy(model, [r["story"] for r in test],
+                                 ["Twist" in r["features"] for r in test])
+    assert report["accuracy"] >= 0.95 and report["balanced_accuracy"] >= 0.95
+    assert report["n_positive"] + report["n_negative"] == len(test)
+
+
+def test_texts_without_known_ngrams_are_not_twist_stories(trained):
+    model, _ = trained
+    probs = model.predict_proba(["", "qzx vvw plok", "Then came a big surprise: the old box was a "
+                                 "magic door to a secret park."])
+    assert probs[0] == 0.5  # no bias: no evidence, no twist (a twist needs p > 0.5)
+    assert probs[1] <= 0.5  # unseen words hit only (near-)empty hash buckets
+    assert probs[2] > 0.9
+
+
+def test_balanced_sample_and_errors():
+    labels = [True] * 3 + [False] * 10
+    chosen = balanced_sample(labels, max_per_class=100, seed=0)
+    assert sum(labels[i] for i in chosen) == 3 and len(chosen) == 6
+    with pytest.raises(ValueError, match="0 positive"):
+        balanced_sample([False] * 4, 10, 0)
+    with pytest.raises(ValueError, match="classifier.steps"):
+        TwistClassifierConfig(steps=0)
+
+
+def test_save_and_load_round_trip(trained, tmp_path):
+    model, test = trained
+    save_classifier(model, tmp_path / "clf", {"held_out": {"accuracy": 1.0}})
+    loaded, info = load_classifier(tmp_path / "clf")
+    stories = [r["story"] for r in test[:20]]
+    assert loaded.predict_proba(stories).tolist() == model.predict_proba(stories).tolist()
+    assert info["held_out"] == {"accuracy": 1.0} and info["config"]["n_buckets"] == 2**12
