@@ -259,7 +259,7 @@ def run_pipeline(
     return summary
 
 
-def _at(points: list[list[float]] | None, step: int) -> float | None:
+def _at(points: list | None, step: int) -> float | None:
     for s, v in points or []:
         if s == step:
             return v

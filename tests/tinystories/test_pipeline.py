@@ -1,0 +1,105 @@
+"""The whole TinyStories pipeline at the `tiny` scale: prepare -> tokenizer -> pretrain (+ control)
+-> delete -> reFT -> probes -> compare, and resuming a stage."""
+
+import json
+
+import pytest
+import torch
+
+from tinystories.experiments import (
+    load_story_model,
+    read_story_run,
+    resolve_story_run,
+    run_story_stage,
+)
+from tinystories.pipeline import run_pipeline
+from wrapperlens.config import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    torch.set_num_threads(1)  # tiny models: one thread is faster than two on a busy machine
+    out = tmp_path_factory.mktemp("pipeline")
+    summary = run_pipeline(out, "tiny", protocols=("F+R",), etas=("M",), workers=1,
+                           progress=False, log=lambda line: None)
+    return out, summary
+
+
+def test_every_stage_writes_its_run(pipeline):
+    out, summary = pipeline
+    assert set(summary["runs"]) == {"pretrain", "control", "delete F+R-M", "reft F+R-M",
+                                    "reft control"}
+    delete = read_story_run(out / "delete" / "F+R-M")
+    assert delete["protocol"] == "filter_randomise" and delete["eta"] == "M"
+    assert delete["train"]["lr"] == 1e-3 and delete["train"]["schedule"] == "constant"
+    assert delete["parent"] == str((out / "pretrain").resolve())
+    assert read_story_run(out / "control")["protocol"] == "filter"
+    assert read_story_run(out / "reft" / "control")["protocol"] == "reft"
+    curves = summary["runs"]["reft F+R-M"]
+    # 6 steps, eval every 3 and log-spaced: 0, 1, 2, 3, 5, 6; generations at 0, 3 and the end.
+    assert [s for s, _ in curves["twist_loss"]] == [0, 1, 2, 3, 5, 6]
+    assert [s for s, _ in curves["twist_score"]] == [0, 3, 6]
+    rows = (out / "reft" / "F+R-M" / "generations" / "step_000003.jsonl").read_text().splitlines()
+    assert len(rows) == 4 and "Twist" in json.loads(rows[0])["prompt"]
+    assert 0 <= summary["classifier"]["held_out"]["accuracy"] <= 1
+
+
+def test_each_stage_starts_from_its_parents_final_weights(pipeline):
+    # The step-0 evaluation of a stage is its parent's final model on the same data.
+    _, summary = pipeline
+    runs = summary["runs"]
+    pairs = [("pretrain", "delete F+R-M"), ("delete F+R-M", "reft F+R-M"),
+             ("control", "reft control")]
+    for parent, child in pairs:
+        assert runs[child]["twist_loss"][0][1] == pytest.approx(runs[parent]["twist_loss"][-1][1],
+                                                                 rel=1e-6)
+    # Training moved the weights: the loss changed during deletion.
+    assert runs["delete F+R-M"]["twist_loss"][-1][1] != runs["delete F+R-M"]["twist_loss"][0][1]
+
+
+def test_probes_and_comparison_cover_every_model(pipeline):
+    out, summary = pipeline
+    probes = summary["probes"]
+    assert probes["points"] == ["B0", "B1", "B2"]
+    assert set(probes["twist_accuracy"]) == {
+        "pretrained", "control", "deleted F+R-M", "revived F+R-M", "control reFT", "random init"}
+    report = json.loads((out / "compare" / "report.json").read_text())
+    assert report["reference"] == "pretrained"
+    assert set(report["cka"]) == {"deleted F+R-M", "control"}
+    assert report["weight_change"]["deleted F+R-M"]["total"]["relative"] > 0
+    transfer = report["probe_transfer"]
+    assert transfer["pretrained"]["pretrained"] == [
+        a for a in json.loads((out / "probe" / "report.json").read_text())["accuracy"]["pretrained"]]
+    for name in ("probe/probe_accuracy.png", "compare/residual_similarity.png",
+                 "compare/weight_change.png", "compare/probe_transfer.png", "summary.txt"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_a_killed_stage_resumes_to_the_weights_of_an_uninterrupted_run(pipeline, tmp_path):
+    out, _ = pipeline
+    run = resolve_story_run("delete", "tiny", parent=out / "pretrain", protocol="F", eta="S")
+    full, _ = run_story_stage(run, tmp_path / "full", progress=False)
+    run_story_stage(run, tmp_path / "killed", progress=False, stop_after=4)  # checkpoint at 3
+    resumed, _ = run_story_stage(run, tmp_path / "killed", resume=True, progress=False)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(load_story_model(tmp_path / "killed").W_E, full.W_E)
+    metrics = [(tmp_path / d / "metrics.jsonl").read_text() for d in ("full", "killed")]
+    strip = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+              for line in m.splitlines()] for m in metrics]
+    assert strip[0] == strip[1]
+
+
+def test_stage_configs_are_validated(pipeline):
+    out, _ = pipeline
+    with pytest.raises(ConfigError, match="delete protocol"):
+        resolve_story_run("delete", "tiny", parent=out / "pretrain", protocol="reft")
+    with pytest.raises(ConfigError, match="generation_steps"):
+        resolve_story_run("reft", "tiny", parent=out / "pretrain",
+                          overrides={"eval.generation_steps": "4"})
+    with pytest.raises(ConfigError, match="needs a parent"):
+        resolve_story_run("reft", "tiny")
+    with pytest.raises(ConfigError, match="unknown key train.nope"):
+        resolve_story_run("reft", "tiny", parent=out / "pretrain", overrides={"train.nope": 1})
