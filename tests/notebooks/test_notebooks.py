@@ -30,14 +30,22 @@ def test_pcfg_notebook_runs_at_tiny_scale(tmp_path, monkeypatch):
     monkeypatch.setenv("WRAPPERLENS_NOTEBOOK_OUT", str(out))
     monkeypatch.setenv("TQDM_DISABLE", "1")
     nb = nbformat.read(PCFG, as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError naming the failing cell
     summary = json.loads((out / "summary.json").read_text())
     assert summary["preset"] == "tiny" and summary["max_steps"] == 4
     assert set(summary["iterations_to_threshold"]) == {"reFT", "Scr.+FT"}
-    for name in ("prune/prune.png", "probe/probe.png", "reft/reft_vs_scratch.png", "patch/patch.png",
-                 "attribute/attribute_z.png", "attention/attention.html", "wrapper_map/wrapper_map.png"):
+    for name in (
+        "prune/prune.png",
+        "probe/probe.png",
+        "reft/reft_vs_scratch.png",
+        "patch/patch.png",
+        "attribute/attribute_z.png",
+        "attention/attention.html",
+        "wrapper_map/wrapper_map.png",
+    ):
         assert (out / "analysis" / name).stat().st_size > 0, name
     # Every code cell ran.
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")

@@ -16,11 +16,18 @@ SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_eve
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_runs")
-    pt = resolve_configs("pretrain", "tiny", overrides={**SMALL, "task.prior": "L", "train.steps": 8,
-                                                        "train.eval_every": 8})
+    pt = resolve_configs(
+        "pretrain",
+        "tiny",
+        overrides={**SMALL, "task.prior": "L", "train.steps": 8, "train.eval_every": 8},
+    )
     run_stage(pt, root / "pt", progress=False)
-    ft = resolve_configs("finetune", "tiny", parent=root / "pt",
-                         overrides={**SMALL, "train.steps": 6, "train.eval_every": 6})
+    ft = resolve_configs(
+        "finetune",
+        "tiny",
+        parent=root / "pt",
+        overrides={**SMALL, "train.steps": 6, "train.eval_every": 6},
+    )
     run_stage(ft, root / "ft", progress=False)
     return root
 
@@ -47,19 +54,58 @@ def test_help(command, capsys):
 
 def test_prune_writes_a_sweep_and_leaves_the_run_alone(runs, tmp_path, capsys):
     before = sha(runs / "ft" / "model.safetensors")
-    assert main(["prune", "--run", str(runs / "ft"), "--out", str(tmp_path), "--ks", "0-2",
-                 "--samples", "32", "--eval-samples", "30", "--eligible", "mlp_out_and_attn_out"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "--run",
+                str(runs / "ft"),
+                "--out",
+                str(tmp_path),
+                "--ks",
+                "0-2",
+                "--samples",
+                "32",
+                "--eval-samples",
+                "30",
+                "--eligible",
+                "mlp_out_and_attn_out",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "prune.json").read_text())
     assert result["ks"] == [0, 1, 2] and len(result["units"]) == 2
-    assert set(result["metrics"][0]) == {"acc/O_PT/cte0", "acc/O_FT/cte0", "acc/O_PT/cte1", "acc/O_FT/cte1"}
+    assert set(result["metrics"][0]) == {
+        "acc/O_PT/cte0",
+        "acc/O_FT/cte0",
+        "acc/O_PT/cte1",
+        "acc/O_FT/cte1",
+    }
     assert (tmp_path / "prune.png").stat().st_size > 0
     assert sha(runs / "ft" / "model.safetensors") == before
     assert "O_PT/cte0" in capsys.readouterr().out
 
 
 def test_probe_compares_pretrained_finetuned_and_random(runs, tmp_path):
-    assert main(["probe", "--run", str(runs / "ft"), "--out", str(tmp_path), "--samples", "120",
-                 "--prompt", "b", "--label", "a"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--run",
+                str(runs / "ft"),
+                "--out",
+                str(tmp_path),
+                "--samples",
+                "120",
+                "--prompt",
+                "b",
+                "--label",
+                "a",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "probe.json").read_text())
     assert set(result["accuracy"]) == {"pretrained", "fine-tuned", "random init"}
     assert result["point_names"] == ["B0", "B1"]  # one-layer tiny model
@@ -68,16 +114,36 @@ def test_probe_compares_pretrained_finetuned_and_random(runs, tmp_path):
 
 
 def test_patch_defaults_to_the_parent_and_self_patching_is_zero(runs, tmp_path):
-    assert main(["patch", "--run", str(runs / "ft"), "--out", str(tmp_path / "pair"),
-                 "--samples", "8"]) == 0
+    assert (
+        main(
+            ["patch", "--run", str(runs / "ft"), "--out", str(tmp_path / "pair"), "--samples", "8"]
+        )
+        == 0
+    )
     pair = json.loads((tmp_path / "pair" / "patch.json").read_text())
     assert pair["pretrained"] == str(runs / "pt")
     assert pair["axes"] == ["layer", "pos"] and len(pair["effect"]) == 1
     assert len(pair["effect"][0]) == len(pair["str_tokens_example"])
     assert max(abs(v) for v in pair["effect"][0]) > 0
     # The fine-tuned model patched with its own activations: nothing changes.
-    assert main(["patch", "--run", str(runs / "ft"), "--pretrained", str(runs / "ft"), "--out",
-                 str(tmp_path / "self"), "--samples", "8", "--component", "z"]) == 0
+    assert (
+        main(
+            [
+                "patch",
+                "--run",
+                str(runs / "ft"),
+                "--pretrained",
+                str(runs / "ft"),
+                "--out",
+                str(tmp_path / "self"),
+                "--samples",
+                "8",
+                "--component",
+                "z",
+            ]
+        )
+        == 0
+    )
     same = json.loads((tmp_path / "self" / "patch.json").read_text())
     assert same["axes"] == ["layer", "pos", "head"]
     assert all(abs(v) < 1e-6 for pos in same["effect"][0] for v in pos)
@@ -85,8 +151,24 @@ def test_patch_defaults_to_the_parent_and_self_patching_is_zero(runs, tmp_path):
 
 
 def test_attribute_with_exact_comparison(runs, tmp_path):
-    assert main(["attribute", "--run", str(runs / "ft"), "--out", str(tmp_path), "--samples", "8",
-                 "--components", "resid_pre,z", "--all-positions", "--compare-exact"]) == 0
+    assert (
+        main(
+            [
+                "attribute",
+                "--run",
+                str(runs / "ft"),
+                "--out",
+                str(tmp_path),
+                "--samples",
+                "8",
+                "--components",
+                "resid_pre,z",
+                "--all-positions",
+                "--compare-exact",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "attribute.json").read_text())
     assert set(result["components"]) == {"resid_pre", "z"}
     z = result["components"]["z"]
@@ -95,20 +177,50 @@ def test_attribute_with_exact_comparison(runs, tmp_path):
 
 
 def test_attention_page(runs, tmp_path):
-    assert main(["attention", "--run", str(runs / "ft"), "--out", str(tmp_path), "--example", "1"]) == 0
+    assert (
+        main(["attention", "--run", str(runs / "ft"), "--out", str(tmp_path), "--example", "1"])
+        == 0
+    )
     page = (tmp_path / "attention.html").read_text()
     assert "pretrained" in page and "fine-tuned" in page and "CircuitsVis.render" in page
 
 
 def test_wrapper_map_of_a_run_with_itself_is_empty(runs, tmp_path):
-    assert main(["wrapper-map", "--run", str(runs / "ft"), "--out", str(tmp_path / "pair"),
-                 "--samples", "16"]) == 0
+    assert (
+        main(
+            [
+                "wrapper-map",
+                "--run",
+                str(runs / "ft"),
+                "--out",
+                str(tmp_path / "pair"),
+                "--samples",
+                "16",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "pair" / "wrapper_map.json").read_text())["rows"]
     assert len(rows) == 1 * (2 + 128 + 2)  # heads, neurons, attn + mlp of one layer
     assert any(r["weight_change"] > 0 for r in rows)
     assert (tmp_path / "pair" / "wrapper_map.png").exists()
-    assert main(["wrapper-map", "--run", str(runs / "ft"), "--pretrained", str(runs / "ft"),
-                 "--out", str(tmp_path / "self"), "--samples", "8", "--no-neuron-patching"]) == 0
+    assert (
+        main(
+            [
+                "wrapper-map",
+                "--run",
+                str(runs / "ft"),
+                "--pretrained",
+                str(runs / "ft"),
+                "--out",
+                str(tmp_path / "self"),
+                "--samples",
+                "8",
+                "--no-neuron-patching",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "self" / "wrapper_map.json").read_text())["rows"]
     assert all(r["weight_change"] == 0 for r in rows)
     assert all(r["patch_effect"] is None for r in rows if r["kind"] == "neuron")
@@ -119,14 +231,17 @@ def test_default_out_is_inside_the_run(runs):
     assert (runs / "ft" / "analysis" / "attention" / "attention.html").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["prune", "--run", "{pt}"], "needs a finetune or reft run"),
-    (["patch", "--run", "{pt}"], "is a pretraining run"),
-    (["patch", "--run", "{missing}"], "file not found"),
-    (["probe", "--run", "{ft}", "--prompt", "z"], "'z' is not a terminal"),
-    (["attribute", "--run", "{ft}", "--components", "resid_pre,nope"], "unknown ['nope']"),
-    (["prune", "--run", "{ft}", "--train.lr=1"], "takes no config overrides"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["prune", "--run", "{pt}"], "needs a finetune or reft run"),
+        (["patch", "--run", "{pt}"], "is a pretraining run"),
+        (["patch", "--run", "{missing}"], "file not found"),
+        (["probe", "--run", "{ft}", "--prompt", "z"], "'z' is not a terminal"),
+        (["attribute", "--run", "{ft}", "--components", "resid_pre,nope"], "unknown ['nope']"),
+        (["prune", "--run", "{ft}", "--train.lr=1"], "takes no config overrides"),
+    ],
+)
 def test_errors_name_the_problem(runs, argv, message, capsys):
     argv = [a.format(pt=runs / "pt", ft=runs / "ft", missing=runs / "missing") for a in argv]
     assert main(argv) == 2

@@ -84,7 +84,9 @@ class ReftCurve:
 
     def __post_init__(self) -> None:
         if len(self.steps) != len(self.values):
-            raise ValueError(f"curve {self.name!r}: {len(self.steps)} steps, {len(self.values)} values")
+            raise ValueError(
+                f"curve {self.name!r}: {len(self.steps)} steps, {len(self.values)} values"
+            )
         if list(self.steps) != sorted(set(self.steps)):
             raise ValueError(f"curve {self.name!r}: steps must be strictly increasing")
 
@@ -93,8 +95,12 @@ class ReftCurve:
         return next((s for s, v in zip(self.steps, self.values) if v >= threshold), None)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "metric": self.metric, "steps": list(self.steps),
-                "values": list(self.values)}
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "steps": list(self.steps),
+            "values": list(self.values),
+        }
 
 
 def accuracy_curve(records: Sequence[Mapping], metric: str, name: str | None = None) -> ReftCurve:
@@ -116,7 +122,9 @@ def accuracy_curve(records: Sequence[Mapping], metric: str, name: str | None = N
     return ReftCurve(name or metric, metric, tuple(steps), tuple(by_step[s] for s in steps))
 
 
-def iterations_to_threshold(records: Sequence[Mapping], metric: str, threshold: float) -> int | None:
+def iterations_to_threshold(
+    records: Sequence[Mapping], metric: str, threshold: float
+) -> int | None:
     """First logged step where `metric` >= `threshold`, or None if it never is.
 
     Example::

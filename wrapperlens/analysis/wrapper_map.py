@@ -83,20 +83,29 @@ class WrapperMapConfig:
         object.__setattr__(self, "kinds", kinds)
         unknown = [k for k in kinds if k not in KINDS]
         if not kinds or unknown:
-            raise ValueError(f"wrapper_map.kinds must be a non-empty subset of {KINDS}, got {kinds}")
+            raise ValueError(
+                f"wrapper_map.kinds must be a non-empty subset of {KINDS}, got {kinds}"
+            )
         if self.patches_per_forward < 0:
-            raise ValueError(f"wrapper_map.patches_per_forward must be >= 0, "
-                             f"got {self.patches_per_forward}")
+            raise ValueError(
+                f"wrapper_map.patches_per_forward must be >= 0, got {self.patches_per_forward}"
+            )
         if self.eps < 0:
             raise ValueError(f"wrapper_map.eps must be >= 0, got {self.eps}")
 
 
 def _label(kind: str, layer: int, index: int | None) -> str:
-    return {"head": f"L{layer}H{index}", "neuron": f"L{layer}N{index}",
-            "attn": f"L{layer} attn", "mlp": f"L{layer} mlp"}[kind]
+    return {
+        "head": f"L{layer}H{index}",
+        "neuron": f"L{layer}N{index}",
+        "attn": f"L{layer} attn",
+        "mlp": f"L{layer} mlp",
+    }[kind]
 
 
-def _components(model: HookedTransformer, kinds: Sequence[str]) -> list[tuple[str, int, int | None]]:
+def _components(
+    model: HookedTransformer, kinds: Sequence[str]
+) -> list[tuple[str, int, int | None]]:
     cfg = model.cfg
     out: list[tuple[str, int, int | None]] = []
     for kind in kinds:
@@ -115,16 +124,26 @@ def _slices(model: HookedTransformer, kind: str, layer: int, index: int | None):
     """(parameter name, selector) pairs of one component's own parameters."""
     params = dict(model.named_parameters())
     if kind in ("attn", "mlp"):
-        prefixes = (f"blocks.{layer}.{kind}.", f"blocks.{layer}.{'ln1' if kind == 'attn' else 'ln2'}.")
+        prefixes = (
+            f"blocks.{layer}.{kind}.",
+            f"blocks.{layer}.{'ln1' if kind == 'attn' else 'ln2'}.",
+        )
         return [(n, (...,)) for n in params if n.startswith(prefixes)]
     if kind == "head":
-        names = [f"blocks.{layer}.attn.{w}" for w in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")]
+        names = [
+            f"blocks.{layer}.attn.{w}" for w in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+        ]
         # Grouped-query K/V (`_W_K`, first axis n_key_value_heads) are not one head's own.
-        return [(n, (index,)) for n in names
-                if n in params and params[n].shape[0] == model.cfg.n_heads]
+        return [
+            (n, (index,)) for n in names if n in params and params[n].shape[0] == model.cfg.n_heads
+        ]
     mlp = f"blocks.{layer}.mlp."
-    candidates = [("W_in", (..., index)), ("W_gate", (..., index)), ("b_in", (index,)),
-                  ("W_out", (index, ...))]
+    candidates = [
+        ("W_in", (..., index)),
+        ("W_gate", (..., index)),
+        ("b_in", (index,)),
+        ("W_out", (index, ...)),
+    ]
     return [(mlp + w, sel) for w, sel in candidates if mlp + w in params]
 
 
@@ -174,13 +193,16 @@ class WrapperMap:
         """The k best-ranked rows of `kind` by one of `SCORES`."""
         if by not in SCORES:
             raise ValueError(f"by must be one of {SCORES}, got {by!r}")
-        rank = {"prune_score": "rank_prune", "patch_effect": "rank_patch",
-                "weight_change": "rank_weight"}[by]
+        rank = {
+            "prune_score": "rank_prune",
+            "patch_effect": "rank_patch",
+            "weight_change": "rank_weight",
+        }[by]
         rows = [r for r in self.rows if r["kind"] == kind and r[rank] is not None]
         return sorted(rows, key=lambda r: r[rank])[:k]
 
     def grid(self, kind: str, score: str) -> Tensor:
-        """One score as a [n_layers, n] grid (n = heads, neurons, or 1 for layer parts); NaN = none."""
+        """One score as a [n_layers, n] grid (n: heads, neurons or 1 per layer part); NaN: none."""
         width = {"head": self.shape["n_heads"], "neuron": self.shape["d_mlp"]}.get(kind, 1)
         out = torch.full((self.shape["n_layers"], width), float("nan"))
         for r in self.rows:
@@ -189,14 +211,20 @@ class WrapperMap:
         return out
 
     def to_dict(self) -> dict:
-        return {"rows": self.rows, "metric_pretrained": self.metric_pretrained,
-                "metric_finetuned": self.metric_finetuned, "shape": self.shape,
-                "config": asdict(self.config)}
+        return {
+            "rows": self.rows,
+            "metric_pretrained": self.metric_pretrained,
+            "metric_finetuned": self.metric_finetuned,
+            "shape": self.shape,
+            "config": asdict(self.config),
+        }
 
     def table(self, k: int = 3) -> str:
         """Plain text: per kind, the top-k components by each score."""
-        lines = [f"patching metric: pretrained {self.metric_pretrained:.4f}, "
-                 f"fine-tuned {self.metric_finetuned:.4f}"]
+        lines = [
+            f"patching metric: pretrained {self.metric_pretrained:.4f}, "
+            f"fine-tuned {self.metric_finetuned:.4f}"
+        ]
         for kind in self.config.kinds:
             if not any(r["kind"] == kind for r in self.rows):
                 continue
@@ -252,8 +280,7 @@ def wrapper_map(
     components = _components(finetuned, config.kinds)
 
     # (a) g·w of the output rows, summed per component.
-    eligible = tuple(w for w in ("attn.W_O", "mlp.W_out")
-                     if w != "mlp.W_out" or not cfg.attn_only)
+    eligible = tuple(w for w in ("attn.W_O", "mlp.W_out") if w != "mlp.W_out" or not cfg.attn_only)
     scores = pruning_scores(finetuned, loss_fn, PruneConfig(eligible, "row", "input")).scores
     prune = []
     for kind, layer, index in components:
@@ -270,13 +297,18 @@ def wrapper_map(
         m_ft = float(metric(patcher.target_logits))
         m_pt = float(metric(patcher.source_logits))
     component_of = {"head": "z", "neuron": "post", "attn": "attn_out", "mlp": "mlp_out"}
-    wanted = [i for i, (kind, _, _) in enumerate(components)
-              if kind != "neuron" or config.patch_neurons]
-    patches = [Patch(components[i][1], component_of[components[i][0]], None, components[i][2])
-               for i in wanted]
+    wanted = [
+        i for i, (kind, _, _) in enumerate(components) if kind != "neuron" or config.patch_neurons
+    ]
+    patches = [
+        Patch(components[i][1], component_of[components[i][0]], None, components[i][2])
+        for i in wanted
+    ]
     patch: list[float | None] = [None] * len(components)
     if patches:
-        values = patcher.patched_metrics(patches, metric, patches_per_forward=config.patches_per_forward)
+        values = patcher.patched_metrics(
+            patches, metric, patches_per_forward=config.patches_per_forward
+        )
         for i, value in zip(wanted, values.tolist()):
             patch[i] = value - m_ft
     gap = m_pt - m_ft
@@ -286,17 +318,25 @@ def wrapper_map(
 
     rows = []
     for i, (kind, layer, index) in enumerate(components):
-        rows.append({
-            "kind": kind, "layer": layer, "index": index, "label": _label(kind, layer, index),
-            "prune_score": prune[i], "patch_effect": patch[i],
-            "patch_restored": None if patch[i] is None or abs(gap) < 1e-9 else patch[i] / gap,
-            "weight_change": change[i],
-        })
+        rows.append(
+            {
+                "kind": kind,
+                "layer": layer,
+                "index": index,
+                "label": _label(kind, layer, index),
+                "prune_score": prune[i],
+                "patch_effect": patch[i],
+                "patch_restored": None if patch[i] is None or abs(gap) < 1e-9 else patch[i] / gap,
+                "weight_change": change[i],
+            }
+        )
     for kind in config.kinds:
         idx = [i for i, r in enumerate(rows) if r["kind"] == kind]
-        for rank_key, score, key in (("rank_prune", "prune_score", lambda v: v),
-                                     ("rank_patch", "patch_effect", abs),
-                                     ("rank_weight", "weight_change", lambda v: v)):
+        for rank_key, score, key in (
+            ("rank_prune", "prune_score", lambda v: v),
+            ("rank_patch", "patch_effect", abs),
+            ("rank_weight", "weight_change", lambda v: v),
+        ):
             ranks = _ranks([rows[i][score] for i in idx], key)
             for i, rank in zip(idx, ranks):
                 rows[i][rank_key] = rank
@@ -318,11 +358,16 @@ def plot_wrapper_map(wmap: WrapperMap, path: str | Path, title: str | None = Non
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    groups = [g for g in (("head",), ("neuron",), ("attn", "mlp"))
-              if any(r["kind"] in g for r in wmap.rows)]
-    titles = {"prune_score": "pruning score g·w (PT loss)",
-              "patch_effect": "patching effect PT→FT (PT metric)",
-              "weight_change": "relative weight change"}
+    groups = [
+        g
+        for g in (("head",), ("neuron",), ("attn", "mlp"))
+        if any(r["kind"] in g for r in wmap.rows)
+    ]
+    titles = {
+        "prune_score": "pruning score g·w (PT loss)",
+        "patch_effect": "patching effect PT→FT (PT metric)",
+        "weight_change": "relative weight change",
+    }
     fig, axes = plt.subplots(len(groups), 3, figsize=(13, 2.6 * len(groups) + 0.6), squeeze=False)
     for row, group in enumerate(groups):
         for col, score in enumerate(SCORES):
@@ -333,15 +378,22 @@ def plot_wrapper_map(wmap: WrapperMap, path: str | Path, title: str | None = Non
             bound = float(finite.abs().max()) if finite.numel() else 1.0
             bound = bound or 1.0
             signed = score != "weight_change"
-            image = ax.imshow(grid.numpy(), aspect="auto", interpolation="nearest",
-                              cmap="RdBu_r" if signed else "viridis",
-                              vmin=-bound if signed else 0.0, vmax=bound)
+            image = ax.imshow(
+                grid.numpy(),
+                aspect="auto",
+                interpolation="nearest",
+                cmap="RdBu_r" if signed else "viridis",
+                vmin=-bound if signed else 0.0,
+                vmax=bound,
+            )
             fig.colorbar(image, ax=ax, fraction=0.046)
             key = grid.abs() if score == "patch_effect" else grid
             key = torch.nan_to_num(key, nan=-float("inf")).flatten()
             if finite.numel() and float(finite.abs().max()) > 0:  # an all-zero panel has no best
                 y, x = divmod(int(key.argmax()), grid.shape[1])
-                ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="black", lw=2))
+                ax.add_patch(
+                    Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="black", lw=2)
+                )
             ax.set_yticks(range(grid.shape[0]))
             ax.set_ylabel("layer")
             if group == ("attn", "mlp"):
@@ -351,8 +403,11 @@ def plot_wrapper_map(wmap: WrapperMap, path: str | Path, title: str | None = Non
                 ax.xaxis.get_major_locator().set_params(integer=True)
                 ax.set_xlabel(group[0])
             ax.set_title(f"{group[0] if len(group) == 1 else 'layer'}: {titles[score]}", fontsize=9)
-    fig.suptitle(title or f"wrapper map (patching metric: pretrained {wmap.metric_pretrained:.3f}, "
-                          f"fine-tuned {wmap.metric_finetuned:.3f})")
+    fig.suptitle(
+        title
+        or f"wrapper map (patching metric: pretrained {wmap.metric_pretrained:.3f}, "
+        f"fine-tuned {wmap.metric_finetuned:.3f})"
+    )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -81,23 +81,31 @@ def open_run(path: str | Path) -> LoadedRun:
     return LoadedRun(Path(path), run, model)
 
 
-def open_pair(run_dir: str | Path, pretrained: str | Path | None = None) -> tuple[LoadedRun, LoadedRun]:
+def open_pair(
+    run_dir: str | Path, pretrained: str | Path | None = None
+) -> tuple[LoadedRun, LoadedRun]:
     """(fine-tuned, pretrained) runs; `pretrained` defaults to the run's pretraining ancestor."""
     ft = open_run(run_dir)
     if ft.run.stage == "pretrain":
-        raise ValueError(f"{run_dir} is a pretraining run; --run takes a finetune or reft run "
-                         "(its pretrained model is found from it)")
+        raise ValueError(
+            f"{run_dir} is a pretraining run; --run takes a finetune or reft run "
+            "(its pretrained model is found from it)"
+        )
     pt = open_run(pretrained if pretrained is not None else find_pretrain_run(run_dir))
     if pt.run.sections["model"] != ft.run.sections["model"] or pt.task.vocab != ft.task.vocab:
-        raise ValueError(f"{pt.path} and {ft.path} differ in model shape or vocabulary; "
-                         "they cannot be compared component by component")
+        raise ValueError(
+            f"{pt.path} and {ft.path} differ in model shape or vocabulary; "
+            "they cannot be compared component by component"
+        )
     return ft, pt
 
 
 def _needs_finetune(loaded: LoadedRun, tool: str) -> FinetuneDataConfig:
     if loaded.finetune is None:
-        raise ValueError(f"{tool} needs a finetune or reft run (it evaluates Acc O_PT / Acc O_FT); "
-                         f"{loaded.path} is a {loaded.run.stage!r} run")
+        raise ValueError(
+            f"{tool} needs a finetune or reft run (it evaluates Acc O_PT / Acc O_FT); "
+            f"{loaded.path} is a {loaded.run.stage!r} run"
+        )
     return loaded.finetune
 
 
@@ -120,7 +128,7 @@ class Inputs:
 def question_inputs(
     loaded: LoadedRun, question: Question, n: int, c_te: float = 0.0, stream: str = "analysis"
 ) -> Inputs:
-    """`n` fresh prompts asking `question`, a fraction `c_te` carrying the fine-tuning correlation."""
+    """`n` fresh prompts asking `question`; a fraction `c_te` carry the fine-tuning correlation."""
     if n < 1:
         raise ValueError(f"the number of samples must be >= 1, got {n}")
     if not 0.0 <= c_te <= 1.0:
@@ -195,11 +203,20 @@ def prune_run(
     loss_fn = answer_loss(inputs.tokens, -1, inputs.answers)
     sweep = prune_sweep(loaded.model, loss_fn, ks, accuracy_evaluator(loaded, eval_samples), config)
     out = Path(out)
-    result = {"run": str(run_dir), "o_pt": ft.pretrain_operand, "o_ft": ft.operand,
-              "grad_samples": grad_samples, "grad_c_te": grad_c_te, **sweep.to_dict()}
+    result = {
+        "run": str(run_dir),
+        "o_pt": ft.pretrain_operand,
+        "o_ft": ft.operand,
+        "grad_samples": grad_samples,
+        "grad_c_te": grad_c_te,
+        **sweep.to_dict(),
+    }
     write_json(out / "prune.json", result)
-    plot_prune_sweep(sweep, out / "prune.png",
-                     title=f"g·w pruning of {Path(run_dir).name} ({config.granularity}s)")
+    plot_prune_sweep(
+        sweep,
+        out / "prune.png",
+        title=f"g·w pruning of {Path(run_dir).name} ({config.granularity}s)",
+    )
     return result
 
 
@@ -219,10 +236,16 @@ def probe_run(
     alone is probed with the baseline only). `prompt` defaults to O_PT, `label` to `prompt`.
     Writes ``probe.json`` and ``probe.png``.
     """
-    from wrapperlens.analysis.probing import PROBE_PRESETS, plot_probe_accuracy, probe_accuracy_by_layer
+    from wrapperlens.analysis.probing import (
+        PROBE_PRESETS,
+        plot_probe_accuracy,
+        probe_accuracy_by_layer,
+    )
 
     if probe_preset not in PROBE_PRESETS:
-        raise ValueError(f"probe preset must be one of {sorted(PROBE_PRESETS)}, got {probe_preset!r}")
+        raise ValueError(
+            f"probe preset must be one of {sorted(PROBE_PRESETS)}, got {probe_preset!r}"
+        )
     loaded = open_run(run_dir)
     models = {"pretrained": loaded.model} if loaded.run.stage == "pretrain" else {}
     if not models:
@@ -233,14 +256,24 @@ def probe_run(
     inputs = question_inputs(loaded, question, samples, c_te, "analysis/probe")
     labels = torch.from_numpy(loaded.task.labels(inputs.batch.text, target))
     offset = int(min(0, int(labels.min())))  # index families answer -1 for "no occurrence"
-    report = probe_accuracy_by_layer(models, inputs.tokens, labels - offset, -1,
-                                     PROBE_PRESETS[probe_preset])
+    report = probe_accuracy_by_layer(
+        models, inputs.tokens, labels - offset, -1, PROBE_PRESETS[probe_preset]
+    )
     out = Path(out)
-    result = {"run": str(run_dir), "prompt": question.name, "label": f"{target.name} answer",
-              "label_offset": offset, "c_te": c_te, **report.to_dict()}
+    result = {
+        "run": str(run_dir),
+        "prompt": question.name,
+        "label": f"{target.name} answer",
+        "label_offset": offset,
+        "c_te": c_te,
+        **report.to_dict(),
+    }
     write_json(out / "probe.json", result)
-    plot_probe_accuracy(report, out / "probe.png",
-                        title=f"probe: {target.name} answer from '{question.name}' prompts")
+    plot_probe_accuracy(
+        report,
+        out / "probe.png",
+        title=f"probe: {target.name} answer from '{question.name}' prompts",
+    )
     return result
 
 
@@ -284,15 +317,31 @@ def patch_run(
     axes = ["layer"] + (["pos"] if per_position else [])
     axes += {"z": ["head"], "post": ["neuron"]}.get(component, [])
     str_tokens = ft.task.vocab.to_str_tokens(inputs.tokens[0].tolist())
-    result = {"run": str(run_dir), "pretrained": str(pt.path), "direction": direction,
-              "component": component, "per_position": per_position, "metric": metric,
-              "samples": samples, "c_te": c_te, "prompt": ft.question(prompt).name,
-              "metric_target": base, "metric_source": float(fn(patcher.source_logits)),
-              "axes": axes, "effect": effect.tolist(), "str_tokens_example": str_tokens}
+    result = {
+        "run": str(run_dir),
+        "pretrained": str(pt.path),
+        "direction": direction,
+        "component": component,
+        "per_position": per_position,
+        "metric": metric,
+        "samples": samples,
+        "c_te": c_te,
+        "prompt": ft.question(prompt).name,
+        "metric_target": base,
+        "metric_source": float(fn(patcher.source_logits)),
+        "axes": axes,
+        "effect": effect.tolist(),
+        "str_tokens_example": str_tokens,
+    }
     out = Path(out)
     write_json(out / "patch.json", result)
-    _plot_effect(effect, axes, str_tokens, out / "patch.png",
-                 f"activation patching {direction}, {component}: Δ {metric}")
+    _plot_effect(
+        effect,
+        axes,
+        str_tokens,
+        out / "patch.png",
+        f"activation patching {direction}, {component}: Δ {metric}",
+    )
     return result
 
 
@@ -333,26 +382,43 @@ def attribute_run(
     inputs = question_inputs(ft, ft.question(prompt), samples, c_te, "analysis/attribute")
     wrong = _ft_answers(ft, inputs) if metric == "logit_diff" else None
     fn = make_metric(metric, inputs, wrong)
-    scores = attribution_scores(target, inputs.tokens, fn, tuple(components),
-                                per_position=per_position, source_model=source)
+    scores = attribution_scores(
+        target, inputs.tokens, fn, tuple(components), per_position=per_position, source_model=source
+    )
     str_tokens = ft.task.vocab.to_str_tokens(inputs.tokens[0].tolist())
     out = Path(out)
-    result: dict[str, Any] = {"run": str(run_dir), "pretrained": str(pt.path),
-                              "direction": direction, "metric": metric, "samples": samples,
-                              "c_te": c_te, "per_position": per_position, "components": {}}
-    patcher = ActivationPatcher(target, inputs.tokens, source_model=source) if compare_exact else None
+    result: dict[str, Any] = {
+        "run": str(run_dir),
+        "pretrained": str(pt.path),
+        "direction": direction,
+        "metric": metric,
+        "samples": samples,
+        "c_te": c_te,
+        "per_position": per_position,
+        "components": {},
+    }
+    patcher = (
+        ActivationPatcher(target, inputs.tokens, source_model=source) if compare_exact else None
+    )
     for component, estimate in scores.items():
         axes = ["layer"] + (["pos"] if per_position else [])
         axes += {"z": ["head"], "post": ["neuron"]}.get(component, [])
         entry: dict[str, Any] = {"axes": axes, "estimate": estimate.tolist()}
         if patcher is not None:
-            exact = patcher.sweep(fn, PatchingConfig(component=component, per_position=per_position))
+            exact = patcher.sweep(
+                fn, PatchingConfig(component=component, per_position=per_position)
+            )
             exact = exact - float(fn(patcher.target_logits))
             entry["exact"] = exact.tolist()
             entry["spearman"] = _spearman(estimate, exact)
         result["components"][component] = entry
-        _plot_effect(estimate, axes, str_tokens, out / f"attribute_{component}.png",
-                     f"attribution patching {direction}, {component}: estimated Δ {metric}")
+        _plot_effect(
+            estimate,
+            axes,
+            str_tokens,
+            out / f"attribute_{component}.png",
+            f"attribution patching {direction}, {component}: estimated Δ {metric}",
+        )
     write_json(out / "attribute.json", result)
     return result
 
@@ -387,8 +453,9 @@ def attention_run(
     answer = loaded.task.vocab.to_str_tokens([int(inputs.answers[example])])[0]
     title = f"Attention: '{question.name}' (answer {answer}, C_Te = {c_te:g})"
     Path(out).mkdir(parents=True, exist_ok=True)
-    return write_attention_html(Path(out) / "attention.html", models, tokens, str_tokens,
-                                layers=layers, title=title)
+    return write_attention_html(
+        Path(out) / "attention.html", models, tokens, str_tokens, layers=layers, title=title
+    )
 
 
 def wrapper_map_run(
@@ -412,21 +479,39 @@ def wrapper_map_run(
     _needs_finetune(ft, "wrapper-map")
     inputs = question_inputs(ft, ft.question(), samples, c_te, "analysis/wrapper-map")
     wrong = _ft_answers(ft, inputs) if metric == "logit_diff" else None
-    wmap = wrapper_map(pt.model, ft.model, inputs.tokens, inputs.answers, -1,
-                       metric=make_metric(metric, inputs, wrong),
-                       config=WrapperMapConfig(patch_neurons=patch_neurons))
+    wmap = wrapper_map(
+        pt.model,
+        ft.model,
+        inputs.tokens,
+        inputs.answers,
+        -1,
+        metric=make_metric(metric, inputs, wrong),
+        config=WrapperMapConfig(patch_neurons=patch_neurons),
+    )
     out = Path(out)
-    result = {"run": str(run_dir), "pretrained": str(pt.path), "samples": samples, "c_te": c_te,
-              "metric": metric, "table": wmap.table(), **wmap.to_dict()}
+    result = {
+        "run": str(run_dir),
+        "pretrained": str(pt.path),
+        "samples": samples,
+        "c_te": c_te,
+        "metric": metric,
+        "table": wmap.table(),
+        **wmap.to_dict(),
+    }
     write_json(out / "wrapper_map.json", result)
-    plot_wrapper_map(wmap, out / "wrapper_map.png",
-                     title=f"wrapper map: {pt.path.name} → {ft.path.name} "
-                           f"({metric}: {wmap.metric_pretrained:.3f} → {wmap.metric_finetuned:.3f})")
+    plot_wrapper_map(
+        wmap,
+        out / "wrapper_map.png",
+        title=f"wrapper map: {pt.path.name} → {ft.path.name} "
+        f"({metric}: {wmap.metric_pretrained:.3f} → {wmap.metric_finetuned:.3f})",
+    )
     return result
 
 
 # --------------------------------------------------------------------------------- plotting
-def _plot_effect(values: Tensor, axes: list[str], str_tokens: list[str], path: Path, title: str) -> Path:
+def _plot_effect(
+    values: Tensor, axes: list[str], str_tokens: list[str], path: Path, title: str
+) -> Path:
     """A heatmap of a patching / attribution result; a trailing head / neuron axis is folded into
     the rows (layer × head), positions are columns labelled with the first example's tokens."""
     import matplotlib
@@ -451,8 +536,9 @@ def _plot_effect(values: Tensor, axes: list[str], str_tokens: list[str], path: P
     height = min(2 + 0.25 * grid.shape[0], 30)
     width = min(4 + 0.3 * grid.shape[1], 30)
     fig, ax = plt.subplots(figsize=(width, height))
-    image = ax.imshow(grid.numpy(), aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound,
-                      interpolation="nearest")
+    image = ax.imshow(
+        grid.numpy(), aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest"
+    )
     fig.colorbar(image, ax=ax, fraction=0.046)
     if len(rows) <= 64:
         ax.set_yticks(range(len(rows)), rows, fontsize=7)

@@ -1,4 +1,4 @@
-"""The Scr.+FT baseline of reverse fine-tuning, and its comparison with reFT (NOTES §3.4, §5 item 19).
+"""The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT (NOTES §3.4, §5 #19).
 
 Reverse fine-tuning (reFT) trains a model that was pretrained to count `a` and fine-tuned to count
 `b` on counting `a` again. How fast it gets there means little on its own; the paper's yardstick is
@@ -96,8 +96,10 @@ def _parent_path(run_dir: Path, parent: str) -> Path:
     for path in candidates:
         if (path / "config.json").exists():
             return path
-    raise ConfigError(f"{run_dir}: its parent run {parent!r} was not found (tried "
-                      f"{', '.join(map(str, candidates))})")
+    raise ConfigError(
+        f"{run_dir}: its parent run {parent!r} was not found (tried "
+        f"{', '.join(map(str, candidates))})"
+    )
 
 
 def find_pretrain_run(run_dir: str | Path) -> Path:
@@ -114,8 +116,11 @@ def find_pretrain_run(run_dir: str | Path) -> Path:
 
 
 def _prefixed(section: str, cfg: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
-    return {f"{section}.{f.name}": getattr(cfg, f.name)
-            for f in dataclasses.fields(cfg) if f.name not in skip}
+    return {
+        f"{section}.{f.name}": getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if f.name not in skip
+    }
 
 
 def scratch_pretrain_overrides(
@@ -134,8 +139,10 @@ def scratch_pretrain_overrides(
     else:
         reft_cfg = read_json(Path(reft_run) / "config.json")
         if reft_cfg.get("stage") not in ("reft", "finetune"):
-            raise ConfigError(f"{reft_run}: expected a reft (or finetune) run, got a "
-                              f"{reft_cfg.get('stage')!r} run")
+            raise ConfigError(
+                f"{reft_run}: expected a reft (or finetune) run, got a "
+                f"{reft_cfg.get('stage')!r} run"
+            )
         pt_cfg = read_json(find_pretrain_run(reft_run) / "config.json")
         task = from_dict(PCFGTaskConfig, reft_cfg["task"], "task")
         from wrapperlens.models import ModelConfig
@@ -144,7 +151,11 @@ def scratch_pretrain_overrides(
         train = from_dict(TrainConfig, pt_cfg["train"], "train")
         ft = from_dict(FinetuneDataConfig, reft_cfg["finetune"], "finetune")
         prior = task.prior
-    overrides = {**_prefixed("task", task), **_prefixed("model", model), **_prefixed("train", train)}
+    overrides = {
+        **_prefixed("task", task),
+        **_prefixed("model", model),
+        **_prefixed("train", train),
+    }
     overrides["task.prior"] = swapped_prior(prior, ft.pretrain_operand, ft.label_of)
     return overrides
 
@@ -171,17 +182,19 @@ def scratch_finetune_overrides(
         lr = p.etas[eta] if eta else train.lr
     overrides = _prefixed("train", train)
     overrides["train.lr"] = lr
-    overrides.update({
-        "finetune.family": ft.family,
-        "finetune.operand": ft.pretrain_operand,   # prompt and label: a
-        "finetune.label_operand": "",
-        "finetune.pretrain_operand": ft.label_of,  # the operand the swapped pretraining knows: b
-        "finetune.c_tr": 0.0,
-        "finetune.q": ft.q,
-        "finetune.uncorrelated": "natural",
-        "finetune.pretrain_mix": 0.0,
-        "finetune.filler": ft.filler,
-    })
+    overrides.update(
+        {
+            "finetune.family": ft.family,
+            "finetune.operand": ft.pretrain_operand,  # prompt and label: a
+            "finetune.label_operand": "",
+            "finetune.pretrain_operand": ft.label_of,  # what the swapped pretraining knows: b
+            "finetune.c_tr": 0.0,
+            "finetune.q": ft.q,
+            "finetune.uncorrelated": "natural",
+            "finetune.pretrain_mix": 0.0,
+            "finetune.filler": ft.filler,
+        }
+    )
     return overrides
 
 
@@ -220,7 +233,9 @@ def run_scratch_baseline(
     pt_run = resolve_configs("pretrain", preset, overrides=pt_over)
     run_stage(pt_run, out / "pretrain", progress=progress)
     ft_over = {**scratch_finetune_overrides(reft_run, preset, eta), **(finetune_overrides or {})}
-    ft_run: PCFGRun = resolve_configs("finetune", preset, parent=out / "pretrain", overrides=ft_over)
+    ft_run: PCFGRun = resolve_configs(
+        "finetune", preset, parent=out / "pretrain", overrides=ft_over
+    )
     _, records = run_stage(ft_run, out / "finetune", progress=progress)
     curve = accuracy_curve(records, SCRATCH_METRIC, name="Scr.+FT")
     return ScratchBaseline(out / "pretrain", out / "finetune", curve)
@@ -231,8 +246,11 @@ def _same_eval_strings(reft_dir: Path, scratch_dir: Path) -> bool:
     a, b = read_json(reft_dir / "config.json"), read_json(scratch_dir / "config.json")
     task_a = {k: v for k, v in a["task"].items() if k not in ("prior", "seed")}
     task_b = {k: v for k, v in b["task"].items() if k not in ("prior", "seed")}
-    return (task_a == task_b and a["train"]["eval_samples"] == b["train"]["eval_samples"]
-            and a["finetune"]["uncorrelated"] == b["finetune"]["uncorrelated"] == "natural")
+    return (
+        task_a == task_b
+        and a["train"]["eval_samples"] == b["train"]["eval_samples"]
+        and a["finetune"]["uncorrelated"] == b["finetune"]["uncorrelated"] == "natural"
+    )
 
 
 def compare_reft_with_scratch(
@@ -259,14 +277,23 @@ def compare_reft_with_scratch(
     result = {
         "threshold": threshold,
         "iterations_to_threshold": curves_to_threshold(curves, threshold),
-        "metrics": {"reft": REFT_METRIC, "scratch": SCRATCH_METRIC,
-                    "meaning": "accuracy of counting a on natural strings (C_Te = 0)"},
-        "same_eval_strings": {n: _same_eval_strings(Path(d), scratch_run) for n, d in reft_runs.items()},
+        "metrics": {
+            "reft": REFT_METRIC,
+            "scratch": SCRATCH_METRIC,
+            "meaning": "accuracy of counting a on natural strings (C_Te = 0)",
+        },
+        "same_eval_strings": {
+            n: _same_eval_strings(Path(d), scratch_run) for n, d in reft_runs.items()
+        },
         "curves": [c.to_dict() for c in curves],
     }
     if out is not None:
         out = Path(out)
         write_json(out / "reft_vs_scratch.json", result)
-        plot_reft_curves(curves, out / "reft_vs_scratch.png", threshold,
-                         title="counting a (C_Te = 0): reFT vs Scr.+FT")
+        plot_reft_curves(
+            curves,
+            out / "reft_vs_scratch.png",
+            threshold,
+            title="counting a (C_Te = 0): reFT vs Scr.+FT",
+        )
     return result

@@ -35,7 +35,9 @@ def brute_force(records, metric, threshold):
 
 @pytest.mark.parametrize("threshold", [0.0, 0.05, 0.06, 0.4, 0.9, 0.95, 0.99, 1.0])
 def test_iterations_to_threshold_matches_a_scan(threshold):
-    assert iterations_to_threshold(RECORDS, METRIC, threshold) == brute_force(RECORDS, METRIC, threshold)
+    assert iterations_to_threshold(RECORDS, METRIC, threshold) == brute_force(
+        RECORDS, METRIC, threshold
+    )
 
 
 def test_threshold_is_inclusive_and_none_when_never_reached():
@@ -95,7 +97,10 @@ def test_read_metrics_refuses_corrupt_files(tmp_path):
 
 
 def test_plot_draws_every_curve(tmp_path):
-    curves = [accuracy_curve(RECORDS, METRIC, "reFT"), ReftCurve("Scr.+FT", METRIC, (0, 10, 100), (0.0, 0.2, 0.95))]
+    curves = [
+        accuracy_curve(RECORDS, METRIC, "reFT"),
+        ReftCurve("Scr.+FT", METRIC, (0, 10, 100), (0.0, 0.2, 0.95)),
+    ]
     path = plot_reft_curves(curves, tmp_path / "sub" / "curves.png", threshold=0.9)
     image = matplotlib.image.imread(path)
     assert image.shape[0] > 100 and image[..., :3].std() > 0.05  # not blank

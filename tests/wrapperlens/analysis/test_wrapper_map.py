@@ -17,7 +17,7 @@ from wrapperlens.analysis.wrapper_map import (
 from wrapperlens.models import hooked_transformer
 
 CFG = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=24, n_ctx=8, d_vocab=12,
-           act_fn="gelu", normalization_type="LN", default_prepend_bos=False, seed=None)  # fmt: skip
+           act_fn="gelu", normalization_type="LN", default_prepend_bos=False)  # fmt: skip
 BATCH, POS = 6, 7
 
 
@@ -29,7 +29,9 @@ def pretrained():
 @pytest.fixture(scope="module")
 def inputs():
     g = torch.Generator().manual_seed(1)
-    return torch.randint(0, 12, (BATCH, POS), generator=g), torch.randint(0, 12, (BATCH,), generator=g)
+    return torch.randint(0, 12, (BATCH, POS), generator=g), torch.randint(
+        0, 12, (BATCH,), generator=g
+    )
 
 
 def changed_copy(model, edit):
@@ -98,14 +100,18 @@ def test_a_changed_neuron_ranks_first_by_weight_change_and_patching(pretrained, 
 
 def test_relative_weight_change_by_hand(pretrained):
     ft = changed_copy(pretrained, lambda m, g: m.blocks[0].attn.W_O[1].mul_(3.0))
-    head_params = [pretrained.blocks[0].attn.get_parameter(n)[1]
-                   for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")]
+    head_params = [
+        pretrained.blocks[0].attn.get_parameter(n)[1]
+        for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+    ]
     norm = torch.cat([p.flatten() for p in head_params]).norm()
     expected = (2.0 * pretrained.blocks[0].attn.W_O[1].norm() / norm).item()
     (got,) = weight_changes(pretrained, ft, [("head", 0, 1)])
     assert got == pytest.approx(expected, rel=1e-5)
     # A W_O change is invisible to hook_z patching (z comes before W_O) but not to attn_out.
-    wmap = wrapper_map(pretrained, ft, torch.randint(0, 12, (4, POS)), torch.zeros(4, dtype=torch.long))
+    wmap = wrapper_map(
+        pretrained, ft, torch.randint(0, 12, (4, POS)), torch.zeros(4, dtype=torch.long)
+    )
     heads, layers = rows_of(wmap, "head"), rows_of(wmap, "attn")
     assert abs(heads["L0H1"]["patch_effect"]) < 1e-6
     assert abs(layers["L0 attn"]["patch_effect"]) > 1e-4
@@ -113,35 +119,59 @@ def test_relative_weight_change_by_hand(pretrained):
 
 def test_pruning_scores_equal_gradient_times_weight(pretrained, inputs):
     tokens, answers = inputs
-    ft = changed_copy(pretrained, lambda m, g: m.blocks[0].mlp.W_out.add_(
-        0.3 * torch.randn(m.blocks[0].mlp.W_out.shape, generator=g)))
-    wmap = wrapper_map(pretrained, ft, tokens, answers, config=WrapperMapConfig(patch_neurons=False))
+    ft = changed_copy(
+        pretrained,
+        lambda m, g: m.blocks[0].mlp.W_out.add_(
+            0.3 * torch.randn(m.blocks[0].mlp.W_out.shape, generator=g)
+        ),
+    )
+    wmap = wrapper_map(
+        pretrained, ft, tokens, answers, config=WrapperMapConfig(patch_neurons=False)
+    )
     # Independent reference: autograd of the answer cross-entropy on a fresh copy.
     ref = copy.deepcopy(ft)
     loss = F.cross_entropy(ref(tokens)[:, -1], answers)
-    params = [ref.blocks[l].attn.W_O for l in range(2)] + [ref.blocks[l].mlp.W_out for l in range(2)]
+    params = [ref.blocks[l].attn.W_O for l in range(2)] + [
+        ref.blocks[l].mlp.W_out for l in range(2)
+    ]
     grads = torch.autograd.grad(loss, params)
     rows = {r["label"]: r for r in wmap.rows}
     for layer in range(2):
         head_gw = (grads[layer] * params[layer]).sum((-1, -2))
         neuron_gw = (grads[2 + layer] * params[2 + layer]).sum(-1)
         for h in range(CFG["n_heads"]):
-            assert rows[f"L{layer}H{h}"]["prune_score"] == pytest.approx(head_gw[h].item(), abs=1e-5)
+            assert rows[f"L{layer}H{h}"]["prune_score"] == pytest.approx(
+                head_gw[h].item(), abs=1e-5
+            )
         for n in range(CFG["d_mlp"]):
-            assert rows[f"L{layer}N{n}"]["prune_score"] == pytest.approx(neuron_gw[n].item(), abs=1e-5)
-        assert rows[f"L{layer} attn"]["prune_score"] == pytest.approx(head_gw.sum().item(), abs=1e-5)
-        assert rows[f"L{layer} mlp"]["prune_score"] == pytest.approx(neuron_gw.sum().item(), abs=1e-5)
+            assert rows[f"L{layer}N{n}"]["prune_score"] == pytest.approx(
+                neuron_gw[n].item(), abs=1e-5
+            )
+        assert rows[f"L{layer} attn"]["prune_score"] == pytest.approx(
+            head_gw.sum().item(), abs=1e-5
+        )
+        assert rows[f"L{layer} mlp"]["prune_score"] == pytest.approx(
+            neuron_gw.sum().item(), abs=1e-5
+        )
     # Ranks follow the signed pruning score; skipped neuron patching leaves no patch rank.
     heads = sorted((r for r in wmap.rows if r["kind"] == "head"), key=lambda r: -r["prune_score"])
     assert [r["rank_prune"] for r in heads] == [1, 2, 3, 4]
-    assert all(r["patch_effect"] is None and r["rank_patch"] is None
-               for r in wmap.rows if r["kind"] == "neuron")
+    assert all(
+        r["patch_effect"] is None and r["rank_patch"] is None
+        for r in wmap.rows
+        if r["kind"] == "neuron"
+    )
 
 
 def test_identical_models_give_zero_change_and_effect(pretrained, inputs):
     tokens, answers = inputs
-    wmap = wrapper_map(pretrained, copy.deepcopy(pretrained), tokens, answers,
-                       config=WrapperMapConfig(kinds=("head", "attn", "mlp")))
+    wmap = wrapper_map(
+        pretrained,
+        copy.deepcopy(pretrained),
+        tokens,
+        answers,
+        config=WrapperMapConfig(kinds=("head", "attn", "mlp")),
+    )
     assert {r["kind"] for r in wmap.rows} == {"head", "attn", "mlp"}
     assert len(wmap.rows) == 2 * 2 + 2 + 2
     for r in wmap.rows:
@@ -162,8 +192,12 @@ def test_refuses_models_of_different_shape_and_bad_config(pretrained, inputs):
 
 def test_table_and_plot(pretrained, inputs, tmp_path):
     tokens, answers = inputs
-    ft = changed_copy(pretrained, lambda m, g: m.blocks[1].attn.W_Q.add_(torch.randn(
-        m.blocks[1].attn.W_Q.shape, generator=g)))
+    ft = changed_copy(
+        pretrained,
+        lambda m, g: m.blocks[1].attn.W_Q.add_(
+            torch.randn(m.blocks[1].attn.W_Q.shape, generator=g)
+        ),
+    )
     wmap = wrapper_map(pretrained, ft, tokens, answers)
     text = wmap.table(k=2)
     assert "head   by weight_change" in text and "L1H" in text

@@ -26,7 +26,9 @@ SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_eve
 def test_swapped_prior():
     assert swapped_prior("L") == "a=0.001,b=0.999,c=0"
     assert parse_prior(swapped_prior("H"), ("a", "b", "c")) == {"a": 0.3, "b": 0.5, "c": 0.2}
-    assert parse_prior(swapped_prior(swapped_prior("M")), ("a", "b", "c")) == parse_prior("M", ("a", "b", "c"))
+    assert parse_prior(swapped_prior(swapped_prior("M")), ("a", "b", "c")) == parse_prior(
+        "M", ("a", "b", "c")
+    )
     assert swapped_prior("a=0.7,b=0.2,c=0.1", "a", "c") == "a=0.1,b=0.2,c=0.7"
     with pytest.raises(ValueError, match="'d'"):
         swapped_prior("L", "a", "d")
@@ -37,7 +39,11 @@ def test_preset_overrides_without_a_reft_run():
     assert pt["task.prior"] == "a=0.001,b=0.999,c=0"
     assert pt["train.steps"] == 300 and pt["model.d_model"] == 32  # the tiny preset's
     ft = scratch_finetune_overrides(None, "tiny", eta="M")
-    assert (ft["finetune.operand"], ft["finetune.pretrain_operand"], ft["finetune.c_tr"]) == ("a", "b", 0.0)
+    assert (ft["finetune.operand"], ft["finetune.pretrain_operand"], ft["finetune.c_tr"]) == (
+        "a",
+        "b",
+        0.0,
+    )
     assert ft["train.lr"] == 1e-3 and ft["train.log_spaced_eval"] is True
     assert scratch_finetune_overrides(None, "tiny")["train.lr"] == 1e-4  # the preset's reft_eta S
     with pytest.raises(ConfigError, match="eta 'X'"):
@@ -47,16 +53,29 @@ def test_preset_overrides_without_a_reft_run():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("scratch")
-    pt = resolve_configs("pretrain", "tiny", overrides={**SMALL, "task.prior": "L", "train.steps": 8,
-                                                        "train.eval_every": 8})
+    pt = resolve_configs(
+        "pretrain",
+        "tiny",
+        overrides={**SMALL, "task.prior": "L", "train.steps": 8, "train.eval_every": 8},
+    )
     run_stage(pt, root / "pt", progress=False)
-    ft = resolve_configs("finetune", "tiny", parent=root / "pt",
-                         overrides={**SMALL, "train.steps": 4, "train.eval_every": 4})
+    ft = resolve_configs(
+        "finetune",
+        "tiny",
+        parent=root / "pt",
+        overrides={**SMALL, "train.steps": 4, "train.eval_every": 4},
+    )
     run_stage(ft, root / "ft", progress=False)
-    reft = resolve_configs("reft", "tiny", parent=root / "ft",
-                           overrides={**SMALL, "train.steps": 10, "train.eval_every": 10})
+    reft = resolve_configs(
+        "reft",
+        "tiny",
+        parent=root / "ft",
+        overrides={**SMALL, "train.steps": 10, "train.eval_every": 10},
+    )
     run_stage(reft, root / "reft", progress=False)
-    baseline = run_scratch_baseline(root / "scratch", "tiny", reft_run=root / "reft", progress=False)
+    baseline = run_scratch_baseline(
+        root / "scratch", "tiny", reft_run=root / "reft", progress=False
+    )
     return root, baseline
 
 
@@ -70,7 +89,10 @@ def test_scratch_runs_match_the_reft_run(runs):
     pt, scratch_pt = read(root / "pt" / "config.json"), read(baseline.pretrain_dir / "config.json")
     assert scratch_pt["task"] == {**pt["task"], "prior": "a=0.001,b=0.999,c=0"}
     assert scratch_pt["model"] == pt["model"] and scratch_pt["train"] == pt["train"]
-    reft, scratch_ft = read(root / "reft" / "config.json"), read(baseline.finetune_dir / "config.json")
+    reft, scratch_ft = (
+        read(root / "reft" / "config.json"),
+        read(baseline.finetune_dir / "config.json"),
+    )
     assert scratch_ft["stage"] == "finetune" and scratch_ft["train"] == reft["train"]
     data = scratch_ft["finetune"]
     assert (data["operand"], data["pretrain_operand"], data["c_tr"]) == ("a", "b", 0.0)
@@ -90,7 +112,9 @@ def test_both_curves_evaluate_counting_a_on_the_same_strings(runs):
 
 def test_compare_reads_iterations_to_threshold_from_both_runs(runs, tmp_path):
     root, baseline = runs
-    result = compare_reft_with_scratch({"reFT": root / "reft"}, baseline.finetune_dir, 0.0, tmp_path)
+    result = compare_reft_with_scratch(
+        {"reFT": root / "reft"}, baseline.finetune_dir, 0.0, tmp_path
+    )
     assert result["iterations_to_threshold"] == {"reFT": 0, "Scr.+FT": 0}  # everything is >= 0
     assert result["same_eval_strings"] == {"reFT": True}
 
@@ -107,4 +131,6 @@ def test_compare_reads_iterations_to_threshold_from_both_runs(runs, tmp_path):
         "reFT": scan(root / "reft", REFT_METRIC, threshold),
         "Scr.+FT": scan(baseline.finetune_dir, SCRATCH_METRIC, threshold),
     }
-    assert (tmp_path / "reft_vs_scratch.json").exists() and (tmp_path / "reft_vs_scratch.png").exists()
+    assert (tmp_path / "reft_vs_scratch.json").exists() and (
+        tmp_path / "reft_vs_scratch.png"
+    ).exists()
