@@ -6,6 +6,7 @@
     wrapperlens attribute   --run runs/ft --compare-exact --out out/attr
     wrapperlens attention   --run runs/ft --out out/attn      # HTML, renders offline
     wrapperlens wrapper-map --run runs/ft --out out/map
+    wrapperlens scratch-baseline --reft runs/reft --out out/scratch   # trains Scr.+FT, compares
 
 Every command reads trainer run directories: `--run` is a fine-tuned (or reFT) run, and the
 pretrained model of a pair defaults to the pretraining run it descends from (the `parent` links in
@@ -142,7 +143,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add `prune`, `probe`, `patch`, `attribute`, `attention` and `wrapper-map` to a CLI."""
+    """Add the analysis commands (`ANALYSIS_COMMANDS`) to a CLI's subparsers."""
     fmt = _HelpFormatter
 
     p = subparsers.add_parser(
@@ -316,8 +317,45 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
         help="skip patching every MLP neuron (d_mlp forwards per layer)",
     )
 
+    p = subparsers.add_parser(
+        "scratch-baseline",
+        formatter_class=fmt,
+        help="Train the Scr.+FT baseline of a reFT run and compare iterations-to-threshold",
+        description="The reverse fine-tuning baseline Scr.+FT (NOTES §3.4): pretrain a model with "
+        "the prior weights of a and b swapped (same task, model and pretraining budget as the "
+        "first --reft run's pretraining), fine-tune it to count a with that reFT run's settings, "
+        "and compare the accuracy of counting a on natural strings (C_Te = 0) against "
+        "iterations: the reFT runs' Acc O_PT with Scr.+FT's Acc O_FT, measured on the same test "
+        "strings. Trains OUT/pretrain and OUT/finetune (finished stages are reused, killed ones "
+        "resumed) and writes reft_vs_scratch.json and reft_vs_scratch.png.",
+    )
+    p.set_defaults(analysis_handler=_scratch_baseline)
+    p.add_argument(
+        "--reft",
+        required=True,
+        action="append",
+        type=Path,
+        metavar="RUN_DIR",
+        help="reFT run to compare (repeatable; the first one sets the baseline's configs)",
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--preset", help="preset of the named learning rates (default: the reFT run's preset)"
+    )
+    p.add_argument(
+        "--eta",
+        choices=("L", "M", "S"),
+        help="named learning rate of the Scr.+FT fine-tuning (default: the reFT run's own LR)",
+    )
+    p.add_argument(
+        "--threshold", type=_fraction, default=0.9, help="accuracy that counts as revived"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-ANALYSIS_COMMANDS = ("prune", "probe", "patch", "attribute", "attention", "wrapper-map")
+
+ANALYSIS_COMMANDS = (
+    "prune", "probe", "patch", "attribute", "attention", "wrapper-map", "scratch-baseline",
+)  # fmt: skip
 
 
 def _out(args: argparse.Namespace) -> Path:
@@ -485,4 +523,29 @@ def _wrapper_map(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     )
     print(result["table"])
     print(f"written: {out / 'wrapper_map.json'}, {out / 'wrapper_map.png'}")
+    return 0
+
+
+def _scratch_baseline(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
+    from wrapperlens.checkpoints import read_json
+    from wrapperlens.experiments.scratch_baseline import (
+        compare_reft_with_scratch,
+        run_scratch_baseline,
+    )
+
+    _check_no_overrides(args, overrides)
+    first = args.reft[0]
+    preset = args.preset or read_json(first / "config.json").get("preset", "cpu")
+    baseline = run_scratch_baseline(
+        args.out, preset, reft_run=first, eta=args.eta, progress=not args.no_progress
+    )
+    names = {}
+    for path in args.reft:
+        name = f"reFT {path.name}"
+        names[name if name not in names else f"reFT {path}"] = path
+    result = compare_reft_with_scratch(names, baseline.finetune_dir, args.threshold, args.out)
+    print(f"iterations to {args.threshold:g} accuracy on counting a (C_Te = 0):")
+    for name, steps in result["iterations_to_threshold"].items():
+        print(f"  {name:30s} {steps if steps is not None else 'not reached'}")
+    print(f"written: {args.out / 'reft_vs_scratch.json'}, {args.out / 'reft_vs_scratch.png'}")
     return 0

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     from wrapperlens.analysis_cli import add_analysis_commands
 
-    add_analysis_commands(sub)  # prune | probe | patch | attribute | attention | wrapper-map
+    add_analysis_commands(sub)  # prune, probe, patch, attribute, attention, wrapper-map, ...
     return parser
 
 

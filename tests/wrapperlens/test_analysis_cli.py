@@ -29,6 +29,13 @@ def runs(tmp_path_factory):
         overrides={**SMALL, "train.steps": 6, "train.eval_every": 6},
     )
     run_stage(ft, root / "ft", progress=False)
+    reft = resolve_configs(
+        "reft",
+        "tiny",
+        parent=root / "ft",
+        overrides={**SMALL, "train.steps": 5, "train.eval_every": 5},
+    )
+    run_stage(reft, root / "reft", progress=False)
     return root
 
 
@@ -49,7 +56,8 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exit.value.code == 0
     text = capsys.readouterr().out
-    assert "--run RUN_DIR" in text and "--out DIR" in text
+    assert ("--reft RUN_DIR" if command == "scratch-baseline" else "--run RUN_DIR") in text
+    assert "--out DIR" in text
 
 
 def test_prune_writes_a_sweep_and_leaves_the_run_alone(runs, tmp_path, capsys):
@@ -229,6 +237,22 @@ def test_wrapper_map_of_a_run_with_itself_is_empty(runs, tmp_path):
 def test_default_out_is_inside_the_run(runs):
     assert main(["attention", "--run", str(runs / "ft")]) == 0
     assert (runs / "ft" / "analysis" / "attention" / "attention.html").exists()
+
+
+def test_scratch_baseline_trains_once_and_compares(runs, tmp_path, capsys):
+    argv = ["scratch-baseline", "--reft", str(runs / "reft"), "--out", str(tmp_path)]
+    assert main([*argv, "--no-progress", "--threshold", "0"]) == 0
+    result = json.loads((tmp_path / "reft_vs_scratch.json").read_text())
+    assert result["iterations_to_threshold"] == {"reFT reft": 0, "Scr.+FT": 0}
+    assert result["same_eval_strings"] == {"reFT reft": True}
+    scratch = json.loads((tmp_path / "pretrain" / "config.json").read_text())
+    assert scratch["task"]["prior"] == "a=0.001,b=0.999,c=0"
+    assert "not reached" not in capsys.readouterr().out
+    weights = tmp_path / "finetune" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert main([*argv, "--no-progress", "--threshold", "1"]) == 0  # reuses the finished runs
+    assert weights.stat().st_mtime_ns == stamp
+    assert (tmp_path / "reft_vs_scratch.png").exists()
 
 
 @pytest.mark.parametrize(

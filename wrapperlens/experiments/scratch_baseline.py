@@ -227,18 +227,33 @@ def run_scratch_baseline(
             run's learning rate (or the preset's `reft_eta`).
         pretrain_overrides, finetune_overrides: Applied last (e.g. fewer steps for a test).
         progress: Show progress bars.
+
+    A stage already finished in `out` with the same configs is reused, and one that was killed
+    is resumed; a stage directory holding a run of other configs is an error.
     """
     out = Path(out)
     pt_over = {**scratch_pretrain_overrides(reft_run, preset), **(pretrain_overrides or {})}
     pt_run = resolve_configs("pretrain", preset, overrides=pt_over)
-    run_stage(pt_run, out / "pretrain", progress=progress)
+    _train_or_reuse(pt_run, out / "pretrain", progress)
     ft_over = {**scratch_finetune_overrides(reft_run, preset, eta), **(finetune_overrides or {})}
     ft_run: PCFGRun = resolve_configs(
         "finetune", preset, parent=out / "pretrain", overrides=ft_over
     )
-    _, records = run_stage(ft_run, out / "finetune", progress=progress)
+    records = _train_or_reuse(ft_run, out / "finetune", progress)
     curve = accuracy_curve(records, SCRATCH_METRIC, name="Scr.+FT")
     return ScratchBaseline(out / "pretrain", out / "finetune", curve)
+
+
+def _train_or_reuse(run: PCFGRun, out: Path, progress: bool) -> list[dict]:
+    """Train one stage into `out`; reuse it if finished with the same configs, resume if killed."""
+    same = (out / "config.json").exists() and read_json(out / "config.json") == run.to_json()
+    if same and (out / "metrics.jsonl").exists():
+        records = read_metrics(out)
+        if records and records[-1]["step"] == run.train_config.steps:
+            return records
+    resume = same and (out / "trainer_state.safetensors").exists()
+    run_stage(run, out, resume=resume, progress=progress)
+    return read_metrics(out)
 
 
 def _same_eval_strings(reft_dir: Path, scratch_dir: Path) -> bool:
