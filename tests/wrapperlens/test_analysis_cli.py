@@ -272,6 +272,16 @@ def test_errors_name_the_problem(runs, argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_a_pretrained_run_of_another_shape_is_refused(runs, tmp_path, capsys):
+    other = resolve_configs(
+        "pretrain", "tiny", overrides={**SMALL, "train.steps": 1, "model.d_model": 16}
+    )
+    run_stage(other, tmp_path / "other", progress=False)
+    argv = ["patch", "--run", str(runs / "ft"), "--pretrained", str(tmp_path / "other")]
+    assert main(argv) == 2
+    assert "differ in cfg.d_model" in capsys.readouterr().err
+
+
 def test_bad_argument_values_are_refused(runs, capsys):
     with pytest.raises(SystemExit):
         main(["patch", "--run", str(runs / "ft"), "--c-te", "2"])

@@ -92,11 +92,14 @@ def open_pair(
             "(its pretrained model is found from it)"
         )
     pt = open_run(pretrained if pretrained is not None else find_pretrain_run(run_dir))
-    if pt.run.sections["model"] != ft.run.sections["model"] or pt.task.vocab != ft.task.vocab:
-        raise ValueError(
-            f"{pt.path} and {ft.path} differ in model shape or vocabulary; "
-            "they cannot be compared component by component"
-        )
+    from wrapperlens.analysis.patching import check_same_architecture
+
+    try:
+        check_same_architecture(pt.model, ft.model)
+    except ValueError as e:
+        raise ValueError(f"{pt.path} vs {ft.path}: {e}") from None
+    if pt.task.vocab != ft.task.vocab:
+        raise ValueError(f"{pt.path} and {ft.path} use different vocabularies (task configs)")
     return ft, pt
 
 
