@@ -9,5 +9,15 @@ Modules, bottom to top:
 - `story_source`: an offline stand-in for TinyStories-Instruct with real feature traces;
 - `tokenizer`: a byte-level BPE tokenizer (train, save, load, batch);
 - `gpt_neo`: GPT-Neo checkpoints as HookedTransformers, and export back to HF;
-- `prepare`: the `prepare` and `tokenizer` stages of a run.
+- `prepare`: the `prepare` and `tokenizer` stages of a run;
+- `lm`: story LM shapes (`tiny`, `cpu`, `paper`: the 91M LLaMA-like model) and training batches;
+- `generation`: batched, KV-cached sampling from a prompt cut at "Story:";
+- `twist_classifier`: the n-gram logistic regression behind the twist generation score;
+- `evaluation`: twist loss and generation scores during training;
+- `story_probes`: per-layer story-feature probes on story-only text;
+- `presets`: every stage's defaults at the `paper`, `cpu` and `tiny` scales;
+- `experiments`: the pretrain / delete / reft stages and their run directories;
+- `compare`: checkpoint comparison per layer (cosine, relative norm, CKA, weights, probe transfer);
+- `pipeline`: everything in one call, with a summary;
+- `cli`: `wrapperlens tinystories ...`.
 """

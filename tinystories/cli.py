@@ -224,7 +224,12 @@ def run_tinystories_command(args: argparse.Namespace, overrides: dict[str, Any])
 
         overrides = {**load_config_file(args.config), **overrides}
     handler = _HANDLERS[args.ts_command]
-    return handler(args, overrides)
+    try:
+        return handler(args, overrides)
+    except (FileNotFoundError, ConnectionError) as e:
+        # A missing directory or an unreachable hub: a user error with a message, not a crash
+        # (`wrapperlens.cli.main` prints ValueErrors as "wrapperlens: error: ...").
+        raise ValueError(str(e)) from e
 
 
 def _cmd_prepare(args, overrides) -> int:
@@ -446,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run_tinystories_command(args, _split_overrides(extra))
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, ValueError) as e:
         print(f"wrapperlens tinystories: error: {e}", file=sys.stderr)
         return 2
 

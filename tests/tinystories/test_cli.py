@@ -111,3 +111,10 @@ def test_gpt_neo_import_fine_tune_and_export(runs, tmp_path):
     tokens = torch.tensor([tokenizer("Story: Once upon a time")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(exported(tokens).logits, tuned(tokens), atol=1e-4)
+
+
+def test_missing_directories_and_an_offline_hub_are_clean_errors(tmp_path, capsys):
+    code = main(["tokenizer", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")])
+    assert code == 2 and "run prepare_stories" in capsys.readouterr().err
+    code = main(["import-neo", "--from", "roneneldan/TinyStories-1M", "--out", str(tmp_path / "n")])
+    assert code == 2 and "local" in capsys.readouterr().err  # says how to pass a local directory

@@ -1,0 +1,158 @@
+"""The whole TinyStories pipeline at the `cpu` preset, timed; or an estimate from component times.
+
+    python benchmarks/tinystories_cpu_pipeline.py --out runs/tinystories-cpu      # full run
+    python benchmarks/tinystories_cpu_pipeline.py --estimate                      # ~1-2 minutes
+
+The full run is `tinystories.pipeline.run_pipeline(OUT, "cpu", workers=2)` (the same as
+`wrapperlens tinystories pipeline --preset cpu --out OUT`): prepare 6000 offline stories, the twist
+classifier, the tokenizer, pretraining ("Present in PT") and the control ("Not in PT") in
+parallel, the six deletions (F, F+R, F+MM at η_M, η_S) and the control's reFT, the six reFTs,
+probes of every model, comparisons. It writes `OUT/summary.json` (twist loss during deletion and
+reFT for each protocol and the control, twist score at every generation step, probe accuracy per
+feature and layer, classifier accuracy, phase timings) and `OUT/summary.txt`. Target: <= 20
+minutes on an unloaded 2-core machine.
+
+`--estimate` times one training step, one evaluation, one generation scoring and one model's
+probes (one thread, random weights: generations run to `max_new_tokens`, so that part is an upper
+bound) and extrapolates the pipeline's wall time for `--workers` parallel processes. It is only as
+good as the machine is quiet: other jobs on the cores inflate every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def estimate(workers: int) -> dict:
+    from tinystories.evaluation import StoryEvaluator, ensure_story_classifier
+    from tinystories.experiments import _generation_steps, resolve_story_run
+    from tinystories.lm import StoryBatcher, build_lm, encode_records, pad_id_of
+    from tinystories.pipeline import PROTOCOLS, ETAS
+    from tinystories.prepare import build_run_tokenizer, load_prepared, prepare_stories
+    from tinystories.presets import get_story_preset
+    from tinystories.protocols import with_text
+    from tinystories.story_probes import probe_story_features, story_probe_inputs
+    from tinystories.tokenizer import load_tokenizer
+    from wrapperlens.training import _make_optimizer, masked_loss
+
+    torch.set_num_threads(1)
+    p = get_story_preset("cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="ts_estimate_"))
+    t0 = time.perf_counter()
+    prepare_stories(p.prepare, tmp / "prepared")
+    ensure_story_classifier(tmp / "prepared", p.classifier)
+    build_run_tokenizer(tmp / "prepared", tmp / "tok", p.tokenizer)
+    setup_s = time.perf_counter() - t0
+    tokenizer = load_tokenizer(tmp / "tok")
+    texts = with_text(load_prepared(tmp / "prepared", "all"), "instruct", shuffle_fields_seed=0)["text"]
+    sequences, _ = encode_records(tokenizer, texts, p.model.n_ctx + 1)
+    batcher = StoryBatcher(sequences, p.pretrain.batch_size, p.model.n_ctx, pad_id_of(tokenizer))
+    model = build_lm(p.model, len(tokenizer))
+    opt = _make_optimizer(model, p.pretrain)
+    state = {"step": 0}
+
+    def train_step() -> None:
+        batch = batcher(state["step"])
+        state["step"] += 1
+        loss = masked_loss(model(batch.tokens[:, :-1]), batch.tokens, batch.loss_mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step_s = _time(train_step, 10)
+    model.eval()
+    classifier, _ = ensure_story_classifier(tmp / "prepared", p.classifier)
+    evaluator = StoryEvaluator(tmp / "prepared", tokenizer, p.model.n_ctx, p.eval, classifier)
+    with torch.no_grad():
+        eval_s = _time(lambda: evaluator.losses(model), 3)
+        generation_s = _time(lambda: evaluator.generate(model), 1)
+    inputs = story_probe_inputs(tmp / "prepared", tokenizer, p.model.n_ctx, p.probe_data)
+    probe_s = _time(lambda: probe_story_features({"m": model}, inputs, p.probe), 1) / 2  # + baseline
+
+    def stage_s(stage: str, parent: bool) -> float:
+        kwargs = {"parent": tmp / "pt"} if parent else {"prepared": tmp / "prepared", "tokenizer": tmp / "tok"}
+        if parent:
+            (tmp / "pt").mkdir(exist_ok=True)
+            (tmp / "pt" / "config.json").write_text(json.dumps(
+                {"prepared": str(tmp / "prepared"), "tokenizer": str(tmp / "tok")}))
+        run = resolve_story_run(stage, "cpu", **kwargs)
+        tc = run.train_config
+        return (tc.steps * step_s + len(tc.eval_steps()) * eval_s
+                + len(_generation_steps(run)) * generation_s)
+
+    pretrain, delete, reft = stage_s("pretrain", False), stage_s("delete", True), stage_s("reft", True)
+    n_deleted = len(PROTOCOLS) * len(ETAS)
+
+    def phase(jobs: list[float]) -> float:  # longest-first onto `workers` processes
+        loads = [0.0] * workers
+        for job in sorted(jobs, reverse=True):
+            loads[loads.index(min(loads))] += job
+        return max(loads)
+
+    n_models = 2 + 2 * n_deleted + 1
+    phases = {
+        "prepare, classifier, tokenizer": setup_s,
+        "pretrain + control": phase([pretrain, pretrain]),
+        "deletion (+ control reFT)": phase([delete] * n_deleted + [reft]),
+        "reFT": phase([reft] * n_deleted),
+        "probes": probe_s * (n_models + 1),
+        "compare": probe_s * (n_deleted + 2) + 10 * eval_s,
+    }
+    return {
+        "workers": workers,
+        "component_s": {"train_step": step_s, "eval_losses": eval_s,
+                        "generation_scoring (upper bound)": generation_s,
+                        "probes_per_model": probe_s, "stage_pretrain": pretrain,
+                        "stage_delete": delete, "stage_reft": reft},
+        "phases_s": phases,
+        "estimated_total_s": sum(phases.values()),
+        "note": "one thread per worker; a loaded machine inflates every number",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/tinystories-cpu"),
+                        help="pipeline output directory (default: runs/tinystories-cpu)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    parser.add_argument("--estimate", action="store_true",
+                        help="time the components and extrapolate instead of running everything")
+    args = parser.parse_args(argv)
+    if args.estimate:
+        result = estimate(args.workers)
+        for name, seconds in result["component_s"].items():
+            print(f"  {name:34s} {seconds:8.2f} s")
+        for name, seconds in result["phases_s"].items():
+            print(f"phase {name:30s} {seconds:8.1f} s")
+        print(f"estimated total: {result['estimated_total_s'] / 60:.1f} min "
+              f"({args.workers} workers)")
+        print(json.dumps(result))
+        return 0
+    from tinystories.pipeline import run_pipeline
+
+    start = time.perf_counter()
+    summary = run_pipeline(args.out, "cpu", workers=args.workers, progress=False)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"total {minutes:.1f} min (target <= 20 on 2 unloaded cores); "
+          f"summary: {args.out / 'summary.json'}")
+    return 0 if math.isfinite(minutes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
