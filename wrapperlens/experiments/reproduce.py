@@ -27,7 +27,7 @@ from wrapperlens.presets import get_preset
 __all__ = ["reproduce"]
 
 
-def _finished_metrics(run: PCFGRun, out: Path) -> dict[str, float] | None:
+def _finished_metrics(run: PCFGRun, out: Path) -> dict[str, Any] | None:
     metrics_file = out / "metrics.jsonl"
     if not (out / "config.json").exists() or not metrics_file.exists():
         return None
@@ -39,7 +39,7 @@ def _finished_metrics(run: PCFGRun, out: Path) -> dict[str, float] | None:
     return None
 
 
-def _run_or_resume(run: PCFGRun, out: Path, progress: bool) -> tuple[dict[str, float], float]:
+def _run_or_resume(run: PCFGRun, out: Path, progress: bool) -> tuple[dict[str, Any], float]:
     done = _finished_metrics(run, out)
     if done is not None:
         return done, 0.0
