@@ -2,7 +2,8 @@
 
     wrapperlens tinystories prepare   --preset cpu --out runs/ts/prepared
     wrapperlens tinystories tokenizer --data runs/ts/prepared --out runs/ts/tokenizer
-    wrapperlens tinystories pretrain  --data runs/ts/prepared --tokenizer runs/ts/tokenizer --out runs/ts/pt
+    wrapperlens tinystories pretrain  --data runs/ts/prepared --tokenizer runs/ts/tokenizer \
+                                      --out runs/ts/pt
     wrapperlens tinystories pretrain  ... --control --out runs/ts/control      ("Not in PT")
     wrapperlens tinystories delete    --from runs/ts/pt --protocol F+R --eta M --out runs/ts/del
     wrapperlens tinystories reft      --from runs/ts/del --out runs/ts/reft
@@ -63,13 +64,15 @@ def _sections_epilog(sections: Sequence[str], stage: str | None = None) -> Calla
                 parts = []
                 for section in sections:
                     cfg = getattr(p, section)
-                    shown = [f"{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)][:4]
+                    fields = dataclasses.fields(cfg)[:4]
+                    shown = [f"{f.name}={getattr(cfg, f.name)}" for f in fields]
                     parts.append(f"[{section}] " + " ".join(shown))
                 lines.append(f"  {name:5s} " + "; ".join(parts))
         for section in sections:
             cfg = getattr(STORY_PRESETS["cpu"], section)
             keys = ", ".join(f.name for f in dataclasses.fields(cfg))
-            lines.append(f"[{section if stage is None or section != stage else 'train'}] keys: {keys}")
+            label = "train" if section == stage else section  # a stage's section is `train`
+            lines.append(f"[{label}] keys: {keys}")
         return "\n".join(lines)
 
     return build
@@ -260,7 +263,7 @@ def _cmd_train(args, overrides) -> int:
     from tinystories.experiments import resolve_story_run, run_story_stage
 
     stage = args.ts_command
-    allowed = ("model", "batches", "train", "eval") if stage == "pretrain" else ("batches", "train", "eval")
+    allowed = ("batches", "train", "eval") + (("model",) if stage == "pretrain" else ())
     overrides = _split(overrides, allowed)
     if stage == "pretrain":
         run = resolve_story_run("pretrain", args.preset or "cpu", prepared=args.data,
@@ -445,7 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wrapperlens")
     sub = parser.add_subparsers(dest="command", required=True)
     add_tinystories_commands(sub)
-    args, extra = parser.parse_known_args(["tinystories", *(sys.argv[1:] if argv is None else argv)])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(["tinystories", *argv])
     from wrapperlens.checkpoints import CheckpointError
     from wrapperlens.config import ConfigError
 

@@ -98,7 +98,9 @@ def relative_difference_norm(
 def linear_cka(x: Float[Tensor, "n d1"], y: Float[Tensor, "n d2"]) -> float:
     """Linear CKA of two representations of the same n inputs (feature-space formula)."""
     if x.shape[0] != y.shape[0] or x.shape[0] < 2:
-        raise ValueError(f"linear_cka needs the same n >= 2 rows, got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(
+            f"linear_cka needs the same n >= 2 rows, got {x.shape[0]} and {y.shape[0]}"
+        )
     x = x.double() - x.double().mean(0, keepdim=True)
     y = y.double() - y.double().mean(0, keepdim=True)
     cross = (y.T @ x).norm() ** 2

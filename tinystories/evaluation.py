@@ -173,7 +173,8 @@ class StoryEvaluator:
         shuffle_fields: bool = True,
         feature: str = "Twist",
     ) -> None:
-        self.cfg, self.tokenizer, self.classifier, self.feature = cfg, tokenizer, classifier, feature
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.classifier, self.feature = classifier, feature
         self.pad_id = pad_id_of(tokenizer)
         seed = FIELD_SHUFFLE_SEED if shuffle_fields else None
 
@@ -197,12 +198,15 @@ class StoryEvaluator:
 
     def losses(self, model: HookedTransformer) -> dict[str, float]:
         out = {}
-        for name, seqs in (("twist_loss", self.twist_sequences), ("other_loss", self.other_sequences)):
+        named = (("twist_loss", self.twist_sequences), ("other_loss", self.other_sequences))
+        for name, seqs in named:
             if seqs:
                 out[name] = sequence_loss(model, seqs, self.pad_id, self.cfg.loss_batch_size)
         return out
 
-    def generate(self, model: HookedTransformer, step: int = 0) -> tuple[dict[str, float], list[dict]]:
+    def generate(
+        self, model: HookedTransformer, step: int = 0
+    ) -> tuple[dict[str, float], list[dict]]:
         """Sample `n_generations` stories and score them; returns (metrics, generation rows)."""
         if not self.prompts:
             return {}, []

@@ -2,8 +2,8 @@
 
 | stage | starts from | trains on (prepared protocol, train split) | default LR |
 |---|---|---|---|
-| pretrain | random init | `all` ("Present in PT"), or `filter` for the "Not in PT" control | preset |
-| delete | a pretrain run | `filter` (F), `filter_randomise` (F+R) or `filter_mix_match` (F+MM) | η_M |
+| pretrain | random init | `all` ("Present in PT"), or `filter` ("Not in PT" control) | preset |
+| delete | a pretrain run | `filter` (F), `filter_randomise` (F+R), `filter_mix_match` (F+MM) | η_M |
 | reft | a delete run, or the control | `reft`: Twist stories only | preset (1e-5) |
 
 (NOTES §1.3, §3.4.) Deletion and reFT use a constant learning rate, as the paper's code.
@@ -62,7 +62,12 @@ __all__ = [
 
 STAGES = ("pretrain", "delete", "reft")
 CONFIG_FILE = "config.json"
-SECTION_TYPES = {"model": LMConfig, "batches": BatchConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTION_TYPES = {
+    "model": LMConfig,
+    "batches": BatchConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
 DELETION_PROTOCOLS = ("filter", "filter_randomise", "filter_mix_match")
 
 
@@ -157,7 +162,9 @@ def resolve_story_run(
             raise ConfigError("pretrain starts from random weights: it takes no parent run")
         protocol = protocol or "all"
         if protocol not in ("all", "filter"):
-            raise ConfigError(f"pretrain protocol must be 'all' or 'filter' (control), got {protocol!r}")
+            raise ConfigError(
+                f"pretrain protocol must be 'all' or 'filter' (control), got {protocol!r}"
+            )
         sections.update(model=p.model, train=p.pretrain)
     else:
         if parent is None:
@@ -168,7 +175,9 @@ def resolve_story_run(
         if stage == "delete":
             protocol = ProtocolDataConfig(protocol or "F").protocol
             if protocol not in DELETION_PROTOCOLS:
-                raise ConfigError(f"delete protocol must be one of {tuple(PAPER_NAMES)}, got {protocol!r}")
+                raise ConfigError(
+                    f"delete protocol must be one of {tuple(PAPER_NAMES)}, got {protocol!r}"
+                )
             eta = eta or "M"
             if eta not in p.etas:
                 raise ConfigError(f"eta must be one of {tuple(p.etas)}, got {eta!r}")

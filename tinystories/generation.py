@@ -72,7 +72,9 @@ def sample_continuations(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     n_ctx = model.cfg.n_ctx
     if any(len(p) < 1 or len(p) >= n_ctx for p in prompts):
-        raise ValueError(f"every prompt needs 1 to {n_ctx - 1} tokens (the model's n_ctx is {n_ctx})")
+        raise ValueError(
+            f"every prompt needs 1 to {n_ctx - 1} tokens (the model's n_ctx is {n_ctx})"
+        )
     generator = torch.Generator().manual_seed(seed)
     out: list[list[int]] = []
     with torch.no_grad():
@@ -110,8 +112,8 @@ def _sample_chunk_cached(model, prompts, max_new_tokens, eos_id, pad_id, tempera
         done |= next_ids == eos_id
         if bool(done.all()):
             break
-        logits = model(next_ids[:, None].to(device), attention_mask=torch.ones(rows, 1, dtype=torch.long,
-                       device=device), past_kv_cache=cache)
+        one = torch.ones(rows, 1, dtype=torch.long, device=device)
+        logits = model(next_ids[:, None].to(device), attention_mask=one, past_kv_cache=cache)
     out = []
     for row in new.tolist():
         if eos_id in row:

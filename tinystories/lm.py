@@ -8,7 +8,7 @@ GELU MLP). `LM_SHAPES` holds the three named sizes:
 
 | shape | layers × d_model (heads) | d_mlp | n_ctx | parameters |
 |---|---|---|---|---|
-| `paper` | 12 × 768 (12) | 2048 | 1024 | 97.6M at vocab 8192 (91.3M with tied embeddings: the paper's 91M) |
+| `paper` | 12 × 768 (12) | 2048 | 1024 | 97.6M at vocab 8192 (91.3M tied: the paper's 91M) |
 | `cpu`   | 3 × 64 (4)     | 176  | 256  | 0.28M at vocab 1024 |
 | `tiny`  | 2 × 32 (2)     | 96   | 256  | 0.09M at vocab 1024 |
 
@@ -92,7 +92,9 @@ class LMConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.d_mlp < 0:
-            raise ValueError(f"model.d_mlp must be >= 0 (0: the architecture's rule), got {self.d_mlp}")
+            raise ValueError(
+                f"model.d_mlp must be >= 0 (0: the architecture's rule), got {self.d_mlp}"
+            )
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}"
@@ -286,7 +288,8 @@ class StoryBatcher:
             starts = rng.integers(0, len(self.stream) - self.n_ctx - 1, self.batch_size)
             window = torch.arange(self.n_ctx + 1)
             tokens = self.stream[torch.as_tensor(starts)[:, None] + window]
-            return TrainBatch(tokens, torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool))
+            every = torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool)
+            return TrainBatch(tokens, every)
         tokens, real = _pad([self.sequences[i] for i in self.record_indices(step)], self.pad_id)
         return TrainBatch(tokens, real[:, 1:])
 

@@ -4,8 +4,8 @@ A preset fixes every stage's config; any value can still be overridden
 (`--train.lr=...`, `--eval.n_generations=...`). The deletion learning rates are named as in the
 paper: η_M and η_S (`--eta M|S`).
 
-**paper** (NOTES §1.3, §2.3, §3.3–3.4): the real TinyStories-Instruct from the hub, a BPE of 8192
-tokens, the 91M LLaMA-like model on 1024-token windows of the concatenated records, pretraining
+**paper** (NOTES §1.3, §2.3, §3.3–3.4): the real TinyStories-Instruct from the hub, a BPE of
+8192 tokens, the 91M LLaMA-like model on 1024-token windows of the concatenated records, pretraining
 30K steps × batch 128 at LR 1e-3 (linear warmup, cosine to 0; the paper's numbers, NOTES §5 item
 21); deletion 4000 steps × 128 at constant η_M = 1e-4 or η_S = 1e-5; reFT 4000 steps at constant
 1e-5; loss evaluated every 30 steps and log-spaced, generations (64 per point, 350 tokens,
@@ -18,8 +18,9 @@ minutes on 2 cores (`benchmarks/tinystories_cpu_pipeline.py` measures it). The m
 paper's architecture at 3 × 64 (0.28M parameters, vocabulary 1024, one whole record per row,
 `batches.layout="records"`); it follows the Features instruction after ~800 steps (a Twist prompt
 gives a twist story in 32 of 32 samples). Stages are ~10× shorter than the paper's (pretrain 800,
-deletion 200, reFT 300 steps of 32 records), so every LR is the paper's × 3-10 to move as far: pretraining
-3e-3 (cosine), deletion η_M = 1e-3 and η_S = 1e-4 (a decade apart, as 1e-4 / 1e-5), reFT 1e-4.
+deletion 200, reFT 300 steps of 32 records), so every LR is the paper's × 3-10 to move as
+far: pretraining 3e-3 (cosine), deletion η_M = 1e-3 and η_S = 1e-4 (a decade apart, as
+1e-4 / 1e-5), reFT 1e-4.
 Generations (32 per point, 200 tokens) at 0, 10, 30, 100 and 300 reFT steps stand in for the
 paper's 0/30/300/3000 of 4000; the twist loss averages 64 Twist test stories.
 
@@ -144,4 +145,5 @@ def get_story_preset(name: str) -> StoryPreset:
     try:
         return STORY_PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(STORY_PRESETS)}") from None
+        known = ", ".join(STORY_PRESETS)
+        raise ValueError(f"unknown preset {name!r}; known presets: {known}") from None

@@ -33,7 +33,13 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from wrapperlens.checkpoints import CheckpointError, load_tensors, read_json, save_tensors, write_json
+from wrapperlens.checkpoints import (
+    CheckpointError,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
 
 __all__ = [
     "TwistClassifierConfig",

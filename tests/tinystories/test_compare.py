@@ -69,11 +69,14 @@ def test_weight_change_of_a_perturbed_copy_equals_the_hand_computed_value(model)
     delta = torch.full_like(other.blocks[1].mlp.W_in, 0.01)
     with torch.no_grad():
         other.blocks[1].mlp.W_in += delta
-    mlp_norm = torch.sqrt(sum((p.detach().double() ** 2).sum() for p in model.blocks[1].mlp.parameters()))
-    total_norm = torch.sqrt(sum((p.detach().double() ** 2).sum() for p in model.parameters()))
+    def norm(params):
+        return torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params))
+
+    mlp_norm, total_norm = norm(model.blocks[1].mlp.parameters()), norm(model.parameters())
     change = weight_change(model, other)
     assert change["blocks.1.mlp"]["absolute"] == pytest.approx(float(delta.norm()), rel=1e-6)
-    assert change["blocks.1.mlp"]["relative"] == pytest.approx(float(delta.norm() / mlp_norm), rel=1e-6)
+    expected = float(delta.norm() / mlp_norm)
+    assert change["blocks.1.mlp"]["relative"] == pytest.approx(expected, rel=1e-6)
     assert change["total"]["relative"] == pytest.approx(float(delta.norm() / total_norm), rel=1e-6)
     assert change["blocks.0.mlp"]["absolute"] == 0.0
     assert change["blocks.1.attn"]["absolute"] == 0.0

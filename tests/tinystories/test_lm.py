@@ -17,7 +17,8 @@ from tinystories.tokenizer import TokenizerConfig, train_tokenizer
 
 def test_paper_shape_is_the_91m_llama_like_model():
     cfg = LM_SHAPES["paper"].hooked_config(d_vocab=8192)
-    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.n_ctx) == (12, 768, 12, 2048, 1024)
+    shape = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.n_ctx)
+    assert shape == (12, 768, 12, 2048, 1024)
     assert cfg.normalization_type == "RMS" and cfg.positional_embedding_type == "rotary"
     assert cfg.gated_mlp and cfg.act_fn == "silu" and cfg.rotary_dim == 64
     # llama2.c's rule: hidden = 4 * 768 * 2 / 3 rounded up to a multiple of 64 is 2048.
@@ -61,7 +62,8 @@ def test_records_rows_are_whole_padded_records_with_padding_masked(sequences):
         assert batch.tokens[row, : len(seq)].tolist() == seq
         assert (batch.tokens[row, len(seq):] == -1).all()
         # Target j is tokens[j + 1]: real exactly for j + 1 < len(seq).
-        assert batch.loss_mask[row].tolist() == [j + 1 < len(seq) for j in range(batch.tokens.shape[1] - 1)]
+        targets = range(batch.tokens.shape[1] - 1)
+        assert batch.loss_mask[row].tolist() == [j + 1 < len(seq) for j in targets]
 
 
 def test_batches_depend_only_on_seed_and_step_and_cover_each_epoch(sequences):
@@ -95,4 +97,5 @@ def test_sequence_loss_is_the_token_weighted_mean_over_real_targets(sequences):
         logits = model(tokens[:, :-1])
         total += torch.nn.functional.cross_entropy(logits[0], tokens[0, 1:], reduction="sum").item()
         count += len(seq) - 1
-    assert sequence_loss(model, seqs, pad_id=0, batch_size=4) == pytest.approx(total / count, rel=1e-5)
+    loss = sequence_loss(model, seqs, pad_id=0, batch_size=4)
+    assert loss == pytest.approx(total / count, rel=1e-5)

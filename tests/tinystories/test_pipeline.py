@@ -70,8 +70,8 @@ def test_probes_and_comparison_cover_every_model(pipeline):
     assert set(report["cka"]) == {"deleted F+R-M", "control"}
     assert report["weight_change"]["deleted F+R-M"]["total"]["relative"] > 0
     transfer = report["probe_transfer"]
-    assert transfer["pretrained"]["pretrained"] == [
-        a for a in json.loads((out / "probe" / "report.json").read_text())["accuracy"]["pretrained"]]
+    probed = json.loads((out / "probe" / "report.json").read_text())["accuracy"]
+    assert transfer["pretrained"]["pretrained"] == probed["pretrained"]
     for name in ("probe/probe_accuracy.png", "compare/residual_similarity.png",
                  "compare/weight_change.png", "compare/probe_transfer.png", "summary.txt"):
         assert (out / name).stat().st_size > 0

@@ -1,4 +1,4 @@
-"""The twist classifier: held-out accuracy on labelled stories, balance, no-evidence texts, files."""
+"""The twist classifier: held-out accuracy, class balance, texts without evidence, files."""
 
 import pytest
 
