@@ -14,8 +14,10 @@ minutes on an unloaded 2-core machine.
 
 `--estimate` times one training step, one evaluation, one generation scoring and one model's
 probes (one thread, random weights: generations run to `max_new_tokens`, so that part is an upper
-bound) and extrapolates the pipeline's wall time for `--workers` parallel processes. It is only as
-good as the machine is quiet: other jobs on the cores inflate every number.
+bound) and extrapolates the pipeline's wall time for `--workers` parallel processes, once from
+wall-clock times and once from the process's CPU times. Other jobs on the cores inflate the wall
+times; the CPU-time estimate is what an unloaded machine would take (roughly: shared caches and
+memory bandwidth still slow a busy machine down).
 """
 
 from __future__ import annotations
@@ -30,12 +32,20 @@ from pathlib import Path
 import torch
 
 
-def _time(fn, repeat: int) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _time(fn, repeat: int) -> dict[str, float]:
+    """Seconds per call by the wall clock and by this process's CPU time.
+
+    With one torch thread, the CPU time per call is close to what the call takes on an idle
+    core, so on a busy machine the "cpu" estimate predicts an unloaded run better than "wall".
+    """
     fn()  # warm-up
-    start = time.perf_counter()
+    start = {name: clock() for name, clock in CLOCKS.items()}
     for _ in range(repeat):
         fn()
-    return (time.perf_counter() - start) / repeat
+    return {name: (clock() - start[name]) / repeat for name, clock in CLOCKS.items()}
 
 
 def estimate(workers: int) -> dict:
@@ -53,11 +63,11 @@ def estimate(workers: int) -> dict:
     torch.set_num_threads(1)
     p = get_story_preset("cpu")
     tmp = Path(tempfile.mkdtemp(prefix="ts_estimate_"))
-    t0 = time.perf_counter()
+    start = {name: clock() for name, clock in CLOCKS.items()}
     prepare_stories(p.prepare, tmp / "prepared")
     ensure_story_classifier(tmp / "prepared", p.classifier)
     build_run_tokenizer(tmp / "prepared", tmp / "tok", p.tokenizer)
-    setup_s = time.perf_counter() - t0
+    setup = {name: clock() - start[name] for name, clock in CLOCKS.items()}
     tokenizer = load_tokenizer(tmp / "tok")
     records = load_prepared(tmp / "prepared", "all")
     texts = with_text(records, "instruct", shuffle_fields_seed=0)["text"]
@@ -75,32 +85,29 @@ def estimate(workers: int) -> dict:
         loss.backward()
         opt.step()
 
-    step_s = _time(train_step, 10)
+    step = _time(train_step, 10)
     model.eval()
     classifier, _ = ensure_story_classifier(tmp / "prepared", p.classifier)
     evaluator = StoryEvaluator(tmp / "prepared", tokenizer, p.model.n_ctx, p.eval, classifier)
     with torch.no_grad():
-        eval_s = _time(lambda: evaluator.losses(model), 3)
-        generation_s = _time(lambda: evaluator.generate(model), 1)
+        evaluation = _time(lambda: evaluator.losses(model), 3)
+        generation = _time(lambda: evaluator.generate(model), 1)
     inputs = story_probe_inputs(tmp / "prepared", tokenizer, p.model.n_ctx, p.probe_data)
     # One call probes the model and its random-init baseline: half of it is one model.
-    probe_s = _time(lambda: probe_story_features({"m": model}, inputs, p.probe), 1) / 2
+    probe = _time(lambda: probe_story_features({"m": model}, inputs, p.probe), 1)
+    probe = {k: v / 2 for k, v in probe.items()}
 
-    def stage_s(stage: str, parent: bool) -> float:
-        kwargs = ({"parent": tmp / "pt"} if parent
-                  else {"prepared": tmp / "prepared", "tokenizer": tmp / "tok"})
-        if parent:
-            (tmp / "pt").mkdir(exist_ok=True)
-            (tmp / "pt" / "config.json").write_text(json.dumps(
-                {"prepared": str(tmp / "prepared"), "tokenizer": str(tmp / "tok")}))
-        run = resolve_story_run(stage, "cpu", **kwargs)
-        tc = run.train_config
-        return (tc.steps * step_s + len(tc.eval_steps()) * eval_s
-                + len(_generation_steps(run)) * generation_s)
-
-    pretrain = stage_s("pretrain", False)
-    delete, reft = stage_s("delete", True), stage_s("reft", True)
+    (tmp / "pt").mkdir(exist_ok=True)
+    (tmp / "pt" / "config.json").write_text(json.dumps(
+        {"prepared": str(tmp / "prepared"), "tokenizer": str(tmp / "tok")}))
+    runs = {
+        "pretrain": resolve_story_run("pretrain", "cpu", prepared=tmp / "prepared",
+                                      tokenizer=tmp / "tok"),
+        "delete": resolve_story_run("delete", "cpu", parent=tmp / "pt"),
+        "reft": resolve_story_run("reft", "cpu", parent=tmp / "pt"),
+    }
     n_deleted = len(PROTOCOLS) * len(ETAS)
+    n_models = 2 + 2 * n_deleted + 1
 
     def phase(jobs: list[float]) -> float:  # longest-first onto `workers` processes
         loads = [0.0] * workers
@@ -108,25 +115,31 @@ def estimate(workers: int) -> dict:
             loads[loads.index(min(loads))] += job
         return max(loads)
 
-    n_models = 2 + 2 * n_deleted + 1
-    phases = {
-        "prepare, classifier, tokenizer": setup_s,
-        "pretrain + control": phase([pretrain, pretrain]),
-        "deletion (+ control reFT)": phase([delete] * n_deleted + [reft]),
-        "reFT": phase([reft] * n_deleted),
-        "probes": probe_s * (n_models + 1),
-        "compare": probe_s * (n_deleted + 2) + 10 * eval_s,
-    }
-    return {
-        "workers": workers,
-        "component_s": {"train_step": step_s, "eval_losses": eval_s,
-                        "generation_scoring (upper bound)": generation_s,
-                        "probes_per_model": probe_s, "stage_pretrain": pretrain,
-                        "stage_delete": delete, "stage_reft": reft},
-        "phases_s": phases,
-        "estimated_total_s": sum(phases.values()),
-        "note": "one thread per worker; a loaded machine inflates every number",
-    }
+    result: dict = {"workers": workers, "clocks": {}}
+    for clock in CLOCKS:
+        stage = {
+            name: (run.train_config.steps * step[clock]
+                   + len(run.train_config.eval_steps()) * evaluation[clock]
+                   + len(_generation_steps(run)) * generation[clock])
+            for name, run in runs.items()
+        }
+        phases = {
+            "prepare, classifier, tokenizer": setup[clock],
+            "pretrain + control": phase([stage["pretrain"]] * 2),
+            "deletion (+ control reFT)": phase([stage["delete"]] * n_deleted + [stage["reft"]]),
+            "reFT": phase([stage["reft"]] * n_deleted),
+            "probes": probe[clock] * (n_models + 1),
+            "compare": probe[clock] * (n_deleted + 2) + 10 * evaluation[clock],
+        }
+        result["clocks"][clock] = {
+            "component_s": {"train_step": step[clock], "eval_losses": evaluation[clock],
+                            "generation_scoring (upper bound)": generation[clock],
+                            "probes_per_model": probe[clock],
+                            **{f"stage_{k}": v for k, v in stage.items()}},
+            "phases_s": phases,
+            "estimated_total_s": sum(phases.values()),
+        }
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,12 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.estimate:
         result = estimate(args.workers)
-        for name, seconds in result["component_s"].items():
-            print(f"  {name:34s} {seconds:8.2f} s")
-        for name, seconds in result["phases_s"].items():
-            print(f"phase {name:30s} {seconds:8.1f} s")
-        print(f"estimated total: {result['estimated_total_s'] / 60:.1f} min "
-              f"({args.workers} workers)")
+        wall, cpu = result["clocks"]["wall"], result["clocks"]["cpu"]
+        print(f"{'':40s} {'wall':>9s} {'cpu time':>9s}")
+        for name in wall["component_s"]:
+            w, c = wall["component_s"][name], cpu["component_s"][name]
+            print(f"  {name:38s} {w:8.2f}s {c:8.2f}s")
+        for name in wall["phases_s"]:
+            w, c = wall["phases_s"][name], cpu["phases_s"][name]
+            print(f"phase {name:34s} {w:8.1f}s {c:8.1f}s")
+        print(f"estimated total ({args.workers} workers): "
+              f"{wall['estimated_total_s'] / 60:.1f} min by the wall clock, "
+              f"{cpu['estimated_total_s'] / 60:.1f} min by CPU time "
+              "(the unloaded-machine estimate)")
         print(json.dumps(result))
         return 0
     from tinystories.pipeline import run_pipeline
