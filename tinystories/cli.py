@@ -118,7 +118,8 @@ _COMMANDS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
 def add_tinystories_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `tinystories` and its subcommands on a `wrapperlens` subparsers object.
 
-    Dispatch with `run_tinystories_command(args, overrides)` when `args.command == "tinystories"`.
+    The parsed namespace carries `analysis_handler=run_tinystories_command`, which
+    `wrapperlens.cli.main` calls with the `--section.key=value` overrides.
     """
     ts = subparsers.add_parser(
         "tinystories", help="TinyStories: data, story LMs, twist deletion and revival, probes",
@@ -126,6 +127,8 @@ def add_tinystories_commands(subparsers: argparse._SubParsersAction) -> argparse
         "checkpoints), delete the Twist capability by fine-tuning, revive it with reFT, probe and "
         "compare checkpoints. Run `wrapperlens tinystories COMMAND --help` for each command.",
     )
+    # `wrapperlens.cli.main` calls `args.analysis_handler(args, overrides)` when it is set.
+    ts.set_defaults(analysis_handler=run_tinystories_command)
     sub = ts.add_subparsers(dest="ts_command", required=True, metavar="COMMAND",
                             parser_class=_LazyEpilogParser)
     for name, (text, sections, stage) in _COMMANDS.items():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from tinystories.cli import _COMMANDS, add_tinystories_commands, main
+from tinystories.cli import _COMMANDS, add_tinystories_commands, main, run_tinystories_command
 from tinystories.experiments import load_story_model
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
 
@@ -34,6 +34,7 @@ def test_commands_register_on_a_wrapperlens_style_parser():
                               "--protocol", "F+MM", "--eta", "S"])
     assert (args.command, args.ts_command, args.protocol, args.eta) == ("tinystories", "delete",
                                                                       "F+MM", "S")
+    assert args.analysis_handler is run_tinystories_command  # what wrapperlens.cli.main calls
 
 
 def test_importing_the_cli_module_is_light():
