@@ -293,7 +293,9 @@ class PCFGStream(torch.utils.data.IterableDataset):
     Args:
         task: The task suite.
         batch_size: Samples per batch.
-        finetune: If given, fine-tuning batches; otherwise the pretraining mixture.
+        finetune: If given, fine-tuning batches (one question, C_Tr, pretraining mix).
+        question: If given (and no `finetune`), natural strings all asked this question (the
+            reverse fine-tuning data). With neither, the pretraining mixture.
         start_step: First step to yield (a resumed run starts where it stopped).
         stream: Name mixed into the seed, so two streams of one task differ.
     """
@@ -303,18 +305,25 @@ class PCFGStream(torch.utils.data.IterableDataset):
         task: PCFGTask,
         batch_size: int,
         finetune: FinetuneDataConfig | None = None,
+        question: Question | None = None,
         start_step: int = 0,
         stream: str = "train",
     ):
         super().__init__()
-        self.task, self.batch_size, self.finetune = task, batch_size, finetune
+        if finetune is not None and question is not None:
+            raise ValueError("PCFGStream takes a fine-tuning config or a question, not both")
+        self.task, self.batch_size = task, batch_size
+        self.finetune, self.question = finetune, question
         self.start_step, self.stream = start_step, stream
 
     def batch(self, step: int) -> TaskBatch:
+        """Batch number `step`: a function of the task seed, the stream name and `step` only."""
         rng = self.task.step_rng(self.stream, step)
-        if self.finetune is None:
-            return self.task.pretrain_batch(rng, self.batch_size)
-        return self.task.finetune_batch(rng, self.batch_size, self.finetune)
+        if self.finetune is not None:
+            return self.task.finetune_batch(rng, self.batch_size, self.finetune)
+        if self.question is not None:
+            return self.task.question_batch(rng, self.batch_size, self.question)
+        return self.task.pretrain_batch(rng, self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         step = self.start_step

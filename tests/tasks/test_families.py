@@ -110,3 +110,19 @@ def test_same_seed_gives_identical_batches_and_streams_differ_by_step(task):
     c = task.pretrain_batch(task.step_rng("train", 8), 64)
     np.testing.assert_array_equal(a.tokens, b.tokens)
     assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_stream_yields_the_batches_of_its_steps_and_freezes_into_a_dataset(task):
+    from tasks.config import FinetuneDataConfig
+    from tasks.data import PCFGStream, freeze
+
+    stream = PCFGStream(task, batch_size=8, finetune=FinetuneDataConfig(c_tr=1.0), start_step=3)
+    first = next(iter(stream))
+    np.testing.assert_array_equal(first["tokens"].numpy(), stream.batch(3).tokens)
+    direct = task.finetune_batch(task.step_rng("train", 3), 8, FinetuneDataConfig(c_tr=1.0))
+    np.testing.assert_array_equal(first["tokens"].numpy(), direct.tokens)
+    reft = PCFGStream(task, batch_size=8, question=Question("C", "a"), stream="reft").batch(0)
+    assert (reft.tokens[:, 2] == task.vocab.id("a")).all()
+    dataset = freeze(stream.batch(0), task.vocab)
+    assert len(dataset) == 8 and set(dataset.column_names) == {"tokens", "labels", "correlated", "text"}
+    assert task.vocab.encode(dataset[0]["text"]) == dataset[0]["tokens"]

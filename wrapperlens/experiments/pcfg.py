@@ -27,7 +27,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig
-from tasks.data import PCFGTask, Question, TaskBatch
+from tasks.data import PCFGStream, PCFGTask, Question, TaskBatch
 from wrapperlens.checkpoints import (
     CheckpointError,
     load_state_dict_checked,
@@ -90,6 +90,7 @@ class PCFGRun:
 
     def __post_init__(self) -> None:
         self.task = PCFGTask(self.sections["task"])
+        self._stream = self.stream()
         self._eval_sets: dict[str, TaskBatch] | None = None
 
     @property
@@ -106,20 +107,24 @@ class PCFGRun:
         return out
 
     # ------------------------------------------------------------------------------- data
-    def batch(self, step: int) -> TrainBatch:
-        """Training batch of `step` (depends on the task seed and `step` only)."""
-        rng = self.task.step_rng(self.stage, step)
-        cfg = self.train_config
+    def stream(self) -> PCFGStream:
+        """The training data of this stage (named after the stage, so stages draw different
+        strings from one task seed)."""
+        ft = self.finetune_data
         if self.stage == "pretrain":
-            b = self.task.pretrain_batch(rng, cfg.batch_size)
-        elif self.stage == "finetune":
-            b = self.task.finetune_batch(rng, cfg.batch_size, self.finetune_data)
-        else:  # reft: the pretraining question, natural strings
-            ft = self.finetune_data
-            b = self.task.question_batch(rng, cfg.batch_size, Question(ft.family, ft.pretrain_operand))
+            return PCFGStream(self.task, self.train_config.batch_size, stream=self.stage)
+        if self.stage == "finetune":
+            return PCFGStream(self.task, self.train_config.batch_size, finetune=ft, stream=self.stage)
+        # reFT: the pretraining question, natural strings
+        question = Question(ft.family, ft.pretrain_operand)
+        return PCFGStream(self.task, self.train_config.batch_size, question=question, stream=self.stage)
+
+    def batch(self, step: int) -> TrainBatch:
+        """Training batch of `step` with its loss mask (the whole sequence, or the answer)."""
+        b = self._stream.batch(step)
         tokens = torch.from_numpy(b.tokens)
         mask = torch.zeros(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool)
-        if cfg.loss == "next_token":
+        if self.train_config.loss == "next_token":
             mask[:] = True
         else:
             mask[:, b.answer_col - 1] = True
