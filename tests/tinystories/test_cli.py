@@ -47,7 +47,6 @@ def test_importing_the_cli_module_is_light():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """prepare -> tokenizer -> pretrain -> delete through the CLI, at the tiny scale."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("cli")
     fast = ["--preset", "tiny"]
     assert main(["prepare", *fast, "--out", str(out / "prep"), "--prepare.n_stories=160"]) == 0

@@ -20,7 +20,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    torch.set_num_threads(1)  # tiny models: one thread is faster than two on a busy machine
     out = tmp_path_factory.mktemp("pipeline")
     summary = run_pipeline(out, "tiny", protocols=("F+R",), etas=("M",), workers=1,
                            progress=False, log=lambda line: None)
