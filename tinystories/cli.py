@@ -109,9 +109,9 @@ _COMMANDS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
                    "directory that GPTNeoForCausalLM.from_pretrained loads.", (), None),
     "pipeline": ("Run everything: prepare, tokenizer, pretrain + control, the deletions (F, F+R, "
                  "F+MM at eta_M and eta_S), reFT of each and of the control, probes, comparison; "
-                 "writes summary.json.", ("prepare", "tokenizer", "model", "batches", "pretrain",
-                                          "delete", "reft", "eval", "probe", "probe_data",
-                                          "classifier"), None),
+                 "writes summary.json. The deletion LRs are --eta.M / --eta.S.",
+                 ("prepare", "tokenizer", "model", "batches", "pretrain", "delete", "reft", "eval",
+                  "probe", "probe_data", "classifier"), None),
 }
 
 

@@ -66,11 +66,27 @@ _SECTIONS = ("prepare", "tokenizer", "model", "batches", "pretrain", "delete", "
 
 
 def preset_with_overrides(preset: str | StoryPreset, overrides: Mapping[str, Any]) -> StoryPreset:
-    """A preset with `section.key` overrides; sections are the preset's fields (`pretrain.steps`,
-    `delete.lr` is replaced by η unless `eta` is not used, `eval.n_generations`, ...)."""
+    """A preset with `section.key` overrides.
+
+    Sections are the preset's config fields (`pretrain.steps`, `eval.n_generations`, ...) and
+    `eta` for the deletion learning rates (`eta.M=3e-4`); the deletion LR is always an η, so
+    `delete.lr` is refused.
+    """
     p = get_story_preset(preset) if isinstance(preset, str) else preset
+    overrides = dict(overrides)
+    if "delete.lr" in overrides:
+        raise ConfigError("delete.lr is set by the deletion's eta; override eta.M or eta.S")
+    etas = dict(p.etas)
+    for key in [k for k in overrides if k.startswith("eta.")]:
+        name = key.split(".", 1)[1]
+        if name not in etas:
+            raise ConfigError(f"unknown key {key}; known: {', '.join('eta.' + e for e in etas)}")
+        try:
+            etas[name] = float(overrides.pop(key))
+        except ValueError as e:
+            raise ConfigError(f"{key}: expected a number ({e})") from e
     sections = {name: getattr(p, name) for name in _SECTIONS}
-    return replace(p, **apply_overrides(sections, dict(overrides)))
+    return replace(p, etas=etas, **apply_overrides(sections, overrides))
 
 
 def _stage_overrides(p: StoryPreset, stage: str) -> dict[str, Any]:

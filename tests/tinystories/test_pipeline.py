@@ -12,7 +12,7 @@ from tinystories.experiments import (
     resolve_story_run,
     run_story_stage,
 )
-from tinystories.pipeline import run_pipeline
+from tinystories.pipeline import preset_with_overrides, run_pipeline
 from wrapperlens.config import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -102,3 +102,14 @@ def test_stage_configs_are_validated(pipeline):
         resolve_story_run("reft", "tiny")
     with pytest.raises(ConfigError, match="unknown key train.nope"):
         resolve_story_run("reft", "tiny", parent=out / "pretrain", overrides={"train.nope": 1})
+
+
+def test_pipeline_overrides_change_sections_and_etas():
+    p = preset_with_overrides("tiny", {"pretrain.steps": "7", "eta.S": "3e-5"})
+    assert p.pretrain.steps == 7 and p.etas == {"M": 1e-3, "S": 3e-5}
+    with pytest.raises(ConfigError, match="eta.M or eta.S"):
+        preset_with_overrides("tiny", {"delete.lr": 1e-3})
+    with pytest.raises(ConfigError, match="unknown key eta.L"):
+        preset_with_overrides("tiny", {"eta.L": 1e-2})
+    with pytest.raises(ConfigError, match="unknown section"):
+        preset_with_overrides("tiny", {"optimizer.lr": 1e-2})
