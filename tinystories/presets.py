@@ -93,7 +93,7 @@ PAPER = StoryPreset(
                     max_new_tokens=350),
     probe=ProbeConfig(steps=2000, lr=1e-3, batch_size=128, standardize=False,
                       activation_batch_size=64),
-    probe_data=ProbeDataConfig(n_stories=20_000),
+    probe_data=ProbeDataConfig(n_stories=10_000),  # 13 points x 10K x 768 floats: 400 MB
     classifier=TwistClassifierConfig(max_per_class=20_000),
     etas={"M": 1e-4, "S": 1e-5},
 )
