@@ -425,26 +425,6 @@ _HANDLERS = {
 }
 
 
-def _split_overrides(extra: Sequence[str]) -> dict[str, str]:
-    """`--a.b=1 --c.d 2` -> {"a.b": "1", "c.d": "2"} (as `wrapperlens.cli` does)."""
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(extra):
-        arg = extra[i]
-        if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise SystemExit(f"error: unrecognized argument {arg!r} "
-                             "(config overrides look like --train.lr=1e-4)")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(extra):
-                raise SystemExit(f"error: --{key} needs a value")
-            value = extra[i + 1]
-            i += 1
-        out[key] = value
-        i += 1
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point: `python -m tinystories.cli COMMAND ...` (same as `wrapperlens
     tinystories COMMAND ...`)."""
@@ -454,10 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(["tinystories", *argv])
     from wrapperlens.checkpoints import CheckpointError
-    from wrapperlens.config import ConfigError
+    from wrapperlens.config import ConfigError, split_override_args
 
     try:
-        return run_tinystories_command(args, _split_overrides(extra))
+        return run_tinystories_command(args, split_override_args(extra))
     except (ConfigError, CheckpointError, ValueError) as e:
         print(f"wrapperlens tinystories: error: {e}", file=sys.stderr)
         return 2

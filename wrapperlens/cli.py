@@ -103,28 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_overrides(extra: Sequence[str]) -> dict[str, str]:
-    """`--a.b=1 --c.d 2` -> {"a.b": "1", "c.d": "2"}; anything else is an error."""
-    from wrapperlens.config import ConfigError
-
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(extra):
-        arg = extra[i]
-        if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise ConfigError(f"unrecognized argument {arg!r} "
-                              "(config overrides look like --train.lr=1e-4)")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(extra):
-                raise ConfigError(f"--{key} needs a value")
-            value = extra[i + 1]
-            i += 1
-        out[key] = value
-        i += 1
-    return out
-
-
 def _run_stage_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     from wrapperlens.config import load_config_file
     from wrapperlens.experiments.pcfg import resolve_configs, run_stage, saved_run
@@ -162,10 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     from wrapperlens.checkpoints import CheckpointError
-    from wrapperlens.config import ConfigError
+    from wrapperlens.config import ConfigError, split_override_args
 
     try:
-        overrides = _split_overrides(extra)
+        overrides = split_override_args(extra)
         if hasattr(args, "analysis_handler"):
             return args.analysis_handler(args, overrides)
         if overrides and args.command in ("eval",):

@@ -12,11 +12,19 @@ import dataclasses
 import json
 import tomllib
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ConfigError", "to_dict", "from_dict", "parse_value", "apply_overrides", "load_config_file"]
+__all__ = [
+    "ConfigError",
+    "to_dict",
+    "from_dict",
+    "parse_value",
+    "apply_overrides",
+    "load_config_file",
+    "split_override_args",
+]
 
 
 class ConfigError(ValueError):
@@ -162,3 +170,28 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         for key, value in table.items():
             flat[f"{section}.{key}"] = value
     return flat
+
+
+def split_override_args(extra: Sequence[str]) -> dict[str, str]:
+    """Command-line leftovers `--a.b=1 --c.d 2` -> {"a.b": "1", "c.d": "2"}.
+
+    Raises:
+        ConfigError: an argument that is not an override, or an override without a value.
+    """
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or "." not in arg.split("=")[0]:
+            raise ConfigError(
+                f"unrecognized argument {arg!r} (config overrides look like --train.lr=1e-4)"
+            )
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise ConfigError(f"--{key} needs a value")
+            value = extra[i + 1]
+            i += 1
+        out[key] = value
+        i += 1
+    return out
