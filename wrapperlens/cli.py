@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     from wrapperlens.analysis_cli import add_analysis_commands
 
     add_analysis_commands(sub)  # prune, probe, patch, attribute, attention, wrapper-map, ...
+    from tinystories.cli import add_tinystories_commands  # stdlib-only; commands import lazily
+
+    add_tinystories_commands(sub)  # wrapperlens tinystories prepare | tokenizer | pretrain | ...
     return parser
 
 
