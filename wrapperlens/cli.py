@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true",
                        help="continue a killed run in --out from its last checkpoint")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        p.add_argument("--device", default="auto",
+                       help="cpu | cuda | auto (default: auto = cuda when available)")
 
     p = sub.add_parser("eval", help="Evaluate a run directory on its stage's test sets",
                        description="Evaluate the latest weights of a run on the test sets of its "
@@ -97,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="directory (default: runs/reproduce-PRESET)")
     p.add_argument("--config", type=Path, help="JSON or TOML file of overrides")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--device", default="auto",
+                   help="cpu | cuda | auto (default: auto = cuda when available)")
     from wrapperlens.analysis_cli import add_analysis_commands
 
     add_analysis_commands(sub)  # prune, probe, patch, attribute, attention, wrapper-map, ...
@@ -117,7 +121,8 @@ def _run_stage_command(args: argparse.Namespace, overrides: dict[str, Any]) -> i
     else:
         run = resolve_configs(args.command, args.preset, getattr(args, "parent", None),
                               getattr(args, "eta", None), overrides)
-    _, records = run_stage(run, args.out, resume=args.resume, progress=not args.no_progress)
+    _, records = run_stage(run, args.out, resume=args.resume, progress=not args.no_progress,
+                           device=args.device)
     final = records[-1] if records else {}
     accs = {k: v for k, v in final.items() if k.startswith("acc/")}
     print(f"{args.command} done: {args.out} (step {final.get('step', '?')})")
@@ -163,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from wrapperlens.config import load_config_file
 
                 overrides = {**load_config_file(args.config), **overrides}
-            reproduce(args.preset, out, overrides, progress=not args.no_progress)
+            reproduce(args.preset, out, overrides, progress=not args.no_progress,
+                      device=args.device)
             return 0
     except (ConfigError, CheckpointError, ValueError) as e:
         print(f"wrapperlens: error: {e}", file=sys.stderr)

@@ -201,8 +201,8 @@ def _load_state(run_dir: Path, model: HookedTransformer, opt: torch.optim.AdamW)
             try:
                 opt.state[p] = {
                     "step": torch.tensor(scalars[name]),
-                    "exp_avg": tensors[f"optim.{name}.exp_avg"],
-                    "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"],
+                    "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
+                    "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device),
                 }
             except KeyError as e:
                 raise CheckpointError(f"{path}: missing optimizer tensor {e}") from e
@@ -267,6 +267,7 @@ def train(
 
 def _train(model, cfg, batch_fn, run_dir, evaluate, resume, progress, description, stop_after):
     run_dir.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
     opt = _make_optimizer(model, cfg)
     start = 0
     if resume:
@@ -302,8 +303,9 @@ def _train(model, cfg, batch_fn, run_dir, evaluate, resume, progress, descriptio
         for group in opt.param_groups:
             group["lr"] = lr
         batch = batch_fn(step)
-        logits = model(batch.tokens[:, :-1])
-        loss = masked_loss(logits, batch.tokens, batch.loss_mask)
+        tokens, loss_mask = batch.tokens.to(device), batch.loss_mask.to(device)
+        logits = model(tokens[:, :-1])
+        loss = masked_loss(logits, tokens, loss_mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

@@ -61,7 +61,7 @@ SECTION_TYPES = {
 
 def answer_accuracy(model: HookedTransformer, batch: TaskBatch, chunk: int = 512) -> float:
     """Fraction of rows whose greedy prediction at `<art>` is the answer token."""
-    tokens = torch.from_numpy(batch.tokens)
+    tokens = torch.from_numpy(batch.tokens).to(model.cfg.device)
     col = batch.answer_col
     correct = 0
     with torch.no_grad():
@@ -248,10 +248,27 @@ def resolve_configs(
     return PCFGRun(stage, sections, preset, str(parent) if parent else None)
 
 
+def resolve_device(device: str = "auto") -> str:
+    """"auto" means CUDA when available, else CPU; anything else is passed to torch as is."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def run_stage(
-    run: PCFGRun, out: str | Path, resume: bool = False, progress: bool = True, stop_after: int | None = None
+    run: PCFGRun,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    device: str = "cpu",
 ) -> tuple[HookedTransformer, list[dict]]:
-    """Train one stage into `out` (resume continues a killed run of the same configs)."""
+    """Train one stage into `out` (resume continues a killed run of the same configs).
+
+    `device` is where the model trains ("cpu", "cuda", "auto"); files are always written from
+    CPU copies, so a run started on a GPU resumes or loads on a CPU. Bit-identical determinism
+    is promised on CPU only.
+    """
     out = Path(out)
     if resume:
         saved = read_json(out / CONFIG_FILE)
@@ -268,6 +285,9 @@ def run_stage(
     if run.parent is not None:
         weights = Path(run.parent) / "model.safetensors"
         load_state_dict_checked(model, load_tensors(weights), source=str(weights))
+    target = torch.device(resolve_device(device))
+    if next(model.parameters()).device != target:
+        model.to(target)  # TransformerLens updates cfg.device too
     records = train(
         model, run.train_config, run.batch, out, evaluate=run.evaluate, resume=resume,
         progress=progress, description=f"{run.stage} [{run.preset}]", stop_after=stop_after,

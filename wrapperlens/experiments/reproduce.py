@@ -39,7 +39,9 @@ def _finished_metrics(run: PCFGRun, out: Path) -> dict[str, Any] | None:
     return None
 
 
-def _run_or_resume(run: PCFGRun, out: Path, progress: bool) -> tuple[dict[str, Any], float]:
+def _run_or_resume(
+    run: PCFGRun, out: Path, progress: bool, device: str
+) -> tuple[dict[str, Any], float]:
     done = _finished_metrics(run, out)
     if done is not None:
         return done, 0.0
@@ -47,12 +49,16 @@ def _run_or_resume(run: PCFGRun, out: Path, progress: bool) -> tuple[dict[str, A
     if resume and json.loads((out / "config.json").read_text()) != run.to_json():
         raise ConfigError(f"{out} holds a run with other configs; choose another --out")
     t0 = time.perf_counter()
-    _, records = run_stage(run, out, resume=resume, progress=progress)
+    _, records = run_stage(run, out, resume=resume, progress=progress, device=device)
     return records[-1], time.perf_counter() - t0
 
 
 def reproduce(
-    preset: str, out: str | Path, overrides: Mapping[str, Any] | None = None, progress: bool = True
+    preset: str,
+    out: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the main job and print its table; returns the summary written to `summary.json`.
 
@@ -60,6 +66,8 @@ def reproduce(
         preset: paper | cpu | tiny.
         out: Output directory.
         overrides: `task.*`, `model.*` (pretraining) and `finetune.*` (fine-tuning data) keys.
+        progress: Show progress bars.
+        device: Where to train ("cpu", "cuda", "auto").
     """
     out = Path(out)
     overrides = dict(overrides or {})
@@ -75,12 +83,12 @@ def reproduce(
     summary: dict[str, Any] = {"preset": preset, "runs": {}}
 
     pretrain = resolve_configs("pretrain", preset, overrides=pt_over)
-    metrics, seconds = _run_or_resume(pretrain, out / "pretrain", progress)
+    metrics, seconds = _run_or_resume(pretrain, out / "pretrain", progress, device)
     summary["runs"]["pretrain"] = {"metrics": metrics, "seconds": seconds}
     rows = [("pretrain", metrics)]
     for eta in p.etas:
         run = resolve_configs("finetune", preset, parent=out / "pretrain", eta=eta, overrides=ft_over)
-        metrics, seconds = _run_or_resume(run, out / f"finetune-eta_{eta}", progress)
+        metrics, seconds = _run_or_resume(run, out / f"finetune-eta_{eta}", progress, device)
         summary["runs"][f"finetune-eta_{eta}"] = {
             "lr": run.train_config.lr, "metrics": metrics, "seconds": seconds,
         }
