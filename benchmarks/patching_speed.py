@@ -20,6 +20,12 @@ within one run: a machine shared with other jobs gives noisy absolute times.
     python benchmarks/patching_speed.py                       # cpu preset shape
     python benchmarks/patching_speed.py --layers 3 --d-model 128 --seq 71 --vocab 100
     python benchmarks/patching_speed.py --device cuda
+    python benchmarks/patching_speed.py --run runs/ft     # a trained fine-tuned run + its parent
+
+With `--run`, the models are a trained fine-tuning run and the pretrained run it started from,
+on real PCFG prompts ("count a" cut after `<art>`); the clean -> corrupted pair is the same
+strings asked "count a" and "count b", and the metric is the logit difference between the
+count-a and count-b answers at the last position.
 """
 
 from __future__ import annotations
@@ -105,9 +111,12 @@ def main() -> None:
     parser.add_argument("--patches-per-forward", type=int, default=0, help="0 = automatic")
     parser.add_argument("--finetune-noise", type=float, default=0.05,
                         help="relative weight noise of the 'fine-tuned' stand-in")  # fmt: skip
+    parser.add_argument("--run", help="a trained finetune run directory (its parent is used too)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.run:
+        return trained_scenarios(args)
 
     shape, n_ctx, d_vocab, origin = preset_shape()
     shape = ModelConfig(
@@ -154,6 +163,11 @@ def main() -> None:
         "pretrained -> fine-tuned stand-in, two models, same prompts":
             (model, clean, finetuned, clean),
     }  # fmt: skip
+    run_scenarios(scenarios, metric, args)
+
+
+def run_scenarios(scenarios, metric, args) -> None:
+    """Time and compare every (source, source tokens, target, target tokens) scenario."""
     summary = []
     for title, (source, source_tokens, target, target_tokens) in scenarios.items():
         print(f"\n== {title}")
@@ -213,6 +227,43 @@ def main() -> None:
         print(f"{speedup:5.2f}x  err {error:.0e}  attribution 1/{attr_vs_ref:.0f} of TL, "
               f"1/{attr_vs_ours:.0f} of ours, Spearman {rho:.3f}  | {title}")
 
+
+def trained_scenarios(args) -> None:
+    """The sweep on a trained pretrained / fine-tuned pair and real PCFG prompts."""
+    import numpy as np
+
+    from tasks.data import Question
+    from wrapperlens.experiments.pcfg import load_run
+
+    run, finetuned = load_run(args.run)
+    if run.parent is None:
+        raise SystemExit(f"--run {args.run}: expected a finetune run (with a parent)")
+    _, pretrained = load_run(run.parent)
+    task, ft = run.task, run.finetune_data
+    rng = np.random.default_rng(0)
+    text = task.sample_text(rng, args.batch)
+    asks = {}
+    for operand in (ft.pretrain_operand, ft.operand):
+        question = Question(ft.family, operand)
+        asks[operand] = task.encode(text, question, task.labels(text, question))
+    col = task.answer_col
+    clean = torch.from_numpy(asks[ft.pretrain_operand][:, :col])
+    corrupted = torch.from_numpy(asks[ft.operand][:, :col])
+    right = torch.from_numpy(asks[ft.pretrain_operand][:, col])
+    wrong = torch.from_numpy(asks[ft.operand][:, col])
+    metric = logit_difference(right, wrong)
+    cfg = finetuned.cfg
+    print(f"trained run {args.run} (parent {run.parent}): {cfg.n_layers} layers x d_model "
+          f"{cfg.d_model} x {cfg.n_heads} heads, {clean.shape[1]} positions, batch {args.batch}; "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; best of {args.repeats}")
+    print(f"metric: logit[count {ft.pretrain_operand}] - logit[count {ft.operand}] at <art>")
+    scenarios = {
+        f"clean -> corrupted, fine-tuned model, 'count {ft.pretrain_operand}' -> "
+        f"'count {ft.operand}' prompts": (finetuned, clean, finetuned, corrupted),
+        "pretrained -> fine-tuned, two trained models, same prompts":
+            (pretrained, clean, finetuned, clean),
+    }  # fmt: skip
+    run_scenarios(scenarios, metric, args)
 
 if __name__ == "__main__":
     main()
