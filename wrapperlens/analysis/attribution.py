@@ -36,12 +36,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from wrapperlens.analysis.logit_metrics import Metric
-from wrapperlens.analysis.patching import (
-    COMPONENTS,
-    check_component,
-    check_same_architecture,
-    check_tokens,
-)
+from wrapperlens.analysis.patching import COMPONENTS, check_component, resolve_source
 
 __all__ = ["attribution_patching", "attribution_scores"]
 
@@ -74,16 +69,9 @@ def attribution_scores(
         when the metric returns one value per example. The model is left as it was (its
         parameters' `.grad` are not touched).
     """
-    source_model = target_model if source_model is None else source_model
-    source_tokens = target_tokens if source_tokens is None else source_tokens
-    check_same_architecture(source_model, target_model)
-    check_tokens(target_tokens, "target_tokens", target_model)
-    check_tokens(source_tokens, "source_tokens", source_model)
-    if source_tokens.shape != target_tokens.shape:
-        raise ValueError(
-            f"source_tokens {tuple(source_tokens.shape)} and target_tokens "
-            f"{tuple(target_tokens.shape)} must have the same shape"
-        )
+    source_model, source_tokens = resolve_source(
+        target_model, target_tokens, source_model, source_tokens
+    )
     cfg = target_model.cfg
     for component in components:
         check_component(target_model, component)

@@ -200,16 +200,9 @@ class ActivationPatcher:
         source_model: HookedTransformer | None = None,
         source_tokens: Int[Tensor, "batch pos"] | None = None,
     ):
-        source_model = target_model if source_model is None else source_model
-        source_tokens = target_tokens if source_tokens is None else source_tokens
-        check_same_architecture(source_model, target_model)
-        check_tokens(target_tokens, "target_tokens", target_model)
-        check_tokens(source_tokens, "source_tokens", source_model)
-        if source_tokens.shape != target_tokens.shape:
-            raise ValueError(
-                f"source_tokens {tuple(source_tokens.shape)} and target_tokens "
-                f"{tuple(target_tokens.shape)} must have the same shape"
-            )
+        source_model, source_tokens = resolve_source(
+            target_model, target_tokens, source_model, source_tokens
+        )
         self.model = target_model
         self.device = next(target_model.parameters()).device
         cfg = target_model.cfg
@@ -389,6 +382,27 @@ class ActivationPatcher:
         )
         shape = [len(axis) for axis in axes if list(axis) != [None]]
         return values.reshape(*shape, *values.shape[1:])
+
+
+def resolve_source(
+    target_model: HookedTransformer,
+    target_tokens: Tensor,
+    source_model: HookedTransformer | None,
+    source_tokens: Tensor | None,
+) -> tuple[HookedTransformer, Tensor]:
+    """The source run of a patch (default: the target's own model / tokens), checked against the
+    target: same architecture, valid token ids, same token shape."""
+    source_model = target_model if source_model is None else source_model
+    source_tokens = target_tokens if source_tokens is None else source_tokens
+    check_same_architecture(source_model, target_model)
+    check_tokens(target_tokens, "target_tokens", target_model)
+    check_tokens(source_tokens, "source_tokens", source_model)
+    if source_tokens.shape != target_tokens.shape:
+        raise ValueError(
+            f"source_tokens {tuple(source_tokens.shape)} and target_tokens "
+            f"{tuple(target_tokens.shape)} must have the same shape"
+        )
+    return source_model, source_tokens
 
 
 def _chunks(edits: Sequence[RowEdit], size: int, same_layer: bool) -> list[list[int]]:

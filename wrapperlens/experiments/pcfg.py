@@ -35,7 +35,7 @@ from wrapperlens.checkpoints import (
     read_json,
     write_json,
 )
-from wrapperlens.config import ConfigError, apply_overrides, from_dict, to_dict
+from wrapperlens.config import ConfigError, apply_overrides, from_dict, replace, to_dict
 from wrapperlens.models import ModelConfig, build_model
 from wrapperlens.presets import get_preset
 from wrapperlens.training import TrainBatch, TrainConfig, train
@@ -234,8 +234,6 @@ def resolve_configs(
         name = eta or (p.finetune_eta if stage == "finetune" else p.reft_eta)
         if name not in p.etas:
             raise ConfigError(f"--eta {name!r}: expected one of {', '.join(p.etas)}")
-        from wrapperlens.config import replace
-
         train_cfg = replace(train_cfg, "train", lr=p.etas[name])
         sections = {"task": inherited["task"], "model": inherited["model"], "train": train_cfg}
         if stage == "finetune":

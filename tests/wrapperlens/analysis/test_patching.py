@@ -29,16 +29,6 @@ VARIANTS = {
 BATCH, N_POS = 2, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine the thread
-    barriers of every small op cost milliseconds (measured: 280 s instead of 16 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(seed: int = 0, **overrides):
     return hooked_transformer({**BASE, **overrides}, init_seed=seed)
 
