@@ -14,29 +14,8 @@ SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_eve
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli_runs")
-    pt = resolve_configs(
-        "pretrain",
-        "tiny",
-        overrides={**SMALL, "task.prior": "L", "train.steps": 8, "train.eval_every": 8},
-    )
-    run_stage(pt, root / "pt", progress=False)
-    ft = resolve_configs(
-        "finetune",
-        "tiny",
-        parent=root / "pt",
-        overrides={**SMALL, "train.steps": 6, "train.eval_every": 6},
-    )
-    run_stage(ft, root / "ft", progress=False)
-    reft = resolve_configs(
-        "reft",
-        "tiny",
-        parent=root / "ft",
-        overrides={**SMALL, "train.steps": 5, "train.eval_every": 5},
-    )
-    run_stage(reft, root / "reft", progress=False)
-    return root
+def runs(tmp_path_factory, tiny_chain):
+    return tiny_chain(tmp_path_factory.mktemp("cli_runs"), 8, 6, 5)
 
 
 def sha(path):

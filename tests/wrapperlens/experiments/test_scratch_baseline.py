@@ -8,7 +8,7 @@ import pytest
 
 from tasks.config import parse_prior
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments.pcfg import load_run, resolve_configs, run_stage
+from wrapperlens.experiments.pcfg import load_run
 from wrapperlens.experiments.scratch_baseline import (
     REFT_METRIC,
     SCRATCH_METRIC,
@@ -20,7 +20,6 @@ from wrapperlens.experiments.scratch_baseline import (
     swapped_prior,
 )
 
-SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_every": 50}
 
 
 def test_swapped_prior():
@@ -51,28 +50,8 @@ def test_preset_overrides_without_a_reft_run():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scratch")
-    pt = resolve_configs(
-        "pretrain",
-        "tiny",
-        overrides={**SMALL, "task.prior": "L", "train.steps": 8, "train.eval_every": 8},
-    )
-    run_stage(pt, root / "pt", progress=False)
-    ft = resolve_configs(
-        "finetune",
-        "tiny",
-        parent=root / "pt",
-        overrides={**SMALL, "train.steps": 4, "train.eval_every": 4},
-    )
-    run_stage(ft, root / "ft", progress=False)
-    reft = resolve_configs(
-        "reft",
-        "tiny",
-        parent=root / "ft",
-        overrides={**SMALL, "train.steps": 10, "train.eval_every": 10},
-    )
-    run_stage(reft, root / "reft", progress=False)
+def runs(tmp_path_factory, tiny_chain):
+    root = tiny_chain(tmp_path_factory.mktemp("scratch"), 8, 4, 10)
     baseline = run_scratch_baseline(
         root / "scratch", "tiny", reft_run=root / "reft", progress=False
     )
