@@ -46,6 +46,8 @@ __all__ = [
     "resolve_configs",
     "run_stage",
     "load_run",
+    "saved_run",
+    "resolve_device",
     "answer_accuracy",
 ]
 
@@ -178,18 +180,23 @@ def _sections_from_json(config: Mapping[str, Any], source: str) -> dict[str, Any
     return sections
 
 
-def load_run(run_dir: str | Path) -> tuple[PCFGRun, HookedTransformer]:
-    """The run described by `run_dir/config.json`, with its latest weights loaded."""
-    run_dir = Path(run_dir)
-    config = read_json(run_dir / CONFIG_FILE)
+def saved_run(run_dir: str | Path) -> PCFGRun:
+    """The PCFGRun saved in `run_dir/config.json` (configs only, no weights)."""
+    path = Path(run_dir) / CONFIG_FILE
+    config = read_json(path)
     if config.get("stage") not in STAGES:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: 'stage' must be one of {STAGES}")
-    run = PCFGRun(
-        config["stage"], _sections_from_json(config, str(run_dir / CONFIG_FILE)),
+        raise CheckpointError(f"{path}: 'stage' must be one of {STAGES}")
+    return PCFGRun(
+        config["stage"], _sections_from_json(config, str(path)),
         config.get("preset", "?"), config.get("parent"),
     )
+
+
+def load_run(run_dir: str | Path) -> tuple[PCFGRun, HookedTransformer]:
+    """The run described by `run_dir/config.json`, with its latest weights loaded."""
+    run = saved_run(run_dir)
     model = run.new_model()
-    weights = run_dir / "model.safetensors"
+    weights = Path(run_dir) / "model.safetensors"
     load_state_dict_checked(model, load_tensors(weights), source=str(weights))
     model.eval()
     return run, model
@@ -291,13 +298,3 @@ def run_stage(
         progress=progress, description=f"{run.stage} [{run.preset}]", stop_after=stop_after,
     )
     return model, records
-
-
-def saved_run(run_dir: str | Path) -> PCFGRun:
-    """The PCFGRun saved in `run_dir/config.json` (used by `--resume` without other flags)."""
-    run_dir = Path(run_dir)
-    config = read_json(run_dir / CONFIG_FILE)
-    return PCFGRun(
-        config["stage"], _sections_from_json(config, str(run_dir / CONFIG_FILE)),
-        config.get("preset", "?"), config.get("parent"),
-    )
