@@ -23,6 +23,8 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
+import time
+
 import torch
 from transformer_lens import HookedTransformer
 
@@ -38,13 +40,14 @@ from wrapperlens.checkpoints import (
 from wrapperlens.config import ConfigError, apply_overrides, from_dict, replace, to_dict
 from wrapperlens.models import ModelConfig, build_model
 from wrapperlens.presets import get_preset
-from wrapperlens.training import TrainBatch, TrainConfig, train
+from wrapperlens.training import METRICS_FILE, STATE_FILE, TrainBatch, TrainConfig, train
 
 __all__ = [
     "STAGES",
     "PCFGRun",
     "resolve_configs",
     "run_stage",
+    "train_or_reuse",
     "load_run",
     "saved_run",
     "resolve_device",
@@ -298,3 +301,32 @@ def run_stage(
         progress=progress, description=f"{run.stage} [{run.preset}]", stop_after=stop_after,
     )
     return model, records
+
+
+def train_or_reuse(
+    run: PCFGRun, out: str | Path, progress: bool = True, device: str = "cpu"
+) -> tuple[list[dict], float]:
+    """Train `run` into `out`, reusing a finished run of the same configs there and resuming a
+    killed one, so that a multi-stage job continues where it stopped.
+
+    Returns:
+        The records of the run's `metrics.jsonl`, and the seconds spent training in this call
+        (0.0 when the run was reused).
+
+    Raises:
+        ConfigError: `out` holds a checkpointed run of other configs.
+    """
+    from wrapperlens.analysis.reft_curves import read_metrics
+
+    out = Path(out)
+    same = (out / CONFIG_FILE).exists() and read_json(out / CONFIG_FILE) == run.to_json()
+    if same and (out / METRICS_FILE).exists():
+        records = read_metrics(out)
+        if records and records[-1]["step"] == run.train_config.steps:
+            return records, 0.0
+    checkpointed = (out / STATE_FILE).exists()
+    if checkpointed and not same:
+        raise ConfigError(f"{out} holds a run with other configs; choose another --out")
+    start = time.perf_counter()
+    run_stage(run, out, resume=checkpointed, progress=progress, device=device)
+    return read_metrics(out), time.perf_counter() - start

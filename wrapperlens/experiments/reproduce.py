@@ -13,44 +13,16 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from wrapperlens.checkpoints import write_json
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments.pcfg import PCFGRun, resolve_configs, run_stage
+from wrapperlens.experiments.pcfg import resolve_configs, train_or_reuse
 from wrapperlens.presets import get_preset
 
 __all__ = ["reproduce"]
-
-
-def _finished_metrics(run: PCFGRun, out: Path) -> dict[str, Any] | None:
-    metrics_file = out / "metrics.jsonl"
-    if not (out / "config.json").exists() or not metrics_file.exists():
-        return None
-    if json.loads((out / "config.json").read_text()) != run.to_json():
-        return None
-    lines = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    if lines and lines[-1]["step"] == run.train_config.steps:
-        return lines[-1]
-    return None
-
-
-def _run_or_resume(
-    run: PCFGRun, out: Path, progress: bool, device: str
-) -> tuple[dict[str, Any], float]:
-    done = _finished_metrics(run, out)
-    if done is not None:
-        return done, 0.0
-    resume = (out / "trainer_state.safetensors").exists() and (out / "config.json").exists()
-    if resume and json.loads((out / "config.json").read_text()) != run.to_json():
-        raise ConfigError(f"{out} holds a run with other configs; choose another --out")
-    t0 = time.perf_counter()
-    _, records = run_stage(run, out, resume=resume, progress=progress, device=device)
-    return records[-1], time.perf_counter() - t0
 
 
 def reproduce(
@@ -83,12 +55,14 @@ def reproduce(
     summary: dict[str, Any] = {"preset": preset, "runs": {}}
 
     pretrain = resolve_configs("pretrain", preset, overrides=pt_over)
-    metrics, seconds = _run_or_resume(pretrain, out / "pretrain", progress, device)
+    records, seconds = train_or_reuse(pretrain, out / "pretrain", progress, device)
+    metrics = records[-1]
     summary["runs"]["pretrain"] = {"metrics": metrics, "seconds": seconds}
     rows = [("pretrain", metrics)]
     for eta in p.etas:
         run = resolve_configs("finetune", preset, parent=out / "pretrain", eta=eta, overrides=ft_over)
-        metrics, seconds = _run_or_resume(run, out / f"finetune-eta_{eta}", progress, device)
+        records, seconds = train_or_reuse(run, out / f"finetune-eta_{eta}", progress, device)
+        metrics = records[-1]
         summary["runs"][f"finetune-eta_{eta}"] = {
             "lr": run.train_config.lr, "metrics": metrics, "seconds": seconds,
         }

@@ -54,7 +54,7 @@ from wrapperlens.analysis.reft_curves import (
 )
 from wrapperlens.checkpoints import read_json, write_json
 from wrapperlens.config import ConfigError, from_dict
-from wrapperlens.experiments.pcfg import PCFGRun, resolve_configs, run_stage
+from wrapperlens.experiments.pcfg import PCFGRun, resolve_configs, train_or_reuse
 from wrapperlens.presets import get_preset
 from wrapperlens.training import TrainConfig
 
@@ -234,26 +234,14 @@ def run_scratch_baseline(
     out = Path(out)
     pt_over = {**scratch_pretrain_overrides(reft_run, preset), **(pretrain_overrides or {})}
     pt_run = resolve_configs("pretrain", preset, overrides=pt_over)
-    _train_or_reuse(pt_run, out / "pretrain", progress)
+    train_or_reuse(pt_run, out / "pretrain", progress)
     ft_over = {**scratch_finetune_overrides(reft_run, preset, eta), **(finetune_overrides or {})}
     ft_run: PCFGRun = resolve_configs(
         "finetune", preset, parent=out / "pretrain", overrides=ft_over
     )
-    records = _train_or_reuse(ft_run, out / "finetune", progress)
+    records, _ = train_or_reuse(ft_run, out / "finetune", progress)
     curve = accuracy_curve(records, SCRATCH_METRIC, name="Scr.+FT")
     return ScratchBaseline(out / "pretrain", out / "finetune", curve)
-
-
-def _train_or_reuse(run: PCFGRun, out: Path, progress: bool) -> list[dict]:
-    """Train one stage into `out`; reuse it if finished with the same configs, resume if killed."""
-    same = (out / "config.json").exists() and read_json(out / "config.json") == run.to_json()
-    if same and (out / "metrics.jsonl").exists():
-        records = read_metrics(out)
-        if records and records[-1]["step"] == run.train_config.steps:
-            return records
-    resume = same and (out / "trainer_state.safetensors").exists()
-    run_stage(run, out, resume=resume, progress=progress)
-    return read_metrics(out)
 
 
 def _same_eval_strings(reft_dir: Path, scratch_dir: Path) -> bool:
