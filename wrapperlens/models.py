@@ -270,7 +270,11 @@ class FusedBlock(TransformerBlock):
         return self.hook_resid_post(resid_mid + mlp_out)
 
 
-def _install_fused_attention(model: HookedTransformer, enabled: bool) -> None:
+def set_fused_attention(model: HookedTransformer, enabled: bool) -> None:
+    """Turn the fused fast paths (attention, LayerNorm, single ln1 call) on or off for every block.
+
+    Other module classes (grouped-query attention, RMSNorm, ...) always run TransformerLens's code.
+    """
     # Swapping __class__ keeps parameters, buffers, hook points and state-dict keys untouched.
     swaps = [(Attention, FusedAttention), (LayerNorm, FusedLayerNorm), (TransformerBlock, FusedBlock)]
     for module in model.modules():
@@ -278,14 +282,6 @@ def _install_fused_attention(model: HookedTransformer, enabled: bool) -> None:
             if type(module) in (base, fused):
                 module.__class__ = fused
                 module.use_fused = enabled
-
-
-def set_fused_attention(model: HookedTransformer, enabled: bool) -> None:
-    """Turn the fused fast paths (attention, LayerNorm, single ln1 call) on or off for every block.
-
-    Other module classes (grouped-query attention, RMSNorm, ...) always run TransformerLens's code.
-    """
-    _install_fused_attention(model, enabled)
 
 
 def fused_attention_active(model: HookedTransformer) -> bool:
@@ -320,7 +316,7 @@ def hooked_transformer(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(init_seed)
                 model = HookedTransformer(cfg)
-    _install_fused_attention(model, fused_attention)
+    set_fused_attention(model, fused_attention)
     return model
 
 
@@ -343,5 +339,5 @@ def hooked_transformer_from_pretrained(name: str, **kwargs: Any) -> HookedTransf
             category=DeprecationWarning,
         )
         model = HookedTransformer.from_pretrained(name, **kwargs)
-    _install_fused_attention(model, True)
+    set_fused_attention(model, True)
     return model

@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Int
+from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
@@ -186,8 +187,6 @@ def _save_state(run_dir: Path, model: HookedTransformer, opt: torch.optim.AdamW,
 
 def _load_state(run_dir: Path, model: HookedTransformer, opt: torch.optim.AdamW) -> int:
     path = run_dir / STATE_FILE
-    from safetensors import safe_open
-
     tensors = load_tensors(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
