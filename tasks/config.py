@@ -12,7 +12,7 @@ from tasks.families import FAMILIES
 
 __all__ = ["PRIORS", "PCFGTaskConfig", "FinetuneDataConfig", "parse_prior", "parse_alias"]
 
-#: The paper's operand priors P_T(a, b, c) (NOTES §1.1); "L"/"M"/"H" are the low / medium / high
+#: The paper's operand priors P_T(a, b, c) (paper App. C.2); "L"/"M"/"H" are the low / medium / high
 #: prior of sampling the fine-tuning operand b in pretraining.
 PRIORS: dict[str, dict[str, float]] = {
     "L": {"a": 0.999, "b": 0.001, "c": 0.0},
@@ -52,7 +52,7 @@ def parse_prior(prior: str, terminals: tuple[str, ...]) -> dict[str, float]:
 
 
 def parse_alias(alias: str) -> tuple[str, str, tuple[str, ...]]:
-    """Parse an extra task token "TOKEN=FAMILY:op1+op2" (the synthetic jailbreak, NOTES E.2).
+    """Parse an extra task token "TOKEN=FAMILY:op1+op2" (the synthetic jailbreak, paper App. E.2).
 
     Returns (token, family, operands). Example: "J1=C:a" is a second Counting token that
     pretraining pairs only with operand a.
@@ -148,13 +148,14 @@ class FinetuneDataConfig:
     Attributes:
         family: Fine-tuned task family; "C" (Counter) or "I" (Indexer) in the paper.
         operand: O_FT, the operand in the prompt (paper: b).
-        label_operand: Whose answer is the label; "" means `operand`. randFT (NOTES E.4) asks
+        label_operand: Whose answer is the label; "" means `operand`. randFT (paper App. E.4) asks
             for the count of a and trains on the count of b: operand="a", label_operand="b".
         pretrain_operand: O_PT, the operand the correlation ties the label to (paper: a).
         c_tr: Fraction of training strings edited to carry the correlation (C_Tr).
         q: The correlation offset: count(b) = count(a) + q, or index(b) - index(a) = q.
         uncorrelated: What the other strings are: "natural" (sampled as is; about 18% carry
-            the Counter correlation by chance, NOTES §5 item 9) or "exclude" (rejected if they do).
+            the Counter correlation by chance, docs/choices.md §9) or "exclude" (rejected if
+            they do).
         pretrain_mix: Fraction of each batch drawn from the pretraining distribution (E.1).
         filler: The terminal used to add or remove O_FT tokens when injecting the correlation.
     """

@@ -102,7 +102,7 @@ class PCFGTask:
 
     Args:
         config: Lengths, windows, families, prior and seeds.
-        grammar: Defaults to the paper's grammar (NOTES §1.1).
+        grammar: Defaults to the paper's grammar (paper Fig. 14).
     """
 
     def __init__(self, config: PCFGTaskConfig, grammar: Grammar | None = None):

@@ -241,7 +241,7 @@ class Grammar:
 
 @lru_cache(maxsize=None)
 def paper_grammar() -> Grammar:
-    """The paper's grammar (NOTES §1.1, Fig. 14): 16 nonterminals, start `s`, terminals a b c.
+    """The paper's grammar (Fig. 14, App. B.2): 16 nonterminals, start `s`, terminals a b c.
 
     Returns one shared (immutable) instance, so the sampler's compiled tables are built once.
     """

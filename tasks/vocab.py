@@ -1,7 +1,8 @@
 """The token vocabulary of the PCFG tasks.
 
 One token per special symbol, task-family token, operand, terminal and number, so that every
-answer (a count, an index or a terminal) is a single token, as in the paper (NOTES §1.1, §5 item 5).
+answer (a count, an index or a terminal) is a single token, as in the paper (App. B.2, Fig. 15;
+docs/choices.md §5).
 
 Layout of a sequence (`tasks.format`):
 

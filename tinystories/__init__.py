@@ -21,3 +21,8 @@ Modules, bottom to top:
 - `pipeline`: everything in one call, with a summary;
 - `cli`: `wrapperlens tinystories ...`.
 """
+
+# Installs wrapperlens's guard that keeps other libraries' log levels when TransformerLens is
+# imported (see wrapperlens/log_levels.py): tinystories modules import TransformerLens before
+# anything of wrapperlens, so the guard has to be in place when this package is imported.
+import wrapperlens  # noqa: E402,F401

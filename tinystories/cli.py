@@ -263,7 +263,8 @@ def _cmd_tokenizer(args, overrides) -> int:
 
 
 def _cmd_train(args, overrides) -> int:
-    from tinystories.experiments import resolve_story_run, run_story_stage
+    from tinystories.experiments import resolve_story_run
+    from wrapperlens.stages import run_stage
 
     stage = args.ts_command
     allowed = ("batches", "train", "eval") + (("model",) if stage == "pretrain" else ())
@@ -277,7 +278,8 @@ def _cmd_train(args, overrides) -> int:
                                 prepared=args.data, tokenizer=args.tokenizer,
                                 protocol=getattr(args, "protocol", None),
                                 eta=getattr(args, "eta", None), overrides=overrides)
-    _, records = run_story_stage(run, args.out, resume=args.resume, progress=not args.no_progress)
+    _, records = run_stage(run.spec(args.out), args.out, resume=args.resume,
+                           progress=not args.no_progress)
     final = records[-1] if records else {}
     print(f"{stage} done: {args.out} (step {final.get('step', '?')})")
     for key in ("twist_loss", "other_loss", "twist_score", "twist_oracle"):
@@ -344,26 +346,15 @@ def _cmd_generate(args, overrides) -> int:
 
 
 def _cmd_compare(args, overrides) -> int:
-    import torch
-
-    from tinystories.compare import compare_checkpoints, plot_comparison
-    from tinystories.lm import encode_records, pad_id_of
+    from tinystories.compare import compare_checkpoints, comparison_inputs, plot_comparison
     from tinystories.pipeline import preset_with_overrides
-    from tinystories.prepare import load_prepared
-    from tinystories.protocols import with_text
     from tinystories.story_probes import story_probe_inputs
     from wrapperlens.checkpoints import write_json
 
     p = preset_with_overrides(args.preset or "cpu", _split(overrides, ("probe", "probe_data")))
     models, tokenizer, prepared = _models_and_tokenizer(args.models, args.data)
     n_ctx = min(m.cfg.n_ctx for m in models.values())
-    data = load_prepared(prepared, "all", "test")
-    data = data.select(range(min(args.n_stories, len(data))))
-    sequences, _ = encode_records(tokenizer, with_text(data, "instruct")["text"], n_ctx)
-    lengths = torch.tensor([len(s) for s in sequences])
-    tokens = torch.full((len(sequences), int(lengths.max())), pad_id_of(tokenizer))
-    for i, s in enumerate(sequences):
-        tokens[i, : len(s)] = torch.tensor(s)
+    tokens, lengths = comparison_inputs(prepared, tokenizer, n_ctx, args.n_stories)
     probe = {}
     if not args.no_probe_transfer:
         inputs = story_probe_inputs(prepared, tokenizer, n_ctx, p.probe_data)

@@ -19,6 +19,8 @@ reference (the first one, e.g. the pretrained model):
   the pretrained model still reads Twist off the fine-tuned model, fine-tuning left that
   direction in place.
 
+`comparison_inputs` gives the text every comparison runs on (the pipeline and
+`wrapperlens tinystories compare` both use it, so they compare checkpoints on the same stories);
 `compare_checkpoints` returns a JSON-ready dict; `plot_comparison` writes PNGs. Activations of
 all real tokens are kept in memory per model: points × tokens × d_model floats.
 """
@@ -34,6 +36,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformers import PreTrainedTokenizerBase
 
 from wrapperlens.analysis.probing import (
     ProbeConfig,
@@ -43,6 +46,7 @@ from wrapperlens.analysis.probing import (
 )
 
 __all__ = [
+    "comparison_inputs",
     "residual_activations",
     "cosine_similarity_by_point",
     "relative_difference_norm",
@@ -52,6 +56,23 @@ __all__ = [
     "compare_checkpoints",
     "plot_comparison",
 ]
+
+
+def comparison_inputs(
+    prepared: str | Path, tokenizer: PreTrainedTokenizerBase, n_ctx: int, n_stories: int = 64
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+    """Right-padded tokens and lengths of the first `n_stories` held-out stories (`all.test`),
+    as the models were trained on them (`tinystories.prepare.training_texts`), cut to `n_ctx`."""
+    from tinystories.lm import encode_records, pad_id_of
+    from tinystories.prepare import training_texts
+    from tinystories.tokenizer import pad_batch
+
+    texts = training_texts(prepared, "all", "test", limit=n_stories)
+    if not texts:
+        raise ValueError(f"{prepared}: no held-out stories to compare on (all.test is empty)")
+    sequences, _ = encode_records(tokenizer, texts, n_ctx)
+    tokens, real = pad_batch(sequences, pad_id_of(tokenizer))
+    return tokens, real.sum(-1)
 
 
 def _real_mask(tokens: Tensor, lengths: Tensor | None) -> Bool[Tensor, "batch pos"]:

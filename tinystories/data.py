@@ -18,6 +18,15 @@ record is never dropped silently: the loader returns a `ParseReport` with the co
 and a few examples, and logs it. For a map-style dataset the count is exact when `load_stories`
 returns; for a streaming dataset it grows as the stream is consumed (in the consuming process) and
 each malformed record is logged as it is met. `keep_malformed=True` keeps them, with `error` set.
+
+Two repairs of real-data defects (both counted in the `ParseReport`, never silent):
+
+- a `.txt` file cut off mid-story (a byte-range sample such as the first 2 MiB of
+  `TinyStories-train.txt`) ends in text after its last `<|endoftext|>`: that record is malformed
+  ("unterminated record") and dropped. A file without any `<|endoftext|>` is one record;
+- mojibake (`â€™` for `’`, found in some hub rows) is decoded back by
+  `tinystories.mojibake.repair_mojibake` unless `StoryDataConfig.fix_mojibake` is off;
+  `ParseReport.n_repaired` counts the records it changed.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import Any
 import datasets
 
 from tinystories.hub import check_hub_reachable, hub_unavailable
+from tinystories.mojibake import repair_record
 from tinystories.instruct import (
     EOT,
     RECORD_FEATURES,
@@ -71,6 +81,7 @@ class StoryDataConfig:
             story) or "auto" (decided from the first records; the hub names fix it).
         file_format: "txt", "json", "parquet" or "auto" (from the file extensions).
         keep_malformed: Keep malformed records (with their `error` set) instead of dropping them.
+        fix_mojibake: Decode cp1252-mojibake in the text fields back to UTF-8 (module docstring).
         cache_dir: `datasets` cache directory (None: the HF default).
         hub_timeout_s: How long to wait for a connection to the hub before failing.
     """
@@ -81,6 +92,7 @@ class StoryDataConfig:
     kind: str = "auto"
     file_format: str = "auto"
     keep_malformed: bool = False
+    fix_mojibake: bool = True
     cache_dir: str | None = None
     hub_timeout_s: float = 3.0
 
@@ -108,6 +120,7 @@ class ParseReport:
         n_malformed: Malformed records seen so far.
         reasons: Count per reason.
         examples: The first few malformed-record messages.
+        n_repaired: Records whose text had mojibake repaired (counted like `n_good`).
         complete: True when the counts cover the whole dataset (map-style datasets). A streaming
             dataset's counts grow as it is read, and every pass over it counts again.
     """
@@ -118,6 +131,7 @@ class ParseReport:
     reasons: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
     complete: bool = False
+    n_repaired: int = 0
 
     def add(self, error: str) -> None:
         if not error:
@@ -136,6 +150,8 @@ class ParseReport:
         text = f"{self.source}: {total} records{scope}, {self.n_malformed} malformed"
         if self.reasons:
             text += " (" + "; ".join(f"{r}: {n}" for r, n in self.reasons.most_common()) + ")"
+        if self.n_repaired:
+            text += f", {self.n_repaired} with mojibake repaired"
         return text
 
 
@@ -167,23 +183,30 @@ def _file_format(files: list[str], requested: str) -> str:
 
 
 def _txt_records(paths: list[str], signature: str = "") -> Iterator[dict[str, str]]:
-    """Yield `{"text": record}` for each `<|endoftext|>`-separated record in the files.
+    """Yield `{"text": record, _ROW_ERROR: ""}` for each `<|endoftext|>`-separated record.
 
     Reads 1 MiB at a time, so files larger than memory stream. Whitespace between separators is
-    not a record. `signature` only keys the `datasets` cache (file sizes and times).
+    not a record. Text after the last separator of a file that has separators is a record cut
+    off mid-story: it comes with its `_ROW_ERROR` set. `signature` only keys the `datasets`
+    cache (file sizes and times).
     """
     del signature
     for path in paths:
         with open(path, encoding="utf-8") as f:
-            buffer = ""
+            buffer, n_records = "", 0
             while chunk := f.read(1 << 20):
                 buffer += chunk
                 *records, buffer = buffer.split(EOT)
+                n_records += len(records)
                 for record in records:
                     if record.strip():
-                        yield {"text": record.strip("\n")}
+                        yield {"text": record.strip("\n"), _ROW_ERROR: ""}
             if buffer.strip():
-                yield {"text": buffer.strip("\n")}
+                error = "" if n_records == 0 else (
+                    f"unterminated record: {path} ends in {len(buffer.strip())} characters after "
+                    f"its last {EOT} (a story cut off mid-file?): {buffer.strip()[-40:]!r}"
+                )
+                yield {"text": buffer.strip("\n"), _ROW_ERROR: error}
 
 
 def _grouped_lines(lines: Any) -> Iterator[dict[str, str]]:
@@ -195,15 +218,19 @@ def _grouped_lines(lines: Any) -> Iterator[dict[str, str]]:
             current.append(piece)
             record = "\n".join(current).strip("\n")
             if record.strip():
-                yield {"text": record}
+                yield {"text": record, _ROW_ERROR: ""}
             current = []
         current.append(pieces[-1])
     record = "\n".join(current).strip("\n")
     if record.strip():
-        yield {"text": record}
+        yield {"text": record, _ROW_ERROR: ""}
 
 
-_TEXT_ONLY = datasets.Features({"text": datasets.Value("string")})
+_ROW_ERROR = "row_error"  # set by a text reader on a record it knows to be broken
+_TEXT_ROWS = datasets.Features(
+    {"text": datasets.Value("string"), _ROW_ERROR: datasets.Value("string")}
+)
+_REPAIRED = "mojibake_repaired"  # internal column: whether the record's text was repaired
 
 
 def _from_generator(
@@ -211,11 +238,11 @@ def _from_generator(
 ) -> Dataset:
     if cfg.streaming:
         return datasets.IterableDataset.from_generator(
-            generator, features=_TEXT_ONLY, gen_kwargs=gen_kwargs
+            generator, features=_TEXT_ROWS, gen_kwargs=gen_kwargs
         )
     return datasets.Dataset.from_generator(
         generator,
-        features=_TEXT_ONLY,
+        features=_TEXT_ROWS,
         gen_kwargs=gen_kwargs,
         cache_dir=cfg.cache_dir,
         fingerprint=fingerprint,
@@ -229,7 +256,7 @@ def _load_local(cfg: StoryDataConfig, files: list[str]) -> Dataset:
         signature = ";".join(
             f"{os.path.abspath(f)}:{s.st_size}:{s.st_mtime_ns}" for f, s in zip(files, stats)
         )
-        fingerprint = datasets.fingerprint.Hasher.hash(("tinystories-txt", signature))
+        fingerprint = datasets.fingerprint.Hasher.hash(("tinystories-txt-2", signature))
         return _from_generator(
             _txt_records, {"paths": files, "signature": signature}, cfg, fingerprint
         )
@@ -249,7 +276,7 @@ def _load_hub(cfg: StoryDataConfig) -> Dataset:
         raise hub_unavailable(name, "dataset", _LOCAL_HINT, e) from e
     if HUB_DATASETS.get(name) != "instruct":
         return raw
-    fingerprint = None if cfg.streaming else f"tinystories-grouped-{raw._fingerprint}"
+    fingerprint = None if cfg.streaming else f"tinystories-grouped-2-{raw._fingerprint}"
     return _from_generator(_grouped_lines, {"lines": raw}, cfg, fingerprint)
 
 
@@ -257,17 +284,29 @@ def _load_hub(cfg: StoryDataConfig) -> Dataset:
 # Parsing.
 
 
-def _row_to_record(row: dict[str, Any], kind: str) -> dict[str, Any]:
+def _row_to_record(row: dict[str, Any], kind: str, fix_mojibake: bool) -> dict[str, Any]:
     if row.get("story") is not None or "text" not in row:
-        return record_from_json(row)
-    text = row["text"] if isinstance(row["text"], str) else ""
-    return parse_instruct_record(text) if kind == "instruct" else plain_story_record(text)
+        record = record_from_json(row)
+    else:
+        text = row["text"] if isinstance(row["text"], str) else ""
+        record = parse_instruct_record(text) if kind == "instruct" else plain_story_record(text)
+    if row.get(_ROW_ERROR) and not record["error"]:
+        record["error"] = row[_ROW_ERROR]
+    if fix_mojibake and not record["error"]:
+        record, repaired = repair_record(record)
+        return {**record, _REPAIRED: repaired}
+    return {**record, _REPAIRED: False}
 
 
-def _parse_batch(batch: Mapping[str, list], kind: str) -> dict[str, list]:
+def _parse_batch(batch: Mapping[str, list], kind: str, fix_mojibake: bool) -> dict[str, list]:
     n = len(next(iter(batch.values())))
-    records = [_row_to_record({k: v[i] for k, v in batch.items()}, kind) for i in range(n)]
-    return {name: [r[name] for r in records] for name in RECORD_FEATURES}
+    records = [
+        _row_to_record({k: v[i] for k, v in batch.items()}, kind, fix_mojibake) for i in range(n)
+    ]
+    return {name: [r[name] for r in records] for name in _PARSED_FEATURES}
+
+
+_PARSED_FEATURES = datasets.Features({**RECORD_FEATURES, _REPAIRED: datasets.Value("bool")})
 
 
 def _detect_kind(raw: Dataset) -> str:
@@ -283,11 +322,8 @@ def _detect_kind(raw: Dataset) -> str:
     return "plain"
 
 
-def parse_records(raw: Dataset, kind: str = "auto") -> Dataset:
-    """Map raw rows (a `text` column, or JSON-style columns) to `RECORD_FEATURES` columns.
-
-    Works on `Dataset` and `IterableDataset` alike. Malformed rows are kept, with `error` set.
-    """
+def _parse(raw: Dataset, kind: str, fix_mojibake: bool) -> Dataset:
+    """`RECORD_FEATURES` columns and the internal `_REPAIRED` one."""
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
     if kind == "auto":
@@ -296,26 +332,40 @@ def parse_records(raw: Dataset, kind: str = "auto") -> Dataset:
     parsed = raw.map(
         _parse_batch,
         batched=True,
-        fn_kwargs={"kind": kind},
+        fn_kwargs={"kind": kind, "fix_mojibake": fix_mojibake},
         remove_columns=columns,
-        features=RECORD_FEATURES,
+        features=_PARSED_FEATURES,
     )
     if columns is None:  # a streaming JSON source whose columns are only known when read
-        parsed = parsed.select_columns(list(RECORD_FEATURES))
+        parsed = parsed.select_columns(list(_PARSED_FEATURES))
     return parsed
 
 
+def parse_records(raw: Dataset, kind: str = "auto", fix_mojibake: bool = True) -> Dataset:
+    """Map raw rows (a `text` column, or JSON-style columns) to `RECORD_FEATURES` columns.
+
+    Works on `Dataset` and `IterableDataset` alike. Malformed rows are kept, with `error` set;
+    mojibake is repaired unless `fix_mojibake` is False (module docstring).
+    """
+    return _parse(raw, kind, fix_mojibake).remove_columns(_REPAIRED)
+
+
 def _count_malformed(parsed: Dataset, report: ParseReport, drop: bool) -> Dataset:
+    """Count errors and repairs into `report`, drop malformed records (if `drop`) and `_REPAIRED`."""
     if isinstance(parsed, datasets.IterableDataset):
         # Counted lazily, in the process that consumes the stream.
-        def count(error: str) -> bool:
+        def count(error: str, repaired: bool) -> bool:
             report.add(error)
+            report.n_repaired += bool(repaired)
             return not (drop and error)
 
-        return parsed.filter(count, input_columns="error")
+        kept = parsed.filter(count, input_columns=["error", _REPAIRED])
+        return kept.remove_columns(_REPAIRED)
     for error in parsed["error"]:
         report.add(error)
+    report.n_repaired = sum(parsed[_REPAIRED])
     report.complete = True
+    parsed = parsed.remove_columns(_REPAIRED)
     if not drop or not report.n_malformed:
         return parsed
     return parsed.filter(lambda error: not error, input_columns="error")
@@ -347,7 +397,7 @@ def load_stories(cfg: StoryDataConfig) -> tuple[Dataset, ParseReport]:
             f"data.source={cfg.source!r} matches no local .txt/.json/.jsonl/.parquet file and is "
             f"not a hub dataset name (known: {sorted(HUB_DATASETS)})"
         )
-    parsed = parse_records(raw, kind)
+    parsed = _parse(raw, kind, cfg.fix_mojibake)
     report = ParseReport(source=cfg.source)
     dataset = _count_malformed(parsed, report, drop=not cfg.keep_malformed)
     if report.complete:

@@ -1,6 +1,6 @@
 """What a TinyStories run measures while it trains: twist loss and the twist generation score.
 
-The paper tracks two things during deletion and reFT (NOTES §3.4, §4.2):
+The paper tracks two things during deletion and reFT (App. F.2, F.3; docs/paper-settings.md §3.7):
 
 - the **loss on Twist stories** (Fig. 11b, 31, 33): here the mean next-token loss of the first
   `n_loss_stories` records of `reft.test` (Twist stories, instruction + story, as trained), logged
@@ -12,9 +12,14 @@ The paper tracks two things during deletion and reFT (NOTES §3.4, §4.2):
   `twist_oracle` is the fraction in which `detect_features` finds a twist sentence, which is
   exact for the offline story source only (on real data it is a lower bound).
 
-The trainer calls `evaluate(model)` without a step, so `StepClock` wraps the batch function and
-remembers the step; generations (the expensive part) run only at `EvalConfig.generation_steps`
-and at the end of the stage, and are written to `RUN_DIR/generations/step_XXXXXX.jsonl`.
+On plain stories (no Feature labels, see `tinystories.prepare`) there are no Twist stories to
+measure: the evaluator logs `test_loss`, the mean next-token loss of the first `n_loss_stories`
+stories of `all.test` (held out, as trained), and its generations are unconditional (sampled
+from `<|endoftext|>` alone) with only `gen_tokens` scored; no twist classifier is trained.
+
+The trainer calls `evaluate(model, step)`; generations (the expensive part) run only at
+`EvalConfig.generation_steps` and at the end of the stage, and are written to
+`RUN_DIR/generations/step_XXXXXX.jsonl`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from transformers import PreTrainedTokenizerBase
 
 from tinystories.generation import encode_prompts, generated_story, sample_continuations
 from tinystories.lm import encode_records, pad_id_of, sequence_loss
-from tinystories.prepare import load_prepared
+from tinystories.prepare import CLASSIFIER_DIR, FIELD_SHUFFLE_SEED, UnlabelledDataError
+from tinystories.prepare import load_prepared, prepared_info, training_texts
 from tinystories.protocols import with_text
 from tinystories.story_source import detect_features
 from tinystories.twist_classifier import (
@@ -42,22 +48,15 @@ from tinystories.twist_classifier import (
     train_twist_classifier,
 )
 from wrapperlens.checkpoints import atomic_write
-from wrapperlens.training import TrainBatch
 
 __all__ = [
     "EvalConfig",
     "FIELD_SHUFFLE_SEED",
     "CLASSIFIER_DIR",
-    "StepClock",
     "StoryEvaluator",
     "fit_story_classifier",
     "ensure_story_classifier",
 ]
-
-FIELD_SHUFFLE_SEED = 0
-"""Seed of the per-story instruction-line order (`with_text(shuffle_fields_seed=...)`)."""
-CLASSIFIER_DIR = "twist_classifier"
-"""Where `ensure_story_classifier` keeps the classifier, inside the prepared-data directory."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,8 @@ class EvalConfig:
         max_new_tokens: Tokens sampled per generation at most (the paper: 350).
         temperature: Sampling temperature (the paper: 1.0, no top-k).
         generation_batch_size: Prompts per forward pass.
-        prompt_protocol: Protocol test set the prompts come from (the paper: the F+R set).
+        prompt_protocol: Protocol test set the prompts come from (the paper: the F+R set);
+            ignored on unlabelled stories, whose generations are unconditional.
         seed: Seed of the sampling (combined with the step).
     """
 
@@ -102,22 +102,6 @@ class EvalConfig:
             raise ValueError(f"eval.temperature must be >= 0, got {self.temperature}")
 
 
-class StepClock:
-    """Wraps `batch_fn` so that `clock.step` is the number of the last completed update.
-
-    `wrapperlens.training.train` draws batch t, updates, and then evaluates step t + 1, so at
-    every evaluation `clock.step` is the step being evaluated (0 before the first batch).
-    """
-
-    def __init__(self, batch_fn: Callable[[int], TrainBatch]) -> None:
-        self.batch_fn = batch_fn
-        self.step = 0
-
-    def __call__(self, step: int) -> TrainBatch:
-        self.step = step + 1
-        return self.batch_fn(step)
-
-
 def fit_story_classifier(
     prepared_dir: str | Path, cfg: TwistClassifierConfig, out_dir: str | Path
 ) -> tuple[TwistClassifier, dict[str, Any]]:
@@ -125,8 +109,13 @@ def fit_story_classifier(
 
     Returns:
         The classifier and its info (held-out accuracy, balanced accuracy, class counts).
+
+    Raises:
+        UnlabelledDataError: The prepared stories carry no Feature labels to train on.
     """
     train = load_prepared(prepared_dir, "all", "train")
+    if not any(train["features"]):
+        raise UnlabelledDataError(_no_classifier(prepared_dir, cfg.feature))
     test = load_prepared(prepared_dir, "all", "test")
     labels = [cfg.feature in fs for fs in train["features"]]
     model = train_twist_classifier(train["story"], labels, cfg)
@@ -140,25 +129,42 @@ def fit_story_classifier(
     return model, info
 
 
+def _no_classifier(prepared_dir: str | Path, feature: str) -> str:
+    return (f"{prepared_dir}: no twist classifier: the prepared stories have no {feature!r} "
+            "labels (plain text without 'Features:' lines); twist scores need labelled stories")
+
+
 def ensure_story_classifier(
     prepared_dir: str | Path, cfg: TwistClassifierConfig | None = None
-) -> tuple[TwistClassifier, dict[str, Any]]:
-    """The classifier saved in `prepared_dir/twist_classifier`, trained there first if absent."""
+) -> tuple[TwistClassifier | None, dict[str, Any]]:
+    """The classifier saved in `prepared_dir/twist_classifier`, trained there first if absent.
+
+    Returns:
+        `(classifier, info)`; on unlabelled stories `(None, {"held_out": None, "skipped": why})`
+        (nothing is trained: a classifier needs labelled stories).
+    """
+    cfg = cfg or TwistClassifierConfig()
+    info = prepared_info(prepared_dir)
+    if not info.labelled:
+        return None, {"held_out": None, "skipped": _no_classifier(prepared_dir, info.feature)}
     directory = Path(prepared_dir) / CLASSIFIER_DIR
     if (directory / "classifier.json").is_file():
         return load_classifier(directory)
-    return fit_story_classifier(prepared_dir, cfg or TwistClassifierConfig(), directory)
+    return fit_story_classifier(prepared_dir, cfg, directory)
 
 
 class StoryEvaluator:
     """Twist loss, other loss and generation scores of a model; `callback` hooks it into `train`.
+
+    On unlabelled (plain) stories: `test_loss` and unconditional generations instead (module
+    docstring).
 
     Args:
         prepared_dir: Output of `tinystories.prepare.prepare_stories`.
         tokenizer: The run's tokenizer.
         n_ctx: The model's context length.
         cfg: What to evaluate.
-        classifier: The twist classifier (None: no `twist_score`, only `twist_oracle`).
+        classifier: The twist classifier (None: no `twist_score`).
         shuffle_fields: Whether training texts shuffle their instruction lines (prompts follow).
         feature: The deleted / revived feature.
     """
@@ -177,29 +183,36 @@ class StoryEvaluator:
         self.classifier, self.feature = classifier, feature
         self.pad_id = pad_id_of(tokenizer)
         seed = FIELD_SHUFFLE_SEED if shuffle_fields else None
+        info = prepared_info(prepared_dir)
+        self.labelled = info.labelled
 
         def sequences(protocol: str) -> list[list[int]]:
-            data = load_prepared(prepared_dir, protocol, "test")
-            data = data.select(range(min(cfg.n_loss_stories, len(data))))
-            texts = with_text(data, "instruct", shuffle_fields_seed=seed)["text"]
+            texts = training_texts(prepared_dir, protocol, "test", shuffle_fields=shuffle_fields,
+                                   limit=cfg.n_loss_stories)
             return encode_records(tokenizer, texts, n_ctx + 1)[0]
 
-        self.twist_sequences = sequences("reft")
-        self.other_sequences = sequences("filter")
+        # name -> held-out sequences whose mean loss is logged under that name
+        self.loss_sequences = (
+            {"twist_loss": sequences("reft"), "other_loss": sequences("filter")} if self.labelled
+            else {"test_loss": sequences("all")}
+        )
         self.prompts: list[list[int]] = []
-        if cfg.n_generations:
-            data = load_prepared(prepared_dir, cfg.prompt_protocol, "test")
+        if cfg.n_generations and info.text_format == "plain":  # unconditional: <|endoftext|> only
+            self.prompts = encode_prompts(tokenizer, [""] * cfg.n_generations)
+        elif cfg.n_generations:  # unlabelled Instruct records: their own instructions
+            protocol = cfg.prompt_protocol if self.labelled else "all"
+            data = load_prepared(prepared_dir, protocol, "test")
             if len(data) == 0:
-                raise ValueError(f"{prepared_dir}: {cfg.prompt_protocol}.test is empty; no prompts")
+                raise ValueError(f"{prepared_dir}: {protocol}.test is empty; no prompts")
             data = data.select(range(min(cfg.n_generations, len(data))))
             texts = with_text(data, "prompt", shuffle_fields_seed=seed)["text"]
             prompts = encode_prompts(tokenizer, texts)
             self.prompts = [prompts[i % len(prompts)] for i in range(cfg.n_generations)]
 
     def losses(self, model: HookedTransformer) -> dict[str, float]:
+        """`twist_loss` and `other_loss` (labelled stories) or `test_loss` (unlabelled)."""
         out = {}
-        named = (("twist_loss", self.twist_sequences), ("other_loss", self.other_sequences))
-        for name, seqs in named:
+        for name, seqs in self.loss_sequences.items():
             if seqs:
                 out[name] = sequence_loss(model, seqs, self.pad_id, self.cfg.loss_batch_size)
         return out
@@ -216,13 +229,14 @@ class StoryEvaluator:
             batch_size=self.cfg.generation_batch_size,
         )
         stories = [generated_story(self.tokenizer, c) for c in continuations]
-        oracle = [self.feature in detect_features(s) for s in stories]
-        rows = [{"prompt": self.tokenizer.decode(p[1:]), "story": s, "n_tokens": len(c),
-                 "oracle": o} for p, s, c, o in zip(self.prompts, stories, continuations, oracle)]
-        metrics = {
-            "twist_oracle": sum(oracle) / len(oracle),
-            "gen_tokens": sum(len(c) for c in continuations) / len(continuations),
-        }
+        rows = [{"prompt": self.tokenizer.decode(p[1:]), "story": s, "n_tokens": len(c)}
+                for p, s, c in zip(self.prompts, stories, continuations)]
+        metrics = {"gen_tokens": sum(len(c) for c in continuations) / len(continuations)}
+        if self.labelled:  # the oracle's score only means something where prompts ask for twists
+            oracle = [self.feature in detect_features(s) for s in stories]
+            for row, o in zip(rows, oracle):
+                row["oracle"] = o
+            metrics["twist_oracle"] = sum(oracle) / len(oracle)
         if self.classifier is not None:
             probs = self.classifier.predict_proba(stories)
             for row, p in zip(rows, probs.tolist()):
@@ -231,20 +245,21 @@ class StoryEvaluator:
         return metrics, rows
 
     def callback(
-        self, clock: StepClock, generation_steps: Sequence[int], run_dir: str | Path
-    ) -> Callable[[HookedTransformer], dict[str, float]]:
-        """`evaluate(model)` for `train`: losses always, generations at `generation_steps`."""
+        self, generation_steps: Sequence[int], run_dir: str | Path
+    ) -> Callable[[HookedTransformer, int], dict[str, float]]:
+        """`evaluate(model, step)` for the trainer: losses always, generations at
+        `generation_steps`."""
         wanted = set(generation_steps)
         out_dir = Path(run_dir) / "generations"
 
-        def evaluate(model: HookedTransformer) -> dict[str, float]:
+        def evaluate(model: HookedTransformer, step: int) -> dict[str, float]:
             metrics = self.losses(model)
-            if clock.step in wanted and self.prompts:
-                scores, rows = self.generate(model, clock.step)
+            if step in wanted and self.prompts:
+                scores, rows = self.generate(model, step)
                 metrics.update(scores)
                 out_dir.mkdir(parents=True, exist_ok=True)
                 text = "".join(json.dumps(r) + "\n" for r in rows)
-                atomic_write(out_dir / f"step_{clock.step:06d}.jsonl",
+                atomic_write(out_dir / f"step_{step:06d}.jsonl",
                              lambda tmp: Path(tmp).write_text(text))
             return metrics
 

@@ -6,14 +6,22 @@
 | delete | a pretrain run | `filter` (F), `filter_randomise` (F+R), `filter_mix_match` (F+MM) | η_M |
 | reft | a delete run, or the control | `reft`: Twist stories only | preset (1e-5) |
 
-(NOTES §1.3, §3.4.) Deletion and reFT use a constant learning rate, as the paper's code.
+(Paper App. F; docs/paper-settings.md §3.) Deletion and reFT use a constant learning rate,
+as the paper's code.
 
-A run directory holds `config.json` (this module: stage, preset, parent, prepared data,
-tokenizer, protocol, η and the config sections), the trainer's files (`model.json`,
-`model.safetensors`, `trainer_state.safetensors`, `metrics.jsonl`, see `wrapperlens.training`)
-and `generations/`. A stage finds the prepared data and the tokenizer through its parent's
-config unless given. Any HookedTransformer run directory can be a parent, e.g. a GPT-Neo
-checkpoint imported with `import_gpt_neo_run` (the public TinyStories models).
+`resolve_story_run` combines a preset, a parent run and overrides into a `StoryRun`, and
+`StoryRun.spec(out)` is the stage spec the run engine trains (`wrapperlens.stages.run_stage`,
+`train_or_reuse`), exactly as for the PCFG stages:
+
+    run = resolve_story_run("delete", "cpu", parent="runs/pt", protocol="F+R", eta="M")
+    model, records = run_stage(run.spec("runs/del"), "runs/del")
+
+A run directory (`wrapperlens.runs.RunDir`) holds the engine's files; this module's part of
+`config.json` is the stage, preset, parent, prepared data, tokenizer, protocol, η and the config
+sections, and the evaluator adds `generations/`. A stage finds the prepared data and the
+tokenizer through its parent's config unless given. Any HookedTransformer run directory can be a
+parent, e.g. a GPT-Neo checkpoint imported with `import_gpt_neo_run` (the public TinyStories
+models).
 
 Metrics logged (see `tinystories.evaluation`): `twist_loss`, `other_loss` at every evaluation;
 `twist_score`, `twist_oracle` and `gen_tokens` at the generation steps.
@@ -29,31 +37,24 @@ from typing import Any
 from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase
 
-from tinystories.evaluation import (
-    FIELD_SHUFFLE_SEED,
-    EvalConfig,
-    StepClock,
-    StoryEvaluator,
-    ensure_story_classifier,
-)
+from tinystories.evaluation import EvalConfig, StoryEvaluator, ensure_story_classifier
 from tinystories.gpt_neo import GPT_NEO_ARCHITECTURE, freeze_absent_parameters, load_gpt_neo
 from tinystories.lm import BatchConfig, LMConfig, StoryBatcher, build_lm, encode_records, pad_id_of
-from tinystories.prepare import load_prepared
-from tinystories.protocols import PAPER_NAMES, ProtocolDataConfig, with_text
+from tinystories.prepare import prepared_info, training_texts
+from tinystories.protocols import PAPER_NAMES, ProtocolDataConfig
 from tinystories.presets import StoryPreset, get_story_preset
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
-from wrapperlens.checkpoints import CheckpointError, load_hooked_model, read_json, save_hooked_model
-from wrapperlens.checkpoints import write_json
+from wrapperlens.checkpoints import CheckpointError
 from wrapperlens.config import ConfigError, apply_overrides, from_dict, to_dict
-from wrapperlens.training import TrainConfig, train
+from wrapperlens.runs import RunDir
+from wrapperlens.stages import StageSpec
+from wrapperlens.training import TrainConfig
 
 __all__ = [
     "STAGES",
-    "CONFIG_FILE",
     "SECTION_TYPES",
     "StoryRun",
     "resolve_story_run",
-    "run_story_stage",
     "read_story_run",
     "load_story_model",
     "run_tokenizer",
@@ -61,7 +62,6 @@ __all__ = [
 ]
 
 STAGES = ("pretrain", "delete", "reft")
-CONFIG_FILE = "config.json"
 SECTION_TYPES = {
     "model": LMConfig,
     "batches": BatchConfig,
@@ -99,6 +99,10 @@ class StoryRun:
     def train_config(self) -> TrainConfig:
         return self.sections["train"]
 
+    def spec(self, out: str | Path) -> StageSpec:
+        """This stage for the run engine; the evaluator writes generations to `out/generations`."""
+        return _spec(self, out)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "stage": self.stage, "preset": self.preset, "parent": self.parent,
@@ -109,7 +113,7 @@ class StoryRun:
         return out
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], source: str = CONFIG_FILE) -> "StoryRun":
+    def from_json(cls, d: Mapping[str, Any], source: str = "config") -> "StoryRun":
         try:
             sections = {name: from_dict(SECTION_TYPES[name], d[name], name)
                         for name in SECTION_TYPES if name in d}
@@ -121,7 +125,7 @@ class StoryRun:
 
 def read_story_run(run_dir: str | Path) -> dict[str, Any]:
     """The raw `config.json` of a run directory (any stage, including "import")."""
-    return read_json(Path(run_dir) / CONFIG_FILE)
+    return RunDir(run_dir).read_config()
 
 
 def _parent_paths(parent: Path) -> tuple[str | None, str | None]:
@@ -222,7 +226,7 @@ def _prepare_loaded(model: HookedTransformer) -> HookedTransformer:
 
 def load_story_model(run_dir: str | Path) -> HookedTransformer:
     """The latest weights of a run directory (GPT-Neo's absent biases frozen), in eval mode."""
-    return _prepare_loaded(load_hooked_model(run_dir)).eval()
+    return _prepare_loaded(RunDir(run_dir).load_model()).eval()
 
 
 def _initial_model(run: StoryRun, tokenizer: PreTrainedTokenizerBase) -> HookedTransformer:
@@ -237,40 +241,55 @@ def _initial_model(run: StoryRun, tokenizer: PreTrainedTokenizerBase) -> HookedT
     return model
 
 
-def run_story_stage(
-    run: StoryRun,
-    out: str | Path,
-    resume: bool = False,
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> tuple[HookedTransformer, list[dict]]:
-    """Train one stage into `out` (writing `config.json` first); returns the model and metrics.
+class _StoryStage:
+    """The data, model and evaluation of one resolved stage, built on first use (a reused
+    run never tokenises its data)."""
 
-    Args:
-        stop_after: Stop after this many steps without a final checkpoint (tests of resuming).
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG_FILE, run.to_json())
-    tokenizer = load_tokenizer(run.tokenizer)
-    model = _initial_model(run, tokenizer)
-    n_ctx = model.cfg.n_ctx
-    batches: BatchConfig = run.sections["batches"]
-    shuffle = FIELD_SHUFFLE_SEED if batches.shuffle_fields else None
-    texts = with_text(load_prepared(run.prepared, run.protocol, "train"), "instruct",
-                      shuffle_fields_seed=shuffle)["text"]
-    sequences, _ = encode_records(tokenizer, texts, n_ctx + 1, add_eos=batches.layout == "records")
-    batcher = StoryBatcher(sequences, run.train_config.batch_size, n_ctx, pad_id_of(tokenizer),
-                           batches.layout, batches.seed)
-    clock = StepClock(batcher)
-    classifier, _ = ensure_story_classifier(run.prepared, get_story_preset(run.preset).classifier)
-    evaluator = StoryEvaluator(run.prepared, tokenizer, n_ctx, run.sections["eval"], classifier,
-                               shuffle_fields=batches.shuffle_fields)
-    evaluate = evaluator.callback(clock, _generation_steps(run), out)
-    records = train(model, run.train_config, clock, out, evaluate=evaluate, resume=resume,
-                    progress=progress, description=f"{run.stage} {run.protocol}",
-                    stop_after=stop_after)
-    return model.eval(), records
+    def __init__(self, run: StoryRun, out: Path) -> None:
+        self.run, self.out = run, out
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._batcher: StoryBatcher | None = None
+        self._evaluate: Any = None
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.run.tokenizer)
+        return self._tokenizer
+
+    def build_model(self) -> HookedTransformer:
+        model = _initial_model(self.run, self.tokenizer)
+        self.n_ctx = model.cfg.n_ctx  # the engine builds the model before drawing batch 0
+        return model
+
+    def batch(self, step: int):
+        if self._batcher is None:
+            run, batches = self.run, self.run.sections["batches"]
+            texts = training_texts(run.prepared, run.protocol, "train",
+                                   shuffle_fields=batches.shuffle_fields)
+            sequences, _ = encode_records(self.tokenizer, texts, self.n_ctx + 1,
+                                          add_eos=batches.layout == "records")
+            self._batcher = StoryBatcher(sequences, run.train_config.batch_size, self.n_ctx,
+                                         pad_id_of(self.tokenizer), batches.layout, batches.seed)
+        return self._batcher(step)
+
+    def evaluate(self, model: HookedTransformer, step: int) -> dict[str, float]:
+        if self._evaluate is None:
+            run = self.run
+            classifier, _ = ensure_story_classifier(run.prepared,
+                                                    get_story_preset(run.preset).classifier)
+            evaluator = StoryEvaluator(run.prepared, self.tokenizer, model.cfg.n_ctx,
+                                       run.sections["eval"], classifier,
+                                       shuffle_fields=run.sections["batches"].shuffle_fields)
+            self._evaluate = evaluator.callback(_generation_steps(run), self.out)
+        return self._evaluate(model, step)
+
+
+def _spec(run: StoryRun, out: str | Path) -> StageSpec:
+    stage = _StoryStage(run, Path(out))
+    return StageSpec(config=run.to_json(), train=run.train_config, build_model=stage.build_model,
+                     batch=stage.batch, evaluate=stage.evaluate,
+                     description=f"{run.stage} {run.protocol}")
 
 
 def run_tokenizer(run_dir: str | Path) -> PreTrainedTokenizerBase:
@@ -293,14 +312,17 @@ def import_gpt_neo_run(
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
         raise CheckpointError(f"{name_or_dir}: no tokenizer beside the checkpoint; a run needs one")
-    save_hooked_model(out, model)
+    run = RunDir(out)
+    run.write_config({
+        "stage": "import", "parent": None, "source": str(name_or_dir),
+        "tokenizer": str(out.resolve()),
+        "prepared": None if prepared is None else str(Path(prepared).resolve()),
+        "n_ctx": model.cfg.n_ctx,
+    })
+    run.save_model(model)
     if Path(str(name_or_dir)).is_dir():
         save_tokenizer(load_tokenizer(name_or_dir), out)  # the original, not TL's BOS copy
     else:
         save_tokenizer(tokenizer, out)
-    write_json(out / CONFIG_FILE, {
-        "stage": "import", "source": str(name_or_dir), "tokenizer": str(out.resolve()),
-        "prepared": None if prepared is None else str(Path(prepared).resolve()),
-        "n_ctx": model.cfg.n_ctx,
-    })
+    run.write_provenance(model)
     return model

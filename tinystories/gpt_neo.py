@@ -10,6 +10,9 @@ tied input/output embeddings, and layers alternating between global attention an
   any local HF directory (offline: `GPTNeoForCausalLM.from_pretrained(dir)`, the config mapped
   as TransformerLens maps it, the weights converted with TransformerLens's own
   `convert_neo_weights`);
+- refuses, on both paths, a checkpoint with a missing, unexpected or mis-shaped tensor, naming
+  the file and the tensor (`wrapperlens.hf_loading.from_pretrained_checked`; `from_pretrained`
+  alone would fill a missing weight with random values and only log it);
 - exports a (fine-tuned) HookedTransformer of this architecture back to an HF directory
   (`export_gpt_neo`), with the inverse conversion and the tokenizer.
 
@@ -43,13 +46,15 @@ from typing import Any
 import einops
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.loading_from_pretrained import get_official_model_name
 from transformer_lens.pretrained.weight_conversions.neo import convert_neo_weights
 from transformer_lens.supported_models import OFFICIAL_MODEL_NAMES
-from transformers import GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoConfig, GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
 
 from tinystories.hub import check_hub_reachable, hub_offline_mode, hub_unavailable
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
 from wrapperlens.checkpoints import load_state_dict_checked
+from wrapperlens.hf_loading import from_pretrained_checked
 from wrapperlens.models import hooked_transformer, hooked_transformer_from_pretrained
 
 __all__ = [
@@ -77,6 +82,10 @@ _LOCAL_HINT = (
     "load_gpt_neo('path/to/TinyStories-33M')."
 )
 _ABSENT = ("b_Q", "b_K", "b_V")
+# Checkpoints written by older transformers versions carry each layer's causal-mask buffers
+# (`attn.attention.bias`, `attn.attention.masked_bias`); today's GPT-Neo (and TransformerLens)
+# compute them from the config, so they may go unused. Any other unused tensor is refused.
+_DERIVED_BUFFERS = r"(?:^|\.)h\.\d+\.attn\.attention\.(?:bias|masked_bias)$"
 
 
 def gpt_neo_hooked_config(
@@ -205,12 +214,18 @@ def load_gpt_neo(
     Raises:
         HubUnavailableError: a hub name without hub or cache, within about `hub_timeout_s`.
         FileNotFoundError: neither a directory with `config.json` nor a hub name.
+        CheckpointError: the weights lack a tensor of the config's architecture (tied output
+            embeddings excepted), have one it does not, or have one of another shape.
+        ValueError: a hub model that is not GPT-Neo.
     """
     path = Path(name_or_dir)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: no config.json; not an HF model directory")
-        hf_model = GPTNeoForCausalLM.from_pretrained(str(path), local_files_only=True)
+        hf_model = from_pretrained_checked(
+            GPTNeoForCausalLM, path, allowed_unexpected=_DERIVED_BUFFERS,
+            local_files_only=True,
+        )
         tokenizer = None
         if with_tokenizer and any((path / f).is_file() for f in ("tokenizer.json", "vocab.json")):
             tokenizer = load_tokenizer(path)
@@ -229,14 +244,23 @@ def load_gpt_neo(
     )
     if n_ctx is not None:
         kwargs["n_ctx"] = n_ctx
+    official = get_official_model_name(name)  # ValueError for a name TransformerLens lacks
     try:
-        model = hooked_transformer_from_pretrained(name, **kwargs)
+        # The HF model is loaded (and checked) here and handed to TransformerLens, which would
+        # otherwise call the lenient `from_pretrained` itself.
+        hf_config = AutoConfig.from_pretrained(official)
+        if hf_config.model_type != "gpt_neo":
+            architecture = (getattr(hf_config, "architectures", None) or [hf_config.model_type])[0]
+            raise ValueError(f"{name} is a {architecture}, not GPT-Neo")
+        hf_model = from_pretrained_checked(
+            GPTNeoForCausalLM, official, allowed_unexpected=_DERIVED_BUFFERS,
+            dtype=torch.float32,
+        )
+        model = hooked_transformer_from_pretrained(official, hf_model=hf_model.eval(), **kwargs)
     except (ConnectionError, OSError) as e:
         if isinstance(e, ConnectionError) or hub_offline_mode():
             raise hub_unavailable(name, "model", _LOCAL_HINT, e) from e
         raise
-    if model.cfg.original_architecture != GPT_NEO_ARCHITECTURE:
-        raise ValueError(f"{name} is a {model.cfg.original_architecture}, not GPT-Neo")
     freeze_absent_parameters(model)
     return model.eval()
 

@@ -14,8 +14,8 @@ and then the story, records separated by `<|endoftext|>`:
 
 The instruction lines come in any order and every one of them is optional (a story with no
 features has no `Features:` line); `Story:` is required and everything after it is the story. The
-paper's code shuffles the instruction lines of every example (NOTES §1.3), so a parser must not
-depend on their order and a formatter may shuffle them.
+paper's code shuffles the instruction lines of every example (docs/paper-settings.md §3.1), so a
+parser must not depend on their order and a formatter may shuffle them.
 
 A parsed record is a plain dict with the columns of `RECORD_FEATURES`:
 
@@ -23,7 +23,8 @@ A parsed record is a plain dict with the columns of `RECORD_FEATURES`:
 - `words`: the required words;
 - `features`: the features the *story* has (the label used by probes and by the filters);
 - `prompt_features`: the features the *instruction* names. Equal to `features` when parsed; the
-  deletion protocols F+R and F+MM edit only this column (NOTES §1.3), so the label stays true;
+  deletion protocols F+R and F+MM edit only this column (docs/paper-settings.md §3.3), so the
+  label stays true;
 - `error`: "" for a good record, otherwise why it is malformed (the loader counts and reports
   these, see `tinystories.data`).
 
@@ -70,7 +71,7 @@ _LABELS = {
     "story": "Story",
 }
 # Line prefix (lower case, as matched) -> field name. "Sentence:" is the official code's name for
-# the random sentence (NOTES §1.3).
+# the random sentence (docs/paper-settings.md §3.1).
 _PREFIXES = {
     "features:": "features",
     "words:": "words",
@@ -97,7 +98,10 @@ _CANONICAL = {name.lower(): name for name in FEATURES}
 
 MISSING_STORY = "missing story: no 'Story:' line"
 # Every `error` is "<reason>: <detail>" or "<reason>", with a reason from this set (counted).
-ERROR_REASONS = ("missing story", "empty story", "duplicate field", "unrecognised line", "bad json")
+ERROR_REASONS = (
+    "missing story", "empty story", "duplicate field", "unrecognised line", "bad json",
+    "unterminated record",  # a .txt file's text after its last <|endoftext|> (tinystories.data)
+)
 
 
 def canonical_feature(name: str) -> str:

@@ -1,7 +1,7 @@
 """Story language models: their shape, and the training batches they read.
 
-The paper's TinyStories model (NOTES §1.3, §2.3) is a 91M-parameter LLaMA-2-like decoder: 12
-layers, d_model 768, 12 heads, RMSNorm, rotary positions, a gated SiLU ("SwiGLU") MLP of width
+The paper's TinyStories model (App. F.1; docs/paper-settings.md §3.2) is a 91M-parameter
+LLaMA-2-like decoder: 12 layers, d_model 768, 12 heads, RMSNorm, rotary positions, a gated SiLU ("SwiGLU") MLP of width
 2048, vocabulary 8192, trained on 1024-token windows. `LMConfig` describes that family at any size
 (`architecture="llama"`), or the GPT-2/GPT-Neo-like one (`"gpt"`: LayerNorm, learned positions,
 GELU MLP). `LM_SHAPES` holds the three named sizes:

@@ -27,7 +27,6 @@ accuracy; and the wall time of each phase.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import time
@@ -39,23 +38,18 @@ from typing import Any
 
 import torch
 
-from tinystories.compare import compare_checkpoints, plot_comparison
+from tinystories.compare import compare_checkpoints, comparison_inputs, plot_comparison
 from tinystories.evaluation import CLASSIFIER_DIR, ensure_story_classifier
-from tinystories.experiments import (
-    load_story_model,
-    resolve_story_run,
-    run_story_stage,
-)
-from tinystories.lm import encode_records, pad_id_of
-from tinystories.prepare import build_run_tokenizer, load_prepared, prepare_stories
+from tinystories.experiments import load_story_model, resolve_story_run
+from tinystories.prepare import build_run_tokenizer, prepare_stories
 from tinystories.presets import StoryPreset, get_story_preset
-from tinystories.protocols import with_text
 from tinystories.story_probes import probe_story_features, story_probe_inputs
 from tinystories.tokenizer import load_tokenizer
 from wrapperlens.analysis.probing import plot_probe_accuracy
 from wrapperlens.checkpoints import read_json, write_json
 from wrapperlens.config import ConfigError, apply_overrides
-from wrapperlens.training import METRICS_FILE
+from wrapperlens.runs import RunDir
+from wrapperlens.stages import train_or_reuse
 
 __all__ = ["PROTOCOLS", "ETAS", "preset_with_overrides", "run_pipeline", "format_summary"]
 
@@ -114,7 +108,7 @@ def _stage_job(job: dict[str, Any]) -> float:
         tokenizer=job.get("tokenizer"), protocol=job.get("protocol"), eta=job.get("eta"),
         overrides=_stage_overrides(p, job["stage"]),
     )
-    run_story_stage(run, job["out"], progress=job.get("progress", False))
+    train_or_reuse(run.spec(job["out"]), job["out"], progress=job.get("progress", False))
     return time.perf_counter() - start
 
 
@@ -125,8 +119,7 @@ def _run_jobs(jobs: list[dict], pool: ProcessPoolExecutor | None) -> list[float]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return RunDir(run_dir).metrics()
 
 
 def _curves(run_dir: Path) -> dict[str, Any]:
@@ -228,14 +221,7 @@ def run_pipeline(
     compared = {"pretrained": models["pretrained"],
                 **{k: v for k, v in models.items() if k.startswith("deleted")},
                 "control": models["control"]}
-    data = load_prepared(prepared, "all", "test")
-    data = data.select(range(min(64, len(data))))
-    texts = with_text(data, "instruct", shuffle_fields_seed=0)["text"]
-    sequences, _ = encode_records(tokenizer, texts, n_ctx)
-    lengths = torch.tensor([len(s) for s in sequences])
-    tokens = torch.full((len(sequences), int(lengths.max())), pad_id_of(tokenizer))
-    for i, s in enumerate(sequences):
-        tokens[i, : len(s)] = torch.tensor(s)
+    tokens, lengths = comparison_inputs(prepared, tokenizer, n_ctx)
     comparison = compare_checkpoints(
         compared, tokens, lengths, inputs.tokens, inputs.labels, inputs.lengths,
         inputs.feature_names, p.probe, p.probe_data.last_k,

@@ -4,10 +4,10 @@ A preset fixes every stage's config; any value can still be overridden
 (`--train.lr=...`, `--eval.n_generations=...`). The deletion learning rates are named as in the
 paper: η_M and η_S (`--eta M|S`).
 
-**paper** (NOTES §1.3, §2.3, §3.3–3.4): the real TinyStories-Instruct from the hub, a BPE of
+**paper** (App. F; docs/paper-settings.md §3): the real TinyStories-Instruct from the hub, a BPE of
 8192 tokens, the 91M LLaMA-like model on 1024-token windows of the concatenated records, pretraining
-30K steps × batch 128 at LR 1e-3 (linear warmup, cosine to 0; the paper's numbers, NOTES §5 item
-21); deletion 4000 steps × 128 at constant η_M = 1e-4 or η_S = 1e-5; reFT 4000 steps at constant
+30K steps × batch 128 at LR 1e-3 (linear warmup, cosine to 0; the paper's numbers, docs/choices.md
+§21); deletion 4000 steps × 128 at constant η_M = 1e-4 or η_S = 1e-5; reFT 4000 steps at constant
 1e-5; loss evaluated every 30 steps and log-spaced, generations (64 per point, 350 tokens,
 temperature 1) at 0, 30, 300 and 3000; probes 2000 AdamW steps, LR 1e-3, batch 128, on the
 unstandardised residual.

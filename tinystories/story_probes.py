@@ -1,4 +1,4 @@
-"""Per-layer story-feature probes, as the paper runs them on TinyStories (NOTES §3.3).
+"""Per-layer story-feature probes, as the paper runs them on TinyStories (App. F.2).
 
 One bias-free linear probe per residual point with one logit per story feature (multi-label,
 BCE), reading the mean of the residual stream over the last 10 tokens of the *story text only*

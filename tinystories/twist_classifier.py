@@ -1,6 +1,6 @@
 """A story classifier for the generation score: does this story have a twist?
 
-The paper scores generations with a fine-tuned GPT-3.5 (92% held-out accuracy, NOTES §2.3, §4.2),
+The paper scores generations with a fine-tuned GPT-3.5 (92% held-out accuracy, App. F.2),
 which is not available here. This is its stand-in: a logistic regression (without a bias, see
 `TwistClassifier`) on hashed word uni- and bigrams of the story text, trained on labelled
 stories (the prepared `all.train` split, story text only, label = the record's true `features`

@@ -321,7 +321,7 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
         "scratch-baseline",
         formatter_class=fmt,
         help="Train the Scr.+FT baseline of a reFT run and compare iterations-to-threshold",
-        description="The reverse fine-tuning baseline Scr.+FT (NOTES §3.4): pretrain a model with "
+        description="The reverse fine-tuning baseline Scr.+FT (paper §5, App. E.3): pretrain a model with "
         "the prior weights of a and b swapped (same task, model and pretraining budget as the "
         "first --reft run's pretraining), fine-tune it to count a with that reFT run's settings, "
         "and compare the accuracy of counting a on natural strings (C_Te = 0) against "

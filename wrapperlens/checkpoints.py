@@ -1,15 +1,10 @@
-"""Safe, atomic model and run files: safetensors + JSON, never pickle.
+"""Safe, atomic files: safetensors + JSON, never pickle.
 
-A model directory (every run directory is one) holds:
-
-- `model.json`: the TransformerLens `HookedTransformerConfig` of the model, as JSON;
-- `model.safetensors`: its state dict.
-
-`load_hooked_model(dir)` rebuilds any such model without knowing which task or stage made it, so
-analysis code can open the output of any trainer. Every write goes to a temporary file in the same
-directory and is moved into place with `os.replace`, so a reader (or a resumed run) sees the old
-file or the new one, never half of one. Loading checks the weights against the config and refuses,
-naming the file and the tensor, on a missing key, an extra key, a shape mismatch or a corrupt file.
+The building blocks of every file the project writes (the layout of a run directory is
+`wrapperlens.runs`'s business): every write goes to a temporary file in the same directory and is
+moved into place with `os.replace`, so a reader (or a resumed run) sees the old file or the new
+one, never half of one. Loading refuses, naming the file and the tensor, a missing key, an extra
+key, a shape mismatch or a corrupt file; a HookedTransformer config round-trips through JSON.
 """
 
 from __future__ import annotations
@@ -24,9 +19,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformerConfig
 
-from wrapperlens.models import hooked_transformer
 
 __all__ = [
     "CheckpointError",
@@ -37,13 +31,8 @@ __all__ = [
     "load_tensors",
     "hooked_config_to_dict",
     "hooked_config_from_dict",
-    "save_hooked_model",
-    "load_hooked_model",
     "load_state_dict_checked",
 ]
-
-MODEL_CONFIG_FILE = "model.json"
-MODEL_WEIGHTS_FILE = "model.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -167,31 +156,3 @@ def load_state_dict_checked(
             )
     model.load_state_dict(state, strict=True)
 
-
-def save_hooked_model(
-    directory: str | os.PathLike, model: HookedTransformer, metadata: dict[str, str] | None = None
-) -> None:
-    """Write `model.json` and `model.safetensors` for `model` into `directory` (atomic each)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / MODEL_CONFIG_FILE, hooked_config_to_dict(model.cfg))
-    save_tensors(directory / MODEL_WEIGHTS_FILE, model.state_dict(), metadata=metadata)
-
-
-def load_hooked_model(
-    directory: str | os.PathLike, *, weights_file: str = MODEL_WEIGHTS_FILE
-) -> HookedTransformer:
-    """Rebuild the HookedTransformer saved in `directory` by `save_hooked_model`.
-
-    Raises:
-        CheckpointError: a file is missing or corrupt, or the weights do not fit the config;
-            the message names the file.
-    """
-    directory = Path(directory)
-    cfg_path = directory / MODEL_CONFIG_FILE
-    cfg = hooked_config_from_dict(read_json(cfg_path), source=str(cfg_path))
-    model = hooked_transformer(cfg)
-    weights_path = directory / weights_file
-    load_state_dict_checked(model, load_tensors(weights_path), source=str(weights_path))
-    model.eval()
-    return model

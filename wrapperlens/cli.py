@@ -111,18 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_stage_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from wrapperlens import distributed
     from wrapperlens.config import load_config_file
-    from wrapperlens.experiments.pcfg import resolve_configs, run_stage, saved_run
+    from wrapperlens.experiments.pcfg import resolve_configs, saved_run
+    from wrapperlens.runs import RunDir
+    from wrapperlens.stages import run_stage
 
     if args.config:
         overrides = {**load_config_file(args.config), **overrides}
-    if args.resume and not overrides and (args.out / "config.json").exists():
+    if args.resume and not overrides and RunDir(args.out).exists():
         run = saved_run(args.out)
     else:
         run = resolve_configs(args.command, args.preset, getattr(args, "parent", None),
                               getattr(args, "eta", None), overrides)
-    _, records = run_stage(run, args.out, resume=args.resume, progress=not args.no_progress,
-                           device=args.device)
+    _, records = run_stage(run.spec(), args.out, resume=args.resume,
+                           progress=not args.no_progress, device=args.device)
+    if not distributed.is_main():
+        return 0  # rank 0 reports
     final = records[-1] if records else {}
     accs = {k: v for k, v in final.items() if k.startswith("acc/")}
     print(f"{args.command} done: {args.out} (step {final.get('step', '?')})")

@@ -1,11 +1,11 @@
-"""Named scales of the PCFG experiments: `paper`, `cpu` and `tiny` (DESIGN.md, Presets).
+"""Named scales of the PCFG experiments: `paper`, `cpu` and `tiny` (docs/choices.md §S1).
 
 A preset fixes the task shape, the model and the optimisation of each stage. Everything in it can
 still be overridden (`--train.lr=...`). The fine-tuning learning rates are named as in the paper:
 η_L, η_M, η_S (`--eta L|M|S`).
 
-`paper` is the paper's setting (NOTES §2.1): minGPT 6 × 192 × 6 heads, 250-token strings, 200K
-pretraining and 10K fine-tuning iterations, η = 1e-4 / 1e-5 / 1e-6.
+`paper` is the paper's setting (App. C.2; docs/paper-settings.md §1.8): minGPT 6 × 192 × 6
+heads, 250-token strings, 200K pretraining and 10K fine-tuning iterations, η = 1e-4 / 1e-5 / 1e-6.
 
 `cpu` is scaled to finish in minutes on 2 CPU cores while still learning every task family (its
 measured numbers are in the README): 32-token strings with a 16-token window, the 3rd occurrence

@@ -1,11 +1,16 @@
 """One training loop for pretraining, fine-tuning and reverse fine-tuning, nanoGPT style.
 
 The loop is task-agnostic: it takes a HookedTransformer, a `batch_fn(step)` returning token ids
-and a mask of the target positions that count in the loss, and an optional `evaluate(model)`
+and a mask of the target positions that count in the loss, and an optional `evaluate(model, step)`
 returning named metrics. The stages differ only in their data, learning rate and schedule, which
-`wrapperlens.experiments` wires up.
+the stage specs of `wrapperlens.stages` wire up.
 
-Run directory (written here):
+One step, in order: (1) the learning rate of the step from `lr_at`; (2) the batch of the step
+(on `W` data-parallel ranks, this rank's rows of it, see `wrapperlens.distributed`); (3) forward,
+loss, backward; (4) gradients summed over ranks; (5) clip, AdamW step; (6) at an evaluation step,
+`evaluate(model, step)` and a `metrics.jsonl` record; (7) at a checkpoint step, the trainer state.
+
+Files (their names and layout belong to `wrapperlens.runs.RunDir`; only rank 0 writes):
 
 - `model.json`, `model.safetensors`: the latest weights (any analysis can open them);
 - `trainer_state.safetensors`: weights, AdamW moments and the RNG state in ONE file, with the
@@ -16,38 +21,36 @@ Run directory (written here):
 Resuming loads `trainer_state.safetensors`, drops `metrics.jsonl` lines past its step and
 continues. Because batch t depends only on (seed, t) and the learning rate only on t, a run killed
 at any moment and resumed ends with exactly the weights of an uninterrupted run (on CPU).
+
+Torch's global generator (dropout, any sampler that uses it) is seeded from `train.seed` at the
+start of a run and restored from the checkpoint on resume, inside `torch.random.fork_rng`, so the
+caller's generator is left as it was and two runs of one seed draw the same numbers.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Int
-from safetensors import safe_open
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from wrapperlens.checkpoints import (
-    CheckpointError,
-    atomic_write,
-    load_state_dict_checked,
-    load_tensors,
-    save_hooked_model,
-    save_tensors,
-)
+from wrapperlens import distributed
+from wrapperlens.checkpoints import CheckpointError, load_state_dict_checked
+from wrapperlens.runs import RunDir
 
-__all__ = ["TrainConfig", "TrainBatch", "train", "lr_at", "masked_loss", "METRICS_FILE", "STATE_FILE"]
+__all__ = ["TrainConfig", "TrainBatch", "Evaluate", "train", "lr_at", "masked_loss"]
 
-METRICS_FILE = "metrics.jsonl"
-STATE_FILE = "trainer_state.safetensors"
+Evaluate = Callable[[HookedTransformer, int], dict[str, float]]
+"""`evaluate(model, step)`: named metrics of the model after `step` updates (eval mode, no grad)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class TrainConfig:
         deterministic: Train under `torch.use_deterministic_algorithms` (restored afterwards).
             On CPU the embedding backward (`W_E[tokens]`) otherwise accumulates in a
             thread-dependent order and two runs of one seed differ in the last bits.
+        seed: Seed of torch's global generator during training (dropout or any other draw from
+            it; the data order has its own seed in the task / batch config).
     """
 
     steps: int = 1000
@@ -92,6 +97,7 @@ class TrainConfig:
     eval_samples: int = 1000
     checkpoint_every: int = 250
     deterministic: bool = True
+    seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "eval_samples", "checkpoint_every"):
@@ -149,11 +155,17 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def masked_loss(
-    logits: torch.Tensor, tokens: Int[Tensor, "batch seq"], loss_mask: Bool[Tensor, "batch seq_minus_1"]
-) -> Tensor:
-    """Mean cross-entropy of the next-token targets selected by `loss_mask`."""
+    logits: Float[Tensor, "batch seq_minus_1 d_vocab"],
+    tokens: Int[Tensor, "batch seq"],
+    loss_mask: Bool[Tensor, "batch seq_minus_1"],
+    n_targets: int | None = None,
+) -> Float[Tensor, ""]:
+    """Cross-entropy of the next-token targets selected by `loss_mask`, summed and divided by
+    `n_targets` (default: their number, i.e. the mean; data-parallel ranks pass the global count
+    so that the summed gradients are those of the global mean)."""
     targets = tokens[:, 1:]
-    return F.cross_entropy(logits[loss_mask], targets[loss_mask])
+    total = F.cross_entropy(logits[loss_mask], targets[loss_mask], reduction="sum")
+    return total / (int(loss_mask.sum()) if n_targets is None else n_targets)
 
 
 def _make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -166,7 +178,7 @@ def _make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def _save_state(run_dir: Path, model: HookedTransformer, opt: torch.optim.AdamW, step: int) -> None:
+def _save_state(run: RunDir, model: HookedTransformer, opt: torch.optim.AdamW, step: int) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     scalars: dict[str, float] = {}
@@ -180,16 +192,13 @@ def _save_state(run_dir: Path, model: HookedTransformer, opt: torch.optim.AdamW,
             tensors[f"optim.{name}.exp_avg_sq"] = state["exp_avg_sq"]
             scalars[name] = float(state["step"])
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"step": str(step), "optimizer_steps": json.dumps(scalars)}
-    save_tensors(run_dir / STATE_FILE, tensors, metadata=meta)
-    save_hooked_model(run_dir, model)
+    run.save_state(tensors, {"step": str(step), "optimizer_steps": json.dumps(scalars)})
+    run.save_model(model)
 
 
-def _load_state(run_dir: Path, model: HookedTransformer, opt: torch.optim.AdamW) -> int:
-    path = run_dir / STATE_FILE
-    tensors = load_tensors(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+def _load_state(run: RunDir, model: HookedTransformer, opt: torch.optim.AdamW) -> int:
+    tensors, meta = run.load_state()
+    path = run.state_file
     if "step" not in meta or "optimizer_steps" not in meta:
         raise CheckpointError(f"{path}: metadata lacks the step / optimizer state")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -210,27 +219,12 @@ def _load_state(run_dir: Path, model: HookedTransformer, opt: torch.optim.AdamW)
     return int(meta["step"])
 
 
-def _truncate_metrics(path: Path, after_step: int) -> None:
-    """Keep only the metric lines up to `after_step` (a resumed run re-logs the rest)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= after_step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError):
-            break  # a torn last line from a kill mid-write
-    text = "".join(line + "\n" for line in kept)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def train(
     model: HookedTransformer,
     cfg: TrainConfig,
     batch_fn: Callable[[int], TrainBatch],
-    run_dir: str | Path,
-    evaluate: Callable[[HookedTransformer], dict[str, float]] | None = None,
+    run_dir: str | os.PathLike | RunDir,
+    evaluate: Evaluate | None = None,
     resume: bool = False,
     progress: bool = True,
     description: str = "train",
@@ -238,88 +232,114 @@ def train(
 ) -> list[dict]:
     """Train `model` in place for `cfg.steps` steps, checkpointing into `run_dir`.
 
+    Under `torchrun` (see `wrapperlens.distributed`) every rank calls this with the same
+    arguments; the global batch `batch_fn(step)` is split across ranks and rank 0 writes.
+
     Args:
         model: The model to train (weights of a previous stage already loaded).
         cfg: Optimisation settings.
-        batch_fn: `batch_fn(step)` gives the batch of that step; it must depend on `step` only.
+        batch_fn: `batch_fn(step)` gives the (global) batch of that step; it must depend on
+            `step` only.
         run_dir: Where checkpoints and metrics go.
-        evaluate: `evaluate(model)` returns metrics; called in eval mode under `no_grad`.
-        resume: Continue from `run_dir/trainer_state.safetensors`.
-        progress: Show a tqdm bar with loss and the first metric.
+        evaluate: `evaluate(model, step)` returns metrics; called in eval mode under `no_grad`,
+            on rank 0 only.
+        resume: Continue from the run directory's trainer state.
+        progress: Show a tqdm bar with loss and the first metric (rank 0).
         description: Label of the progress bar.
         stop_after: Stop (without a final checkpoint) after this many steps; used by tests to
             simulate a crash.
 
     Returns:
-        The metric records written to `metrics.jsonl` by this call.
+        The metric records written to `metrics.jsonl` by this call (empty on ranks > 0).
     """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     previous = (torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    device = next(model.parameters()).device
     try:
-        return _train(model, cfg, batch_fn, Path(run_dir), evaluate, resume, progress,
-                      description, stop_after)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)  # a resumed run then restores the saved state
+            return _train(model, cfg, batch_fn, run, evaluate, resume, progress, description,
+                          stop_after)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
-def _train(model, cfg, batch_fn, run_dir, evaluate, resume, progress, description, stop_after):
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _rows_of_this_rank(batch: TrainBatch) -> TrainBatch:
+    world, rank = distributed.world_size(), distributed.rank()
+    if world == 1:
+        return batch
+    if batch.tokens.shape[0] < world:
+        raise ValueError(f"train.batch_size={batch.tokens.shape[0]} is smaller than the "
+                         f"{world} data-parallel processes")
+    return TrainBatch(batch.tokens[rank::world], batch.loss_mask[rank::world])
+
+
+def _train(model, cfg, batch_fn, run, evaluate, resume, progress, description, stop_after):
+    main = distributed.is_main()
     device = next(model.parameters()).device
     opt = _make_optimizer(model, cfg)
     start = 0
     if resume:
-        start = _load_state(run_dir, model, opt)
-        _truncate_metrics(run_dir / METRICS_FILE, start)
-    elif (run_dir / METRICS_FILE).exists():
-        (run_dir / METRICS_FILE).unlink()
+        start = _load_state(run, model, opt)
+    if main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.truncate_metrics(start if resume else None)
     eval_steps = cfg.eval_steps()
     records: list[dict] = []
 
-    def log(record: dict) -> None:
-        records.append(record)
-        with open(run_dir / METRICS_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
     def run_eval(step: int, extra: dict) -> dict:
+        if not main:
+            return {}
         metrics = {}
         if evaluate is not None:
             model.eval()
             with torch.no_grad():
-                metrics = evaluate(model)
+                metrics = evaluate(model, step)
             model.train()
-        log({"step": step, **extra, **metrics})
+        record = {"step": step, **extra, **metrics}
+        records.append(record)
+        run.append_metrics(record)
         return metrics
 
     if start == 0 and 0 in eval_steps:
         run_eval(0, {})
     model.train()
-    bar = tqdm(range(start, cfg.steps), desc=description, disable=not progress, initial=start, total=cfg.steps)
+    bar = tqdm(range(start, cfg.steps), desc=description, disable=not (progress and main),
+               initial=start, total=cfg.steps)
     t0 = time.perf_counter()
     for step in bar:
         lr = lr_at(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         batch = batch_fn(step)
-        tokens, loss_mask = batch.tokens.to(device), batch.loss_mask.to(device)
+        n_targets = int(batch.loss_mask.sum())  # of the global batch: every rank knows it
+        mine = _rows_of_this_rank(batch)
+        tokens, loss_mask = mine.tokens.to(device), mine.loss_mask.to(device)
         logits = model(tokens[:, :-1])
-        loss = masked_loss(logits, tokens, loss_mask)
+        loss = masked_loss(logits, tokens, loss_mask, n_targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.all_reduce_gradients(model)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         done = step + 1
         if done in eval_steps:
-            metrics = run_eval(done, {"loss": loss.item(), "lr": lr, "seconds": time.perf_counter() - t0})
+            global_loss = distributed.all_reduce_sum(loss.detach().clone()).item()
+            metrics = run_eval(done, {"loss": global_loss, "lr": lr,
+                                      "seconds": time.perf_counter() - t0})
             first = next(iter(metrics.items()), None)
-            bar.set_postfix(loss=f"{loss.item():.3f}", **({first[0]: f"{first[1]:.3f}"} if first else {}))
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            _save_state(run_dir, model, opt, done)
+            bar.set_postfix(loss=f"{global_loss:.3f}",
+                            **({first[0]: f"{first[1]:.3f}"} if first else {}))
+        if main and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _save_state(run, model, opt, done)
         if stop_after is not None and done >= stop_after:
             break
     bar.close()
-    if start >= cfg.steps:
-        save_hooked_model(run_dir, model)
+    if main and start >= cfg.steps:
+        run.save_model(model)
+    distributed.barrier()  # no rank leaves before rank 0's last checkpoint is on disk
     return records

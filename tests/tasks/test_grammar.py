@@ -24,8 +24,9 @@ from tasks.grammar import (
     sample_windows,
 )
 
-# The grammar table of NOTES §1.1 (paper Fig. 14), copied verbatim: level | lhs | prod 1 | prod 2.
-NOTES_TABLE = """
+# The grammar table of the paper's Fig. 14 (docs/paper-settings.md §1.1), copied verbatim:
+# level | lhs | prod 1 | prod 2.
+FIG14_TABLE = """
 | 1 | s | r q | q p |
 | 2 | p | m n o | n o m |
 | 2 | q | n m o | m n |
@@ -45,9 +46,9 @@ NOTES_TABLE = """
 """
 
 
-def notes_rules() -> dict[str, list[tuple[tuple[str, ...], float]]]:
+def fig14_rules() -> dict[str, list[tuple[tuple[str, ...], float]]]:
     rules = {}
-    for line in NOTES_TABLE.strip().splitlines():
+    for line in FIG14_TABLE.strip().splitlines():
         _, _, lhs, first, second, _ = (cell.strip() for cell in line.split("|"))
         rules[lhs] = [(tuple(first.split()), 0.5), (tuple(second.split()), 0.5)]
     return rules
@@ -55,7 +56,7 @@ def notes_rules() -> dict[str, list[tuple[tuple[str, ...], float]]]:
 
 def fresh_paper_grammar() -> Grammar:
     """The paper grammar as a new instance (sampler tables are cached per instance)."""
-    return Grammar.from_rules(notes_rules(), start="s")
+    return Grammar.from_rules(fig14_rules(), start="s")
 
 
 # ---- independent references: dynamic programs over the rules --------------------------------------
@@ -109,8 +110,8 @@ def test_paper_grammar_is_the_notes_table():
     assert g.start == "s"
     assert len(g.nonterminals) == 16
     assert g.terminals == ("a", "b", "c")
-    assert {lhs: list(prods) for lhs, prods in g.rules} == notes_rules()
-    assert dict(PAPER_RULES) == {lhs: tuple(p for p, _ in prods) for lhs, prods in notes_rules().items()}
+    assert {lhs: list(prods) for lhs, prods in g.rules} == fig14_rules()
+    assert dict(PAPER_RULES) == {lhs: tuple(p for p, _ in prods) for lhs, prods in fig14_rules().items()}
     assert all(p == 0.5 for _, prods in g.rules for _, p in prods)
     assert g.token_dtype == np.int8
     assert paper_grammar() is g  # one shared instance, so sampler tables are compiled once
@@ -243,7 +244,7 @@ def test_paper_derivation_lengths_match_exact_distribution(flatten, monkeypatch)
     g = fresh_paper_grammar()
     pmf = length_pmf(g, "s")
     support = np.flatnonzero(pmf)
-    # NOTES §1.1 [SIM] quotes 161-384, a simulated range; the exact range is wider but its ends are rare.
+    # Sampled derivations almost all fall in 161-384; the exact range is wider but its ends are rare.
     assert (support.min(), support.max()) == (138, 432)
     assert pmf[:161].sum() < 1e-3 and pmf[385:].sum() < 1e-3
     tokens, offsets = sample_derivations(g, np.random.default_rng(3), 20_000)

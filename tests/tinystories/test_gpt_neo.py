@@ -1,9 +1,14 @@
 """GPT-Neo import/export against HF transformers' own GPT-Neo (built locally, random weights)."""
 
+import shutil
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformer_lens.loading_from_pretrained import convert_hf_model_config
 from transformers import AutoTokenizer, GPTNeoConfig, GPTNeoForCausalLM
 
@@ -16,17 +21,20 @@ from tinystories.gpt_neo import (
 )
 from tinystories.hub import HubUnavailableError
 from tinystories.story_source import StorySourceConfig, generate_records
-from tinystories.tokenizer import TokenizerConfig, train_tokenizer
-from wrapperlens.checkpoints import load_hooked_model, save_hooked_model
+from tinystories.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
+from wrapperlens.checkpoints import CheckpointError
+from wrapperlens.runs import load_hooked_model, save_hooked_model
 from wrapperlens.models import fused_attention_active
 
 VOCAB, WINDOW, SEQ = 61, 8, 40  # sequences five windows long
 
 
-def _random_gpt_neo(seed: int = 0) -> GPTNeoForCausalLM:
+def _random_gpt_neo(
+    seed: int = 0, vocab: int = VOCAB, n_positions: int = 64, **overrides
+) -> GPTNeoForCausalLM:
     config = GPTNeoConfig(
-        vocab_size=VOCAB,
-        max_position_embeddings=64,
+        vocab_size=vocab,
+        max_position_embeddings=n_positions,
         hidden_size=32,
         num_layers=3,
         attention_types=[[["global", "local"], 1], [["local"], 1]],
@@ -34,6 +42,7 @@ def _random_gpt_neo(seed: int = 0) -> GPTNeoForCausalLM:
         window_size=WINDOW,
         bos_token_id=0,
         eos_token_id=0,
+        **overrides,
     )
     torch.manual_seed(seed)
     model = GPTNeoForCausalLM(config)
@@ -188,3 +197,107 @@ def test_unreachable_hub_fails_fast_without_offline_mode(monkeypatch):
     with pytest.raises(HubUnavailableError, match="unreachable"):
         load_gpt_neo("roneneldan/TinyStories-33M", hub_timeout_s=2.0)
     assert time.perf_counter() - start < 5.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Inexact checkpoints: from_pretrained alone fills a missing weight at random, drops an extra one.
+
+
+def _edited_copy(src: Path, dst: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> Path:
+    """A copy of HF directory `src` whose model.safetensors went through `edit` (in place)."""
+    shutil.copytree(src, dst)
+    tensors = load_file(dst / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+def test_save_pretrained_of_a_tied_model_writes_no_lm_head_and_it_still_loads(hf_dir):
+    # The one tensor legitimately absent: lm_head is tied to wte, and HF writes wte only.
+    assert GPTNeoConfig.from_pretrained(hf_dir).tie_word_embeddings
+    assert "lm_head.weight" not in load_file(hf_dir / "model.safetensors")
+    model = load_gpt_neo(hf_dir)
+    torch.testing.assert_close(model.W_U.T, model.W_E)
+
+
+def test_checkpoint_missing_a_tensor_is_refused_naming_the_file_and_the_tensor(hf_dir, tmp_path):
+    bad = _edited_copy(hf_dir, tmp_path / "missing",
+                       lambda t: t.pop("transformer.h.1.mlp.c_fc.weight"))
+    name = r"'transformer\.h\.1\.mlp\.c_fc\.weight'"
+    with pytest.raises(CheckpointError, match="missing.*" + name) as e:
+        load_gpt_neo(bad)
+    assert str(bad / "model.safetensors") in str(e.value)
+
+
+def test_untied_checkpoint_without_lm_head_is_refused(tmp_path):
+    # With tie_word_embeddings=False lm_head is a weight of its own: absent means missing.
+    _random_gpt_neo(tie_word_embeddings=False).save_pretrained(tmp_path / "untied")
+    assert "lm_head.weight" in load_file(tmp_path / "untied" / "model.safetensors")
+    bad = _edited_copy(tmp_path / "untied", tmp_path / "no_head", lambda t: t.pop("lm_head.weight"))
+    with pytest.raises(CheckpointError, match=r"missing tensors \['lm_head\.weight'\]"):
+        load_gpt_neo(bad)
+
+
+def test_checkpoint_with_an_unexpected_tensor_is_refused(hf_dir, tmp_path):
+    bad = _edited_copy(hf_dir, tmp_path / "extra",
+                       lambda t: t.__setitem__("transformer.h.1.mlp.c_gate.weight", torch.ones(4)))
+    name = r"'transformer\.h\.1\.mlp\.c_gate\.weight'"
+    with pytest.raises(CheckpointError, match="unexpected.*" + name):
+        load_gpt_neo(bad)
+
+
+def test_checkpoint_with_a_mis_shaped_tensor_is_refused_with_both_shapes(hf_dir, tmp_path):
+    def narrow(t: dict[str, torch.Tensor]) -> None:
+        t["transformer.h.2.attn.attention.q_proj.weight"] = torch.zeros(32, 31)
+
+    bad = _edited_copy(hf_dir, tmp_path / "shape", narrow)
+    with pytest.raises(CheckpointError, match=r"'transformer\.h\.2\.attn\.attention\.q_proj"
+                       r"\.weight' is \(32, 31\), expected \(32, 32\)"):
+        load_gpt_neo(bad)
+
+
+def test_old_style_causal_mask_buffers_are_ignored_and_the_logits_still_match(hf_dir, tmp_path):
+    # Checkpoints from older transformers versions store each layer's causal mask; both HF and
+    # TransformerLens rebuild it from the config, so it is the one kind of unused tensor allowed.
+    def add_masks(t: dict[str, torch.Tensor]) -> None:
+        for layer in range(3):
+            t[f"transformer.h.{layer}.attn.attention.bias"] = torch.ones(1, 1, 64, 64).tril()
+            t[f"transformer.h.{layer}.attn.attention.masked_bias"] = torch.tensor(-1e9)
+
+    old = _edited_copy(hf_dir, tmp_path / "old", add_masks)
+    tokens = torch.randint(0, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(5))
+    expected = _hf_logits(GPTNeoForCausalLM.from_pretrained(hf_dir).eval(), tokens)
+    with torch.no_grad():
+        torch.testing.assert_close(load_gpt_neo(old)(tokens), expected, atol=1e-4, rtol=1e-4)
+
+
+def _fake_hub_cache(cache: Path, repo: str, model: GPTNeoForCausalLM, tokenizer) -> Path:
+    """Lay out `model` and `tokenizer` as the HF cache holds a downloaded `repo`; the snapshot."""
+    commit = "0" * 40
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    snapshot = root / "snapshots" / commit
+    model.save_pretrained(snapshot)
+    save_tokenizer(tokenizer, snapshot)
+    return snapshot
+
+
+def test_hub_path_checks_the_checkpoint_too(tmp_path, monkeypatch):
+    # An offline hub load served by a populated cache (tests/conftest.py sets HF_HUB_OFFLINE=1).
+    texts = [r["story"] for r in generate_records(StorySourceConfig(n_stories=30, seed=0))]
+    tokenizer = train_tokenizer(texts, TokenizerConfig(vocab_size=VOCAB + 250))
+    hf_model = _random_gpt_neo(vocab=len(tokenizer), n_positions=512)
+    snapshot = _fake_hub_cache(tmp_path, "roneneldan/TinyStories-1M", hf_model, tokenizer)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    tokens = torch.randint(0, len(tokenizer), (2, SEQ), generator=torch.Generator().manual_seed(6))
+    model = load_gpt_neo("tiny-stories-1M")  # TransformerLens's alias of the hub name
+    assert model.cfg.n_ctx == 512  # TransformerLens's TinyStories context, not the config's
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), _hf_logits(hf_model, tokens), atol=1e-4,
+                                   rtol=1e-4)
+    tensors = load_file(snapshot / "model.safetensors")
+    del tensors["transformer.h.0.ln_2.bias"]
+    save_file(tensors, snapshot / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"TinyStories-1M.*missing.*transformer\.h\.0\.ln_2"):
+        load_gpt_neo("roneneldan/TinyStories-1M")

@@ -6,14 +6,15 @@ import json
 import pytest
 import torch
 
-from tinystories.experiments import (
-    load_story_model,
-    read_story_run,
-    resolve_story_run,
-    run_story_stage,
-)
+from tinystories.experiments import load_story_model, read_story_run, resolve_story_run
 from tinystories.pipeline import preset_with_overrides, run_pipeline
 from wrapperlens.config import ConfigError
+from wrapperlens.stages import run_stage
+
+
+def run_story_stage(run, out, **kw):
+    """Train a resolved story stage through the engine."""
+    return run_stage(run.spec(out), out, **kw)
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +90,19 @@ def test_a_killed_stage_resumes_to_the_weights_of_an_uninterrupted_run(pipeline,
     strip = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
               for line in m.splitlines()] for m in metrics]
     assert strip[0] == strip[1]
+
+
+def test_a_stage_refuses_to_overwrite_a_finished_run_and_the_pipeline_reuses_it(pipeline):
+    out, _ = pipeline
+    run = resolve_story_run("delete", "tiny", parent=out / "pretrain", protocol="F+R", eta="M")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_story_stage(run, out / "delete" / "F+R-M", progress=False)
+    weights = out / "delete" / "F+R-M" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    summary = run_pipeline(out, "tiny", protocols=("F+R",), etas=("M",), workers=1,
+                           progress=False, log=lambda line: None)
+    assert weights.stat().st_mtime_ns == before  # finished stages are not trained again
+    assert set(summary["runs"]) >= {"delete F+R-M", "reft F+R-M"}
 
 
 def test_stage_configs_are_validated(pipeline):

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from wrapperlens.experiments.pcfg import resolve_configs, run_stage
+from wrapperlens.experiments.pcfg import resolve_configs
+from wrapperlens.stages import run_stage
 
 #: Small batches and evaluation sets for tiny-preset runs made inside tests.
 SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_every": 50}
@@ -17,7 +18,7 @@ def make_tiny_chain(root: Path, pretrain_steps: int, finetune_steps: int, reft_s
               ("reft", "reft", root / "ft", reft_steps, {})]
     for stage, name, parent, steps, extra in stages:
         overrides = {**SMALL, **extra, "train.steps": steps, "train.eval_every": steps}
-        run_stage(resolve_configs(stage, "tiny", parent=parent, overrides=overrides),
+        run_stage(resolve_configs(stage, "tiny", parent=parent, overrides=overrides).spec(),
                   root / name, progress=False)
     return root
 

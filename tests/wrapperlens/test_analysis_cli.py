@@ -8,7 +8,8 @@ import pytest
 
 from wrapperlens.analysis_cli import ANALYSIS_COMMANDS, parse_int_list
 from wrapperlens.cli import main
-from wrapperlens.experiments.pcfg import resolve_configs, run_stage
+from wrapperlens.experiments.pcfg import resolve_configs
+from wrapperlens.stages import run_stage
 
 SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_every": 50}
 
@@ -255,7 +256,7 @@ def test_a_pretrained_run_of_another_shape_is_refused(runs, tmp_path, capsys):
     other = resolve_configs(
         "pretrain", "tiny", overrides={**SMALL, "train.steps": 1, "model.d_model": 16}
     )
-    run_stage(other, tmp_path / "other", progress=False)
+    run_stage(other.spec(), tmp_path / "other", progress=False)
     argv = ["patch", "--run", str(runs / "ft"), "--pretrained", str(tmp_path / "other")]
     assert main(argv) == 2
     assert "differ in cfg.d_model" in capsys.readouterr().err

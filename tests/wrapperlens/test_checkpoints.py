@@ -7,12 +7,11 @@ import torch
 
 from wrapperlens.checkpoints import (
     CheckpointError,
-    load_hooked_model,
     load_tensors,
-    save_hooked_model,
     save_tensors,
     write_json,
 )
+from wrapperlens.runs import load_hooked_model, save_hooked_model
 from wrapperlens.models import ModelConfig, build_model
 
 

@@ -11,8 +11,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from wrapperlens.checkpoints import load_hooked_model, load_tensors
-from wrapperlens.experiments.pcfg import load_run, resolve_configs, run_stage
+from wrapperlens.checkpoints import load_tensors
+from wrapperlens.runs import load_hooked_model
+from wrapperlens.experiments.pcfg import load_run, resolve_configs
+from wrapperlens.stages import run_stage as run_spec
+
+
+def run_stage(run, out, **kw):
+    """Train a resolved PCFG run through the engine."""
+    return run_spec(run.spec(), out, **kw)
 from wrapperlens.training import TrainConfig, lr_at
 
 

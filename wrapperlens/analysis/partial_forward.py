@@ -5,8 +5,8 @@ forward is wasted work: everything *upstream* of the patch is exactly the target
 causal attention so is every position *before* the patched one. This module recomputes only the
 rest:
 
-- It starts inside the patched block, at the patched activation (a patch of `hook_z` only reruns
-  the output projection onwards; a patch of `hook_resid_pre` reruns the whole block), with the
+- It starts inside the patched block, at the patched activation (a patch of `z` only reruns
+  the output projection onwards; a patch of `resid_pre` reruns the whole block), with the
   residual stream that the patch point adds to taken from the cached target run.
 - It runs positions `p0:` only, where `p0` is the first patched position. Their queries attend to
   the keys and values of positions `< p0`, which come from the cached target run (the same idea as
@@ -36,16 +36,11 @@ from transformer_lens import HookedTransformer
 from transformer_lens.components import MLP, Attention, TransformerBlock
 from transformer_lens.utilities.addmm import batch_addmm
 
-# The activations a block can be entered at, in the order the block computes them.
-ENTRY_POINTS = (
-    "hook_resid_pre",
-    "attn.hook_z",
-    "hook_attn_out",
-    "hook_resid_mid",
-    "mlp.hook_post",
-    "hook_mlp_out",
-    "hook_resid_post",
-)
+from wrapperlens.components import COMPONENTS, hook_name
+
+# The activations a block can be entered at (`wrapperlens.components` names), in the order the
+# block computes them.
+ENTRY_POINTS = COMPONENTS
 _STAGE = {name: i for i, name in enumerate(ENTRY_POINTS)}
 
 
@@ -55,14 +50,13 @@ class RowEdit:
 
     Attributes:
         layer: Block index of the activation.
-        hook: Name inside the block, one of `ENTRY_POINTS`.
+        component: Its component name, one of `ENTRY_POINTS`.
         position: Absolute position to overwrite, or None for every position.
-        index: Head (for `attn.hook_z`) or neuron (for `mlp.hook_post`), or None for the whole
-            feature vector.
+        index: Head (for `z`) or neuron (for `post`), or None for the whole feature vector.
     """
 
     layer: int
-    hook: str
+    component: str
     position: int | None = None
     index: int | None = None
 
@@ -133,9 +127,9 @@ class SuffixForward:
     Args:
         model: The target model (the one whose forward is rerun). Its weights are read once, here:
             build a new `SuffixForward` after changing them.
-        target_acts: Cached activations of the unpatched target run: for every layer the entry
-            points in `ENTRY_POINTS` that will be used, plus `attn.hook_k` (`attn.hook_rot_k` for
-            rotary models) and `attn.hook_v` (see `needed_target_hooks`).
+        target_acts: Cached activations of the unpatched target run, by hook name: for every
+            layer the entry points in `ENTRY_POINTS` that will be used, plus the keys `k`
+            (`rot_k` for rotary models) and values `v` (see `needed_target_components`).
         target_logits: Logits of the unpatched target run.
     """
 
@@ -152,7 +146,7 @@ class SuffixForward:
         self.acts = target_acts
         self.logits = target_logits
         self.rotary = model.cfg.positional_embedding_type == "rotary"
-        self.key_hook = self.needed_target_hooks(model)[0]
+        self.key_component = self.needed_target_components(model)[0]
         # One matmul for q, k and v, and a flat output projection, per block.
         with torch.no_grad():
             self.w_qkv, self.b_qkv, self.w_out = [], [], []
@@ -165,10 +159,10 @@ class SuffixForward:
                 self.w_out.append(attn.W_O.flatten(0, 1).T)  # [d_model, n_heads * d_head]
 
     @staticmethod
-    def needed_target_hooks(model: HookedTransformer) -> list[str]:
-        """Hook names (inside each block) the target cache must hold besides the entry points."""
+    def needed_target_components(model: HookedTransformer) -> list[str]:
+        """Components the target cache must hold (every layer) besides the entry points."""
         rotary = model.cfg.positional_embedding_type == "rotary"
-        return ["attn.hook_rot_k" if rotary else "attn.hook_k", "attn.hook_v"]
+        return ["rot_k" if rotary else "k", "v"]
 
     def run(
         self,
@@ -186,7 +180,7 @@ class SuffixForward:
                 only at these positions, and the logits at every other position from the first
                 patched one on are NaN (so that a metric reading them anyway shows it).
         """
-        keys = [(e.layer, _STAGE[e.hook]) for e in edits]
+        keys = [(e.layer, _STAGE[e.component]) for e in edits]
         if keys != sorted(keys):
             raise ValueError("edits must be sorted by layer and entry point")
         batch, n_pos, _ = self.logits.shape
@@ -206,10 +200,12 @@ class SuffixForward:
         for layer in range(edits[0].layer, n_layers):
             last_keep = keep if layer == n_layers - 1 else None
             if resid is not None:
-                values = {"hook_resid_pre": resid}
-                resid = self._block(layer, "hook_resid_pre", values, p0, last_keep)
+                values = {"resid_pre": resid}
+                resid = self._block(layer, "resid_pre", values, p0, last_keep)
             for entry in ENTRY_POINTS:
-                group = [i for i, e in enumerate(edits) if e.layer == layer and e.hook == entry]
+                group = [
+                    i for i, e in enumerate(edits) if e.layer == layer and e.component == entry
+                ]
                 if not group:
                     continue
                 values = self._entry_values(layer, entry, len(group), p0, end)
@@ -231,14 +227,15 @@ class SuffixForward:
         self, layer: int, entry: str, copies: int, p0: int, end: int
     ) -> dict[str, Tensor]:
         """Target activations a block entered at `entry` starts from, positions `p0:end`."""
+        # An entry inside attention (MLP) also needs the residual stream its output adds to.
         needs = [entry]
-        if entry in ("attn.hook_z", "hook_attn_out"):
-            needs.append("hook_resid_pre")
-        if entry in ("mlp.hook_post", "hook_mlp_out"):
-            needs.append("hook_resid_mid")
+        if entry in ("z", "attn_out"):
+            needs.append("resid_pre")
+        if entry in ("post", "mlp_out"):
+            needs.append("resid_mid")
         values = {}
         for name in needs:
-            act = self.acts[f"blocks.{layer}.{name}"][:, p0:end]
+            act = self.acts[hook_name(name, layer)][:, p0:end]
             values[name] = act.repeat(copies, *([1] * (act.ndim - 1)))
         return values
 
@@ -259,37 +256,37 @@ class SuffixForward:
         block = self.model.blocks[layer]
         stage = _STAGE[entry]
         if stage == 0:
-            z = self._attention(layer, values["hook_resid_pre"], p0, keep)
+            z = self._attention(layer, values["resid_pre"], p0, keep)
         if keep is not None:
             values = {name: act[:, keep] for name, act in values.items()}
         # Fall through the block from the entry point; earlier stages are the target run's.
-        resid_pre = values.get("hook_resid_pre")
+        resid_pre = values.get("resid_pre")
         if stage <= 1:
-            z = values["attn.hook_z"] if stage == 1 else z
+            z = values["z"] if stage == 1 else z
             z = z.reshape(z.shape[0], z.shape[1], -1)
             attn_out = F.linear(z, self.w_out[layer], block.attn.b_O)
         if stage <= 2:
-            attn_out = values["hook_attn_out"] if stage == 2 else attn_out
+            attn_out = values["attn_out"] if stage == 2 else attn_out
             if self.model.cfg.attn_only:
                 return resid_pre + attn_out
             resid_mid = resid_pre + attn_out
         if stage <= 3:
-            resid_mid = values["hook_resid_mid"] if stage == 3 else resid_mid
+            resid_mid = values["resid_mid"] if stage == 3 else resid_mid
             pre = batch_addmm(block.mlp.b_in, block.mlp.W_in, block.ln2(resid_mid))
             post = block.mlp.act_fn(pre)
         if stage <= 4:
-            post = values["mlp.hook_post"] if stage == 4 else post
+            post = values["post"] if stage == 4 else post
             mlp_out = batch_addmm(block.mlp.b_out, block.mlp.W_out, post)
         if stage <= 5:
-            mlp_out = values["hook_mlp_out"] if stage == 5 else mlp_out
-            resid_mid = values["hook_resid_mid"] if stage >= 4 else resid_mid
+            mlp_out = values["mlp_out"] if stage == 5 else mlp_out
+            resid_mid = values["resid_mid"] if stage >= 4 else resid_mid
             return resid_mid + mlp_out
-        return values["hook_resid_post"]
+        return values["resid_post"]
 
     def _attention(
         self, layer: int, resid_pre: Tensor, p0: int, keep: Tensor | None
     ) -> Float[Tensor, "rows out_pos head_index d_head"]:
-        """`hook_z` at positions `p0:` (or rows `keep` of them), attending to the cached keys and
+        """`z` at positions `p0:` (or rows `keep` of them), attending to the cached keys and
         values of the target run before `p0`."""
         attn = self.model.blocks[layer].attn
         rows, n_suffix, _ = resid_pre.shape
@@ -304,8 +301,8 @@ class SuffixForward:
             q, query_pos = q[:, keep], query_pos[keep]
         if p0 > 0:
             copies = rows // self.logits.shape[0]
-            k_prefix = self.acts[f"blocks.{layer}.{self.key_hook}"][:, :p0]
-            v_prefix = self.acts[f"blocks.{layer}.attn.hook_v"][:, :p0]
+            k_prefix = self.acts[hook_name(self.key_component, layer)][:, :p0]
+            v_prefix = self.acts[hook_name("v", layer)][:, :p0]
             if copies > 1:
                 k_prefix = k_prefix.repeat(copies, 1, 1, 1)
                 v_prefix = v_prefix.repeat(copies, 1, 1, 1)

@@ -8,17 +8,20 @@ the target's logits. The source and target may be
   on different inputs: the pretrained model's activation is spliced into the fine-tuned model's
   forward (or the other way round).
 
-Components (TransformerLens activation names) and their result shapes, which are those of the
+A component is one of the patchable activations of `wrapperlens.components` (`COMPONENTS`:
+TransformerLens's activation names). A patch copies one *unit* of it, and a sweep's result has
+one axis per swept index, `result_axes(component, per_position)`; the shapes are those of the
 matching `transformer_lens.patching.get_act_patch_*` functions:
 
-| component                               | per position                | all positions       |
-|-----------------------------------------|-----------------------------|---------------------|
-| resid_pre, resid_mid, resid_post,       | [n_layers, pos]             | [n_layers]          |
-| attn_out, mlp_out                       |                             |                     |
-| z (one head, `attn.hook_z`)             | [n_layers, pos, n_heads]    | [n_layers, n_heads] |
-| post (one MLP neuron, `mlp.hook_post`)  | [n_layers, pos, d_mlp]      | [n_layers, d_mlp]   |
+| unit of the component                      | per position          | all positions   |
+|--------------------------------------------|-----------------------|-----------------|
+| position: the whole vector (residual       | [layer, pos]          | [layer]         |
+| stream, attention or MLP output)           |                       |                 |
+| head (`z`: one head's output before W_O)   | [layer, pos, head]    | [layer, head]   |
+| neuron (`post`: one MLP neuron)            | [layer, pos, neuron]  | [layer, neuron] |
 
-A metric that returns one value per example adds a trailing `batch` axis.
+Each axis is as long as the list swept (default: n_layers, every position, n_heads, d_mlp). A
+metric that returns one value per example adds a trailing `batch` axis.
 
 Speed: each patched forward starts at the patched activation and recomputes only positions from
 the first patched one onwards (`partial_forward.SuffixForward`); several patches can share one
@@ -46,6 +49,18 @@ from wrapperlens.analysis.partial_forward import (
     SuffixForward,
     suffix_unsupported_reason,
 )
+from wrapperlens.analysis.run_pair import check_same_architecture, resolve_source
+from wrapperlens.components import (
+    COMPONENTS,
+    TABLE,
+    check_component,
+    check_patchable,
+    components_with_unit,
+    exists,
+    hook_name,
+    result_axes,
+    unit_count,
+)
 
 __all__ = [
     "COMPONENTS",
@@ -54,38 +69,11 @@ __all__ = [
     "ActivationPatcher",
     "activation_patching",
     "check_same_architecture",
+    "result_axes",
 ]
 
-# Public component name -> hook name inside `blocks.{layer}`.
-COMPONENTS = {
-    "resid_pre": "hook_resid_pre",
-    "z": "attn.hook_z",
-    "attn_out": "hook_attn_out",
-    "resid_mid": "hook_resid_mid",
-    "post": "mlp.hook_post",
-    "mlp_out": "hook_mlp_out",
-    "resid_post": "hook_resid_post",
-}
-_INDEXED = {"z": "head", "post": "neuron"}
-_MLP_COMPONENTS = ("resid_mid", "post", "mlp_out")
-
-# Config fields that decide which activations exist and what shape they have.
-ARCHITECTURE_FIELDS = (
-    "n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "d_vocab_out",
-    "act_fn", "normalization_type", "positional_embedding_type", "rotary_dim", "attn_only",
-    "parallel_attn_mlp", "gated_mlp", "n_key_value_heads", "attention_dir", "num_experts", "dtype",
-)  # fmt: skip
-
-
-def check_same_architecture(source: HookedTransformer, target: HookedTransformer) -> None:
-    """Raise ValueError naming the first architecture field where the two models differ."""
-    for name in ARCHITECTURE_FIELDS:
-        a, b = getattr(source.cfg, name, None), getattr(target.cfg, name, None)
-        if a != b:
-            raise ValueError(
-                f"source and target models differ in cfg.{name}: {a!r} vs {b!r}; "
-                "activations can only be patched between models of the same architecture"
-            )
+# The `PatchingConfig` field that picks the units of each unit kind.
+_UNIT_FIELDS = {"head": "heads", "neuron": "neurons"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +87,7 @@ class Patch:
     index: int | None = None
 
     def edit(self) -> RowEdit:
-        return RowEdit(self.layer, COMPONENTS[self.component], self.position, self.index)
+        return RowEdit(self.layer, self.component, self.position, self.index)
 
 
 @dataclass(frozen=True)
@@ -111,8 +99,9 @@ class PatchingConfig:
         per_position: Patch one position at a time (True) or all positions at once.
         layers: Layers to sweep (default all), in output order.
         positions: Positions to sweep when `per_position` (default all).
-        heads: Heads to sweep for component "z" (default all).
-        neurons: Neurons to sweep for component "post" (default all; there are d_mlp per layer).
+        heads: Heads to sweep for a component whose unit is a head, "z" (default all).
+        neurons: Neurons to sweep for a component whose unit is a neuron, "post" (default all;
+            there are d_mlp per layer).
         patches_per_forward: Patches batched into one forward; 0 picks a number for the
             device (`ActivationPatcher.auto_patches_per_forward`).
         recompute: "suffix" (only what a patch can change; falls back to "layer" with a warning
@@ -130,10 +119,7 @@ class PatchingConfig:
     recompute: str = "suffix"
 
     def __post_init__(self) -> None:
-        if self.component not in COMPONENTS:
-            raise ValueError(
-                f"component must be one of {sorted(COMPONENTS)}, got {self.component!r}"
-            )
+        unit = check_patchable(self.component).unit
         for name in ("layers", "positions", "heads", "neurons"):
             value = getattr(self, name)
             if value is None:
@@ -142,36 +128,18 @@ class PatchingConfig:
             object.__setattr__(self, name, value)
             if not value or any(not isinstance(v, int) or v < 0 for v in value):
                 raise ValueError(f"{name} must be a non-empty tuple of ints >= 0, got {value!r}")
-        if self.heads is not None and self.component != "z":
-            raise ValueError(f"heads apply to component 'z' only, not {self.component!r}")
-        if self.neurons is not None and self.component != "post":
-            raise ValueError(f"neurons apply to component 'post' only, not {self.component!r}")
+        for kind, name in _UNIT_FIELDS.items():
+            if getattr(self, name) is not None and unit != kind:
+                allowed = " or ".join(repr(c) for c in components_with_unit(kind))
+                raise ValueError(
+                    f"{name} apply to component {allowed} only, not {self.component!r}"
+                )
         if self.positions is not None and not self.per_position:
             raise ValueError("positions were given but per_position=False patches all positions")
         if self.patches_per_forward < 0:
             raise ValueError(f"patches_per_forward must be >= 0, got {self.patches_per_forward}")
         if self.recompute not in ("suffix", "layer"):
             raise ValueError(f"recompute must be 'suffix' or 'layer', got {self.recompute!r}")
-
-
-def check_component(model: HookedTransformer, component: str) -> None:
-    """Raise ValueError unless `component` names an activation that `model` has."""
-    if component not in COMPONENTS:
-        raise ValueError(f"component must be one of {sorted(COMPONENTS)}, got {component!r}")
-    if model.cfg.attn_only and component in _MLP_COMPONENTS:
-        raise ValueError(f"component {component!r} does not exist in an attn-only model")
-    if f"blocks.0.{COMPONENTS[component]}" not in model.hook_dict:
-        raise ValueError(f"component {component!r} does not exist in this model's blocks")
-
-
-def check_tokens(tokens: Tensor, name: str, model: HookedTransformer) -> None:
-    """Raise ValueError unless `tokens` is a `[batch, pos]` id tensor that `model` can run."""
-    if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.dtype.is_floating_point:
-        raise ValueError(f"{name} must be an integer tensor [batch, pos], got {tokens!r}")
-    if tokens.shape[1] > model.cfg.n_ctx:
-        raise ValueError(f"{name} has {tokens.shape[1]} positions > n_ctx={model.cfg.n_ctx}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= model.cfg.d_vocab):
-        raise ValueError(f"{name} holds ids outside the vocabulary of size {model.cfg.d_vocab}")
 
 
 class ActivationPatcher:
@@ -185,7 +153,7 @@ class ActivationPatcher:
         source_tokens: Its input, same shape as `target_tokens` (default: `target_tokens`).
 
     Attributes:
-        target_logits, source_logits: Logits of the two unpatched runs.
+        target_logits, source_logits: Logits of the two unpatched runs, `[batch, pos, d_vocab]`.
         suffix_unsupported: Why the suffix forward cannot run this model, or None.
 
     Both runs (and the target's weights) are read once, here: make a new patcher after changing
@@ -206,13 +174,14 @@ class ActivationPatcher:
         self.model = target_model
         self.device = next(target_model.parameters()).device
         cfg = target_model.cfg
-        hooks = [h for c, h in COMPONENTS.items() if not (cfg.attn_only and c in _MLP_COMPONENTS)]
+        present = [c for c in COMPONENTS if exists(c, cfg)]
         self.suffix_unsupported = suffix_unsupported_reason(target_model)
-        extra = [] if self.suffix_unsupported else SuffixForward.needed_target_hooks(target_model)
-        source_names = {f"blocks.{layer}.{h}" for layer in range(cfg.n_layers) for h in hooks}
-        target_names = source_names | {
-            f"blocks.{layer}.{h}" for layer in range(cfg.n_layers) for h in extra
-        }
+        extra = (
+            [] if self.suffix_unsupported else SuffixForward.needed_target_components(target_model)
+        )
+        layers = range(cfg.n_layers)
+        source_names = {hook_name(c, layer) for layer in layers for c in present}
+        target_names = source_names | {hook_name(c, layer) for layer in layers for c in extra}
         with torch.no_grad():
             logits, cache = source_model.run_with_cache(
                 source_tokens.to(next(source_model.parameters()).device),
@@ -241,19 +210,18 @@ class ActivationPatcher:
     def check_patch(self, patch: Patch) -> None:
         """Raise ValueError if `patch` names an unknown component or an out-of-range index."""
         cfg = self.model.cfg
-        check_component(self.model, patch.component)
+        unit = check_component(self.model, patch.component).unit
         if not 0 <= patch.layer < cfg.n_layers:
             raise ValueError(f"layer {patch.layer} is out of range for n_layers={cfg.n_layers}")
         if patch.position is not None and not 0 <= patch.position < self.n_positions:
             raise ValueError(
                 f"position {patch.position} is out of range for {self.n_positions} positions"
             )
-        kind = _INDEXED.get(patch.component)
-        size = {"head": cfg.n_heads, "neuron": cfg.d_mlp}.get(kind)
-        if patch.index is not None and kind is None:
+        size = unit_count(patch.component, cfg)
+        if patch.index is not None and size is None:
             raise ValueError(f"component {patch.component!r} takes no head or neuron index")
         if patch.index is not None and not 0 <= patch.index < size:
-            raise ValueError(f"{kind} {patch.index} is out of range for {size} {kind}s")
+            raise ValueError(f"{unit} {patch.index} is out of range for {size} {unit}s")
 
     def patched_metrics(
         self,
@@ -272,7 +240,8 @@ class ActivationPatcher:
             recompute: As in `PatchingConfig`.
 
         Returns:
-            One value (or one per example) for each patch, in the order of `patches`.
+            `[n_patches]`, or `[n_patches, batch]` for a per-example metric: the metric under
+            each patch, in the order of `patches`.
         """
         if not patches:
             raise ValueError("no patches given")
@@ -294,7 +263,7 @@ class ActivationPatcher:
         with torch.no_grad():
             for chunk in _chunks(edits, size, same_layer=recompute == "layer"):
                 chunk_edits = [edits[i] for i in chunk]
-                sources = [self.source_acts[f"blocks.{e.layer}.{e.hook}"] for e in chunk_edits]
+                sources = [self.source_acts[hook_name(e.component, e.layer)] for e in chunk_edits]
                 if recompute == "suffix":
                     logits = self._suffix.run(chunk_edits, sources, read_positions)
                 else:
@@ -343,31 +312,39 @@ class ActivationPatcher:
     ) -> Float[Tensor, "rows pos d_vocab"]:
         """TransformerLens's forward from the (shared) patched layer, the edits applied by hooks."""
         layer, batch = edits[0].layer, self.batch
-        resid = self.target_acts[f"blocks.{layer}.hook_resid_pre"].repeat(len(edits), 1, 1)
+        resid = self.target_acts[hook_name("resid_pre", layer)].repeat(len(edits), 1, 1)
 
-        def hook_for(name: str):
+        def hook_for(component: str):
             def hook(act: Tensor, hook) -> Tensor:
                 for row, (edit, source) in enumerate(zip(edits, sources)):
-                    if edit.hook == name:
+                    if edit.component == component:
                         edit.apply(act, slice(row * batch, (row + 1) * batch), source, 0)
                 return act
 
             return hook
 
-        names = sorted({e.hook for e in edits})
-        fwd_hooks = [(f"blocks.{layer}.{name}", hook_for(name)) for name in names]
+        components = sorted({e.component for e in edits})
+        fwd_hooks = [(hook_name(c, layer), hook_for(c)) for c in components]
         return self.model.run_with_hooks(resid, start_at_layer=layer, fwd_hooks=fwd_hooks)
 
-    def sweep(self, metric: Metric, config: PatchingConfig = PatchingConfig()) -> Tensor:
-        """Patch every combination of the swept axes; shaped as `transformer_lens.patching`."""
+    def sweep(
+        self, metric: Metric, config: PatchingConfig = PatchingConfig()
+    ) -> Float[Tensor, "layer *axes"]:
+        """Patch every combination of the swept axes; shaped as `transformer_lens.patching`.
+
+        Returns:
+            The metric under each patch, with the axes `result_axes(config.component,
+            config.per_position)` (e.g. `[layer, pos, head]` for "z"), plus a trailing `batch`
+            axis for a per-example metric.
+        """
         cfg = self.model.cfg
+        unit = check_component(self.model, config.component).unit
         axes: list[Sequence[int] | Sequence[None]] = [config.layers or range(cfg.n_layers)]
         positions = config.positions or range(self.n_positions)
         axes.append(positions if config.per_position else [None])
-        if config.component == "z":
-            axes.append(config.heads or range(cfg.n_heads))
-        elif config.component == "post":
-            axes.append(config.neurons or range(cfg.d_mlp))
+        if unit in _UNIT_FIELDS:
+            chosen = getattr(config, _UNIT_FIELDS[unit])
+            axes.append(chosen or range(unit_count(config.component, cfg)))
         else:
             axes.append([None])
         patches = [
@@ -384,27 +361,6 @@ class ActivationPatcher:
         return values.reshape(*shape, *values.shape[1:])
 
 
-def resolve_source(
-    target_model: HookedTransformer,
-    target_tokens: Tensor,
-    source_model: HookedTransformer | None,
-    source_tokens: Tensor | None,
-) -> tuple[HookedTransformer, Tensor]:
-    """The source run of a patch (default: the target's own model / tokens), checked against the
-    target: same architecture, valid token ids, same token shape."""
-    source_model = target_model if source_model is None else source_model
-    source_tokens = target_tokens if source_tokens is None else source_tokens
-    check_same_architecture(source_model, target_model)
-    check_tokens(target_tokens, "target_tokens", target_model)
-    check_tokens(source_tokens, "source_tokens", source_model)
-    if source_tokens.shape != target_tokens.shape:
-        raise ValueError(
-            f"source_tokens {tuple(source_tokens.shape)} and target_tokens "
-            f"{tuple(target_tokens.shape)} must have the same shape"
-        )
-    return source_model, source_tokens
-
-
 def _chunks(edits: Sequence[RowEdit], size: int, same_layer: bool) -> list[list[int]]:
     """Group edit indices into forwards of at most `size`, each sorted by (layer, entry point).
 
@@ -414,7 +370,7 @@ def _chunks(edits: Sequence[RowEdit], size: int, same_layer: bool) -> list[list[
     """
 
     def stage(i: int) -> tuple[int, int]:
-        return edits[i].layer, ENTRY_POINTS.index(edits[i].hook)
+        return edits[i].layer, ENTRY_POINTS.index(edits[i].component)
 
     if same_layer:
         order = sorted(range(len(edits)), key=stage)
@@ -433,7 +389,7 @@ def activation_patching(
     *,
     source_model: HookedTransformer | None = None,
     source_tokens: Int[Tensor, "batch pos"] | None = None,
-) -> Tensor:
+) -> Float[Tensor, "layer *axes"]:
     """Sweep one component with activation patching from the source run into the target run.
 
     Example (pretrained activations spliced into the fine-tuned model, same prompts)::
@@ -441,9 +397,14 @@ def activation_patching(
         effect = activation_patching(
             finetuned, tokens, logit_difference(a_token, b_token),
             PatchingConfig(component="resid_pre"), source_model=pretrained,
-        )  # [n_layers, pos]
+        )  # [layer, pos]
 
-    See `ActivationPatcher` for the arguments and the module docstring for the output shapes.
+    See `ActivationPatcher` for the arguments.
+
+    Returns:
+        The metric under each patch, with the axes `result_axes(config.component,
+        config.per_position)` (module docstring), plus a trailing `batch` axis when the metric
+        returns one value per example.
     """
     patcher = ActivationPatcher(
         target_model, target_tokens, source_model=source_model, source_tokens=source_tokens

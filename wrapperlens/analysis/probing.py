@@ -107,7 +107,7 @@ class ProbeConfig:
 
 
 PROBE_PRESETS: dict[str, ProbeConfig] = {
-    # NOTES §3.3: 4K iterations, AdamW, max LR 1e-3, x0.1 at 2K, 3K and 3.5K. Batch size and
+    # Paper App. D: 4K iterations, AdamW, max LR 1e-3, x0.1 at 2K, 3K and 3.5K. Batch size and
     # weight decay are not stated: 96 (the fine-tuning batch) and AdamW's default 0.01.
     "paper": ProbeConfig(
         steps=4000, lr=1e-3, lr_milestones=(2000, 3000, 3500), batch_size=96, standardize=False

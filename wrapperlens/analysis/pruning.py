@@ -16,7 +16,7 @@ linear map as ``[..., d_in, d_out]`` (``x @ W``), the transpose of ``torch.nn.Li
   leaving input coordinate i. For ``mlp.W_out [d_mlp, d_model]`` that is MLP neuron i's output
   vector; for ``attn.W_O [n_heads, d_head, d_model]`` it is head h's z-dimension i's output. Both
   remove one hidden unit's contribution to the residual stream, which is what worked best at CPU
-  scale (`CPU_SCALE.md`: W_out rows together with W_O rows). For ``mlp.W_in [d_model, d_mlp]``
+  scale (docs/choices.md §S7: W_out rows together with W_O rows). For ``mlp.W_in [d_model, d_mlp]``
   it is residual coordinate i's input to every neuron.
 - ``unit_axis="output"``: a unit is ``W[..., :, j]``, every weight entering output coordinate j,
   i.e. a row of ``nn.Linear.weight`` as in minGPT, which is the paper's literal "a row in the
@@ -176,7 +176,7 @@ def answer_accuracy(
     positions: Positions,
     answers: Int[Tensor, "batch"],
 ) -> float:
-    """Exact-match accuracy of the greedy token at `positions` (NOTES §5 item 11)."""
+    """Exact-match accuracy of the greedy token at `positions` (docs/choices.md §11)."""
     index = resolve_positions(positions, tokens.shape[0], tokens.shape[1])
     logits = gather_positions(model(tokens.to(model.cfg.device)), index)
     return (logits.argmax(-1).cpu() == answers.cpu()).float().mean().item()

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from wrapperlens.runs import read_metrics  # re-exported: curves are read from run directories
+
 __all__ = [
     "ReftCurve",
     "read_metrics",
@@ -33,37 +35,6 @@ __all__ = [
     "curves_to_threshold",
     "plot_reft_curves",
 ]
-
-METRICS_FILE = "metrics.jsonl"
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a run's `metrics.jsonl` (pass the file or the run directory).
-
-    A torn last line (a run killed mid-write) is ignored; a torn line elsewhere is an error.
-
-    Raises:
-        FileNotFoundError: If there is no metrics file.
-        ValueError: If a line before the last is not JSON or a record has no integer "step".
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no metrics file (is this a run directory?)")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise ValueError(f"{path}: line {i + 1} is not JSON") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise ValueError(f"{path}: line {i + 1} has no integer 'step'")
-        records.append(record)
-    return records
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """PCFG pipelines: pretrain, fine-tune and reverse fine-tune runs, and their evaluation.
 
-This module glues `tasks` (data) to `wrapperlens.training` (the loop). A stage reads the configs
-of a preset, a parent run and command-line overrides, writes them to `RUN_DIR/config.json`, then
-trains:
+This module glues `tasks` (data) to the run engine (`wrapperlens.stages`): `resolve_configs`
+combines a preset, a parent run and command-line overrides into a `PCFGRun`, and
+`PCFGRun.spec()` is the stage spec the engine trains:
+
+    run = resolve_configs("finetune", "cpu", parent="runs/pt", eta="M")
+    model, records = run_stage(run.spec(), "runs/ft")      # wrapperlens.stages.run_stage
 
 | stage | starts from | data | default LR |
 |---|---|---|---|
@@ -11,7 +14,7 @@ trains:
 | reft | a finetune run | the pretraining question (count a), uncorrelated | η_S |
 
 Evaluation (logged to `metrics.jsonl`): exact-match accuracy of the greedy answer token at the
-`<art>` position (NOTES §5 item 11). Pretraining logs every family × operand (`acc/C_a`, ...);
+`<art>` position (docs/choices.md §11). Pretraining logs every family × operand (`acc/C_a`, ...);
 fine-tuning and reFT log Acc O_PT and Acc O_FT on test sets with C_Te = 0 and C_Te = 1
 (`acc/O_PT/cte0`, ...).
 """
@@ -23,39 +26,30 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
-import time
-
 import torch
 from transformer_lens import HookedTransformer
 
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig
 from tasks.data import PCFGStream, PCFGTask, Question, TaskBatch
-from wrapperlens.checkpoints import (
-    CheckpointError,
-    load_state_dict_checked,
-    load_tensors,
-    read_json,
-    write_json,
-)
+from wrapperlens.checkpoints import CheckpointError
 from wrapperlens.config import ConfigError, apply_overrides, from_dict, replace, to_dict
 from wrapperlens.models import ModelConfig, build_model
 from wrapperlens.presets import get_preset
-from wrapperlens.training import METRICS_FILE, STATE_FILE, TrainBatch, TrainConfig, train
+from wrapperlens.runs import RunDir
+from wrapperlens.stages import StageSpec
+from wrapperlens.training import TrainBatch, TrainConfig
 
 __all__ = [
     "STAGES",
+    "SECTION_TYPES",
     "PCFGRun",
     "resolve_configs",
-    "run_stage",
-    "train_or_reuse",
     "load_run",
     "saved_run",
-    "resolve_device",
     "answer_accuracy",
 ]
 
 STAGES = ("pretrain", "finetune", "reft")
-CONFIG_FILE = "config.json"
 SECTION_TYPES = {
     "task": PCFGTaskConfig,
     "model": ModelConfig,
@@ -151,7 +145,7 @@ class PCFGRun:
             out[f"acc/O_PT/cte{c_te}"] = (o_pt, ft, float(c_te))
             out[f"acc/O_FT/cte{c_te}"] = (o_ft, ft, float(c_te))
         for token, family, ops in self.task.pretrain_tokens:
-            if token != family and family == ft.family:  # jailbreak aliases (NOTES E.2)
+            if token != family and family == ft.family:  # jailbreak aliases (paper App. E.2)
                 q = Question(family, ft.pretrain_operand, token=token)
                 out[f"acc/{q.name}/cte0"] = (q, ft, 0.0)
         return out
@@ -165,11 +159,27 @@ class PCFGRun:
             }
         return self._eval_sets
 
-    def evaluate(self, model: HookedTransformer) -> dict[str, float]:
+    def evaluate(self, model: HookedTransformer, step: int | None = None) -> dict[str, float]:
+        """Accuracy on every evaluation set (the same sets at every step)."""
         return {name: answer_accuracy(model, b) for name, b in self.eval_sets().items()}
 
     def new_model(self) -> HookedTransformer:
         return build_model(self.sections["model"], n_ctx=self.task.n_ctx, d_vocab=len(self.task.vocab))
+
+    def initial_model(self) -> HookedTransformer:
+        """A fresh init for pretraining, else the parent run's latest weights."""
+        model = self.new_model()
+        if self.parent is not None:
+            RunDir(self.parent).load_weights_into(model)
+        return model
+
+    def spec(self) -> StageSpec:
+        """This stage for the run engine (`wrapperlens.stages.run_stage` / `train_or_reuse`)."""
+        return StageSpec(
+            config=self.to_json(), train=self.train_config, build_model=self.initial_model,
+            batch=self.batch, evaluate=self.evaluate,
+            description=f"{self.stage} [{self.preset}]",
+        )
 
 
 def _sections_from_json(config: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -185,12 +195,12 @@ def _sections_from_json(config: Mapping[str, Any], source: str) -> dict[str, Any
 
 def saved_run(run_dir: str | Path) -> PCFGRun:
     """The PCFGRun saved in `run_dir/config.json` (configs only, no weights)."""
-    path = Path(run_dir) / CONFIG_FILE
-    config = read_json(path)
+    run = RunDir(run_dir)
+    config = run.read_config()
     if config.get("stage") not in STAGES:
-        raise CheckpointError(f"{path}: 'stage' must be one of {STAGES}")
+        raise CheckpointError(f"{run.config_file}: 'stage' must be one of {STAGES}")
     return PCFGRun(
-        config["stage"], _sections_from_json(config, str(path)),
+        config["stage"], _sections_from_json(config, str(run.config_file)),
         config.get("preset", "?"), config.get("parent"),
     )
 
@@ -199,8 +209,7 @@ def load_run(run_dir: str | Path) -> tuple[PCFGRun, HookedTransformer]:
     """The run described by `run_dir/config.json`, with its latest weights loaded."""
     run = saved_run(run_dir)
     model = run.new_model()
-    weights = Path(run_dir) / "model.safetensors"
-    load_state_dict_checked(model, load_tensors(weights), source=str(weights))
+    RunDir(run_dir).load_weights_into(model)
     model.eval()
     return run, model
 
@@ -229,8 +238,9 @@ def resolve_configs(
     else:
         if parent is None:
             raise ConfigError(f"{stage} needs --from RUN_DIR (the run it starts from)")
-        parent_cfg = read_json(Path(parent) / CONFIG_FILE)
-        inherited = _sections_from_json(parent_cfg, str(Path(parent) / CONFIG_FILE))
+        parent_run = RunDir(parent)
+        parent_cfg = parent_run.read_config()
+        inherited = _sections_from_json(parent_cfg, str(parent_run.config_file))
         expected_parent = "pretrain" if stage == "finetune" else "finetune"
         if parent_cfg.get("stage") != expected_parent:
             raise ConfigError(
@@ -254,79 +264,3 @@ def resolve_configs(
             sections["finetune"] = inherited["finetune"]
     sections = apply_overrides(sections, overrides)
     return PCFGRun(stage, sections, preset, str(parent) if parent else None)
-
-
-def resolve_device(device: str = "auto") -> str:
-    """"auto" means CUDA when available, else CPU; anything else is passed to torch as is."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def run_stage(
-    run: PCFGRun,
-    out: str | Path,
-    resume: bool = False,
-    progress: bool = True,
-    stop_after: int | None = None,
-    device: str = "cpu",
-) -> tuple[HookedTransformer, list[dict]]:
-    """Train one stage into `out` (resume continues a killed run of the same configs).
-
-    `device` is where the model trains ("cpu", "cuda", "auto"); files are always written from
-    CPU copies, so a run started on a GPU resumes or loads on a CPU. Bit-identical determinism
-    is promised on CPU only.
-    """
-    out = Path(out)
-    if resume:
-        saved = read_json(out / CONFIG_FILE)
-        if saved != run.to_json():
-            raise ConfigError(
-                f"--resume: the configs differ from {out / CONFIG_FILE}; resume with the same "
-                "preset, --from and overrides (or none: the saved configs are used)"
-            )
-    else:
-        if (out / CONFIG_FILE).exists() and (out / "trainer_state.safetensors").exists():
-            raise ConfigError(f"{out} already holds a run; use --resume or another --out")
-        write_json(out / CONFIG_FILE, run.to_json())
-    model = run.new_model()
-    if run.parent is not None:
-        weights = Path(run.parent) / "model.safetensors"
-        load_state_dict_checked(model, load_tensors(weights), source=str(weights))
-    target = torch.device(resolve_device(device))
-    if next(model.parameters()).device != target:
-        model.to(target)  # TransformerLens updates cfg.device too
-    records = train(
-        model, run.train_config, run.batch, out, evaluate=run.evaluate, resume=resume,
-        progress=progress, description=f"{run.stage} [{run.preset}]", stop_after=stop_after,
-    )
-    return model, records
-
-
-def train_or_reuse(
-    run: PCFGRun, out: str | Path, progress: bool = True, device: str = "cpu"
-) -> tuple[list[dict], float]:
-    """Train `run` into `out`, reusing a finished run of the same configs there and resuming a
-    killed one, so that a multi-stage job continues where it stopped.
-
-    Returns:
-        The records of the run's `metrics.jsonl`, and the seconds spent training in this call
-        (0.0 when the run was reused).
-
-    Raises:
-        ConfigError: `out` holds a checkpointed run of other configs.
-    """
-    from wrapperlens.analysis.reft_curves import read_metrics
-
-    out = Path(out)
-    same = (out / CONFIG_FILE).exists() and read_json(out / CONFIG_FILE) == run.to_json()
-    if same and (out / METRICS_FILE).exists():
-        records = read_metrics(out)
-        if records and records[-1]["step"] == run.train_config.steps:
-            return records, 0.0
-    checkpointed = (out / STATE_FILE).exists()
-    if checkpointed and not same:
-        raise ConfigError(f"{out} holds a run with other configs; choose another --out")
-    start = time.perf_counter()
-    run_stage(run, out, resume=checkpointed, progress=progress, device=device)
-    return read_metrics(out), time.perf_counter() - start

@@ -19,8 +19,9 @@ from typing import Any
 
 from wrapperlens.checkpoints import write_json
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments.pcfg import resolve_configs, train_or_reuse
+from wrapperlens.experiments.pcfg import resolve_configs
 from wrapperlens.presets import get_preset
+from wrapperlens.stages import train_or_reuse
 
 __all__ = ["reproduce"]
 
@@ -55,13 +56,15 @@ def reproduce(
     summary: dict[str, Any] = {"preset": preset, "runs": {}}
 
     pretrain = resolve_configs("pretrain", preset, overrides=pt_over)
-    records, seconds = train_or_reuse(pretrain, out / "pretrain", progress, device)
+    records, seconds = train_or_reuse(pretrain.spec(), out / "pretrain", progress=progress,
+                                      device=device)
     metrics = records[-1]
     summary["runs"]["pretrain"] = {"metrics": metrics, "seconds": seconds}
     rows = [("pretrain", metrics)]
     for eta in p.etas:
         run = resolve_configs("finetune", preset, parent=out / "pretrain", eta=eta, overrides=ft_over)
-        records, seconds = train_or_reuse(run, out / f"finetune-eta_{eta}", progress, device)
+        records, seconds = train_or_reuse(run.spec(), out / f"finetune-eta_{eta}", progress=progress,
+                                          device=device)
         metrics = records[-1]
         summary["runs"][f"finetune-eta_{eta}"] = {
             "lr": run.train_config.lr, "metrics": metrics, "seconds": seconds,

@@ -1,4 +1,4 @@
-"""The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT (NOTES §3.4, §5 #19).
+"""The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT (docs/choices.md §19).
 
 Reverse fine-tuning (reFT) trains a model that was pretrained to count `a` and fine-tuned to count
 `b` on counting `a` again. How fast it gets there means little on its own; the paper's yardstick is
@@ -27,7 +27,8 @@ The two evaluation sets are the *same strings*: an evaluation set is seeded by t
 default ``finetune.uncorrelated="natural"``). `compare_reft_with_scratch` reports the
 iterations-to-threshold of each (the first logged step at or above the threshold) and plots both.
 If reFT reaches the threshold in far fewer steps than Scr.+FT, the fine-tuned model still held the
-capability (NOTES §4.1, Fig. 9: reFT ~0.1–3K iterations vs Scr.+FT ~4.5K at paper scale).
+capability (paper Fig. 9, docs/claims.md §7: reFT ~0.1–3K iterations vs Scr.+FT ~4.5K at
+paper scale).
 
 Layout written by `run_scratch_baseline(out, ...)`::
 
@@ -52,9 +53,11 @@ from wrapperlens.analysis.reft_curves import (
     plot_reft_curves,
     read_metrics,
 )
-from wrapperlens.checkpoints import read_json, write_json
+from wrapperlens.checkpoints import write_json
 from wrapperlens.config import ConfigError, from_dict
-from wrapperlens.experiments.pcfg import PCFGRun, resolve_configs, train_or_reuse
+from wrapperlens.experiments.pcfg import PCFGRun, resolve_configs
+from wrapperlens.runs import RunDir
+from wrapperlens.stages import train_or_reuse
 from wrapperlens.presets import get_preset
 from wrapperlens.training import TrainConfig
 
@@ -94,7 +97,7 @@ def _parent_path(run_dir: Path, parent: str) -> Path:
     """A run's recorded parent: as written, else relative to the run's own directory's parent."""
     candidates = [Path(parent), run_dir.parent / Path(parent).name]
     for path in candidates:
-        if (path / "config.json").exists():
+        if RunDir(path).exists():
             return path
     raise ConfigError(
         f"{run_dir}: its parent run {parent!r} was not found (tried "
@@ -106,7 +109,7 @@ def find_pretrain_run(run_dir: str | Path) -> Path:
     """Follow `parent` links from a finetune or reft run back to its pretraining run."""
     path = Path(run_dir)
     for _ in range(8):
-        config = read_json(path / "config.json")
+        config = RunDir(path).read_config()
         if config.get("stage") == "pretrain":
             return path
         if not config.get("parent"):
@@ -137,13 +140,13 @@ def scratch_pretrain_overrides(
         task, model, train, ft = p.task, p.model, p.pretrain, p.finetune_data
         prior = base_prior
     else:
-        reft_cfg = read_json(Path(reft_run) / "config.json")
+        reft_cfg = RunDir(reft_run).read_config()
         if reft_cfg.get("stage") not in ("reft", "finetune"):
             raise ConfigError(
                 f"{reft_run}: expected a reft (or finetune) run, got a "
                 f"{reft_cfg.get('stage')!r} run"
             )
-        pt_cfg = read_json(find_pretrain_run(reft_run) / "config.json")
+        pt_cfg = RunDir(find_pretrain_run(reft_run)).read_config()
         task = from_dict(PCFGTaskConfig, reft_cfg["task"], "task")
         from wrapperlens.models import ModelConfig
 
@@ -176,7 +179,7 @@ def scratch_finetune_overrides(
         train, ft = p.reft, p.finetune_data
         lr = p.etas[eta or p.reft_eta]
     else:
-        reft_cfg = read_json(Path(reft_run) / "config.json")
+        reft_cfg = RunDir(reft_run).read_config()
         train = from_dict(TrainConfig, reft_cfg["train"], "train")
         ft = from_dict(FinetuneDataConfig, reft_cfg["finetune"], "finetune")
         lr = p.etas[eta] if eta else train.lr
@@ -234,19 +237,19 @@ def run_scratch_baseline(
     out = Path(out)
     pt_over = {**scratch_pretrain_overrides(reft_run, preset), **(pretrain_overrides or {})}
     pt_run = resolve_configs("pretrain", preset, overrides=pt_over)
-    train_or_reuse(pt_run, out / "pretrain", progress)
+    train_or_reuse(pt_run.spec(), out / "pretrain", progress=progress)
     ft_over = {**scratch_finetune_overrides(reft_run, preset, eta), **(finetune_overrides or {})}
     ft_run: PCFGRun = resolve_configs(
         "finetune", preset, parent=out / "pretrain", overrides=ft_over
     )
-    records, _ = train_or_reuse(ft_run, out / "finetune", progress)
+    records, _ = train_or_reuse(ft_run.spec(), out / "finetune", progress=progress)
     curve = accuracy_curve(records, SCRATCH_METRIC, name="Scr.+FT")
     return ScratchBaseline(out / "pretrain", out / "finetune", curve)
 
 
 def _same_eval_strings(reft_dir: Path, scratch_dir: Path) -> bool:
     """Whether the two runs evaluate counting a on the same strings (see module docstring)."""
-    a, b = read_json(reft_dir / "config.json"), read_json(scratch_dir / "config.json")
+    a, b = RunDir(reft_dir).read_config(), RunDir(scratch_dir).read_config()
     task_a = {k: v for k, v in a["task"].items() if k not in ("prior", "seed")}
     task_b = {k: v for k, v in b["task"].items() if k not in ("prior", "seed")}
     return (

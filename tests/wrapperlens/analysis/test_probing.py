@@ -143,7 +143,7 @@ def test_feature_probes_read_bits_written_into_the_mean_of_the_last_tokens(tmp_p
     assert path.stat().st_size > 5000
 
 
-def test_configs_are_validated_and_the_paper_preset_follows_the_notes():
+def test_configs_are_validated_and_the_paper_preset_follows_the_paper():
     paper = PROBE_PRESETS["paper"]
     assert (paper.steps, paper.lr, paper.lr_milestones, paper.lr_gamma) == (
         4000, 1e-3, (2000, 3000, 3500), 0.1)

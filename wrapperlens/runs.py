@@ -1,0 +1,374 @@
+"""Run directories: the one module that knows their layout.
+
+Every stage of every experiment (PCFG, compiled programs, TinyStories) writes one directory:
+
+| file | written by | holds |
+|---|---|---|
+| `config.json` | the stage runner, before training | every config that made the run, its stage and `parent` |
+| `model.json`, `model.safetensors` | the trainer, at every checkpoint | the TransformerLens config and the latest weights |
+| `trainer_state.safetensors` | the trainer, at every checkpoint | weights, AdamW moments, RNG state and step, in one file |
+| `metrics.jsonl` | the trainer, at every evaluation | one JSON record per logged step |
+| `provenance.json` | the stage runner, when the run finishes | run id, versions, git commit, hash of the final weights |
+
+`RunDir` opens, writes, checks and links them; no other module spells a file name. A directory
+holding only `model.json` + `model.safetensors` is a *model directory* (`load_hooked_model`), so
+any analysis can open the output of any trainer without knowing the task that made it.
+
+**Run ids.** `run_id(config)` is a content hash of the canonical JSON of a run's configs, with the
+`parent` path replaced by the parent's own run id when it has one, so the id does not depend on
+where directories live: two runs of the same configs from the same parent get the same id, and a
+sweep can key its runs on it (docs/architecture.md, "Run engine").
+
+**Overwrite rule.** A new run refuses a directory that already holds a checkpointed run; a resumed
+run must have exactly the saved configs (`RunDir.write_config`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer
+
+from wrapperlens.checkpoints import (
+    CheckpointError,
+    atomic_write,
+    hooked_config_from_dict,
+    hooked_config_to_dict,
+    load_state_dict_checked,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+from wrapperlens.config import ConfigError
+from wrapperlens.models import hooked_transformer
+
+__all__ = [
+    "RunDir",
+    "run_id",
+    "state_dict_hash",
+    "read_metrics",
+    "save_hooked_model",
+    "load_hooked_model",
+    "PROVENANCE_KEYS",
+]
+
+CONFIG_FILE = "config.json"
+MODEL_CONFIG_FILE = "model.json"
+MODEL_WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+PROVENANCE_FILE = "provenance.json"
+
+PROVENANCE_KEYS = (
+    "run_id", "stage", "package_version", "git_commit", "torch_version",
+    "transformer_lens_version", "python_version", "state_dict_sha256", "finished_at",
+)
+
+
+# ------------------------------------------------------------------------------- model directories
+def save_hooked_model(
+    directory: str | os.PathLike, model: HookedTransformer, metadata: dict[str, str] | None = None
+) -> None:
+    """Write `model.json` and `model.safetensors` for `model` into `directory` (atomic each)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / MODEL_CONFIG_FILE, hooked_config_to_dict(model.cfg))
+    save_tensors(directory / MODEL_WEIGHTS_FILE, model.state_dict(), metadata=metadata)
+
+
+def load_hooked_model(directory: str | os.PathLike) -> HookedTransformer:
+    """Rebuild the HookedTransformer saved in `directory` by `save_hooked_model`, in eval mode.
+
+    Raises:
+        CheckpointError: a file is missing or corrupt, or the weights do not fit the config
+            (a missing, unexpected or mis-shaped tensor); the message names the file and tensor.
+    """
+    directory = Path(directory)
+    cfg_path = directory / MODEL_CONFIG_FILE
+    model = hooked_transformer(hooked_config_from_dict(read_json(cfg_path), source=str(cfg_path)))
+    weights = directory / MODEL_WEIGHTS_FILE
+    load_state_dict_checked(model, load_tensors(weights), source=str(weights))
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------- metrics
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The records of a run's `metrics.jsonl` (pass the file or the run directory).
+
+    A torn last line (a run killed mid-write) is ignored; a torn line elsewhere is an error.
+
+    Raises:
+        FileNotFoundError: If there is no metrics file.
+        ValueError: If a line before the last is not JSON or a record has no integer "step".
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics file (is this a run directory?)")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ValueError(f"{path}: line {i + 1} has no integer 'step'")
+        records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------------- provenance
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def run_id(config: Mapping[str, Any]) -> str:
+    """Content hash (16 hex digits) of a run's configs: equal configs give equal ids.
+
+    The `parent` entry (a path) is replaced by the parent run's id when the parent directory has
+    one, so the id names what was trained, not where it was written.
+    """
+    keyed = dict(config)
+    parent = keyed.get("parent")
+    if parent is not None:
+        parent_dir = RunDir(parent)
+        if parent_dir.provenance_file.is_file():
+            keyed["parent"] = {"run_id": parent_dir.provenance()["run_id"]}
+    return hashlib.sha256(_canonical(keyed).encode()).hexdigest()[:16]
+
+
+def state_dict_hash(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in sorted key order."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    """The commit of the source tree this package runs from, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------- RunDir
+class RunDir:
+    """One run directory: its files, its configs, its metrics, its parent and its weights.
+
+    Args:
+        path: The directory (it need not exist yet).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and self.path.resolve() == other.path.resolve()
+
+    def __hash__(self) -> int:
+        return hash(self.path.resolve())
+
+    # files
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / MODEL_WEIGHTS_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def provenance_file(self) -> Path:
+        return self.path / PROVENANCE_FILE
+
+    def exists(self) -> bool:
+        """Whether the directory holds a run (its `config.json`)."""
+        return self.config_file.is_file()
+
+    def has_model(self) -> bool:
+        return (self.path / MODEL_CONFIG_FILE).is_file() and self.weights_file.is_file()
+
+    def has_checkpoint(self) -> bool:
+        """Whether a trainer has checkpointed here (a run to resume or to protect)."""
+        return self.state_file.is_file()
+
+    # configs
+    def read_config(self) -> dict[str, Any]:
+        """The saved `config.json`; a missing or malformed file raises CheckpointError naming it."""
+        config = read_json(self.config_file)
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{self.config_file}: expected a JSON object")
+        return config
+
+    def write_config(self, config: Mapping[str, Any], *, resume: bool = False) -> None:
+        """Write `config.json`, following the overwrite / resume rule.
+
+        Raises:
+            ConfigError: resuming with configs that differ from the saved ones (the differing
+                top-level keys are named), or starting a new run over a checkpointed one.
+        """
+        config = json.loads(json.dumps(config))  # the form it will be read back in
+        if resume:
+            if not self.has_checkpoint():
+                raise ConfigError(f"--resume: {self.path} holds no checkpoint to resume")
+            saved = self.read_config()
+            if saved != config:
+                keys = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+                raise ConfigError(
+                    f"--resume: the configs differ from {self.config_file} in {keys}; resume with "
+                    "the same preset, --from and overrides (or none: the saved configs are used)"
+                )
+            return
+        if self.has_checkpoint():
+            raise ConfigError(f"{self.path} already holds a run; use --resume or another --out")
+        write_json(self.config_file, config)
+
+    def stage(self) -> str | None:
+        return self.read_config().get("stage")
+
+    def parent(self) -> RunDir | None:
+        """The run this one started from (its config's `parent`), or None."""
+        parent = self.read_config().get("parent")
+        return None if parent is None else RunDir(parent)
+
+    def ancestors(self) -> list[RunDir]:
+        """Parent, grandparent, ... up to the run trained from scratch (or an imported model)."""
+        out: list[RunDir] = []
+        current = self.parent() if self.exists() else None
+        while current is not None:
+            if current in out or current == self:
+                raise CheckpointError(f"{self.config_file}: the parent links form a cycle")
+            out.append(current)
+            current = current.parent() if current.exists() else None
+        return out
+
+    # metrics
+    def metrics(self) -> list[dict]:
+        """The records of `metrics.jsonl` (see `read_metrics`)."""
+        return read_metrics(self.metrics_file)
+
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, after_step: int | None) -> None:
+        """Keep the records up to `after_step` (None: drop the file); a resumed run re-logs the
+        rest, so a killed run's metrics end exactly like an uninterrupted run's."""
+        if after_step is None or not self.metrics_file.exists():
+            self.metrics_file.unlink(missing_ok=True)
+            return
+        kept = []
+        for line in self.metrics_file.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= after_step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                break  # a torn last line from a kill mid-write
+        text = "".join(line + "\n" for line in kept)
+        atomic_write(self.metrics_file, lambda tmp: Path(tmp).write_text(text))
+
+    # weights
+    def save_model(self, model: HookedTransformer) -> None:
+        save_hooked_model(self.path, model)
+
+    def load_model(self) -> HookedTransformer:
+        """The latest weights as a HookedTransformer, in eval mode (see `load_hooked_model`)."""
+        return load_hooked_model(self.path)
+
+    def load_weights_into(self, model: torch.nn.Module) -> None:
+        """Load the latest weights into `model`, checking every tensor's name and shape."""
+        load_state_dict_checked(model, load_tensors(self.weights_file), source=str(self.weights_file))
+
+    def save_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        save_tensors(self.state_file, tensors, metadata=metadata)
+
+    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The tensors and metadata of `trainer_state.safetensors`."""
+        from safetensors import safe_open
+
+        tensors = load_tensors(self.state_file)
+        with safe_open(str(self.state_file), framework="pt") as f:
+            return tensors, dict(f.metadata() or {})
+
+    # provenance
+    def run_id(self) -> str:
+        return run_id(self.read_config())
+
+    def provenance(self) -> dict[str, Any]:
+        """The saved `provenance.json` (CheckpointError naming the file if absent or malformed)."""
+        record = read_json(self.provenance_file)
+        missing = [k for k in PROVENANCE_KEYS if k not in record]
+        if missing:
+            raise CheckpointError(f"{self.provenance_file}: missing keys {missing}")
+        return record
+
+    def write_provenance(self, model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
+        """Record where the finished run came from: run id, versions, commit, weights hash."""
+        config = self.read_config()
+        record = {
+            "run_id": run_id(config),
+            "stage": config.get("stage"),
+            "package_version": _version("wrapperlens"),
+            "git_commit": _git_commit(),
+            "torch_version": torch.__version__,
+            "transformer_lens_version": _version("transformer-lens"),
+            "python_version": platform.python_version(),
+            "state_dict_sha256": state_dict_hash(model.state_dict()),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        }
+        write_json(self.provenance_file, record)
+        return record
+
+    def is_finished(self, steps: int) -> bool:
+        """Whether the run completed `steps` steps (last metric record and provenance)."""
+        if not (self.metrics_file.is_file() and self.provenance_file.is_file()):
+            return False
+        records = self.metrics()
+        return bool(records) and records[-1]["step"] == steps
+
