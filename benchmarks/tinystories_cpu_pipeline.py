@@ -51,17 +51,19 @@ def _time(fn, repeat: int) -> dict[str, float]:
 def estimate(workers: int) -> dict:
     from tinystories.evaluation import StoryEvaluator, ensure_story_classifier
     from tinystories.experiments import _generation_steps, resolve_story_run
-    from tinystories.lm import StoryBatcher, build_lm, encode_records, pad_id_of
+    from tinystories.lm import StoryBatcher, encode_records, pad_id_of
     from tinystories.pipeline import PROTOCOLS, ETAS
     from tinystories.prepare import build_run_tokenizer, load_prepared, prepare_stories
-    from tinystories.presets import get_story_preset
+    from tinystories.presets import EXPERIMENT
     from tinystories.protocols import with_text
     from tinystories.story_probes import probe_story_features, story_probe_inputs
     from tinystories.tokenizer import load_tokenizer
+    from wrapperlens.models import build_model
+    from wrapperlens.presets import get_preset
     from wrapperlens.training import _make_optimizer, masked_loss
 
     torch.set_num_threads(1)
-    p = get_story_preset("cpu")
+    p = get_preset("cpu", EXPERIMENT)
     tmp = Path(tempfile.mkdtemp(prefix="ts_estimate_"))
     start = {name: clock() for name, clock in CLOCKS.items()}
     prepare_stories(p.prepare, tmp / "prepared")
@@ -73,7 +75,7 @@ def estimate(workers: int) -> dict:
     texts = with_text(records, "instruct", shuffle_fields_seed=0)["text"]
     sequences, _ = encode_records(tokenizer, texts, p.model.n_ctx + 1)
     batcher = StoryBatcher(sequences, p.pretrain.batch_size, p.model.n_ctx, pad_id_of(tokenizer))
-    model = build_lm(p.model, len(tokenizer))
+    model = build_model(p.model, d_vocab=len(tokenizer))
     opt = _make_optimizer(model, p.pretrain)
     state = {"step": 0}
 

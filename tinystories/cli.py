@@ -49,10 +49,11 @@ def _sections_epilog(sections: Sequence[str], stage: str | None = None) -> Calla
     def build() -> str:
         import dataclasses
 
-        from tinystories.presets import STORY_PRESETS
+        from tinystories.presets import CPU, EXPERIMENT
+        from wrapperlens.presets import presets
 
         lines = ["defaults per preset (override with --SECTION.KEY=VALUE):"]
-        for name, p in STORY_PRESETS.items():
+        for name, p in presets(EXPERIMENT).items():
             if stage in ("pretrain", "delete", "reft"):
                 t = getattr(p, stage)
                 lr = ("/".join(f"eta_{k}={v:g}" for k, v in p.etas.items()) if stage == "delete"
@@ -69,7 +70,7 @@ def _sections_epilog(sections: Sequence[str], stage: str | None = None) -> Calla
                     parts.append(f"[{section}] " + " ".join(shown))
                 lines.append(f"  {name:5s} " + "; ".join(parts))
         for section in sections:
-            cfg = getattr(STORY_PRESETS["cpu"], section)
+            cfg = getattr(CPU, section)
             keys = ", ".join(f.name for f in dataclasses.fields(cfg))
             label = "train" if section == stage else section  # a stage's section is `train`
             lines.append(f"[{label}] keys: {keys}")
@@ -241,13 +242,19 @@ def run_tinystories_command(args: argparse.Namespace, overrides: dict[str, Any])
 def _cmd_prepare(args, overrides) -> int:
     from tinystories.evaluation import fit_story_classifier, CLASSIFIER_DIR
     from tinystories.pipeline import preset_with_overrides
-    from tinystories.prepare import prepare_stories
+    from tinystories.prepare import prepare_stories, prepared_info
 
     p = preset_with_overrides(args.preset or "cpu", _split(overrides, ("prepare", "classifier")))
     summary = prepare_stories(p.prepare, args.out)
-    _, info = fit_story_classifier(args.out, p.classifier, args.out / CLASSIFIER_DIR)
     print(f"prepared {args.out}: {summary['records']}")
-    print(f"twist classifier held-out: {info['held_out']}")
+    info = prepared_info(args.out)
+    if info.labelled:
+        _, fitted = fit_story_classifier(args.out, p.classifier, args.out / CLASSIFIER_DIR)
+        print(f"twist classifier held-out: {fitted['held_out']}")
+    else:
+        print(f"{info.text_format} stories without Feature labels: written the pretraining data "
+              f"('all' protocol) only; the deletion protocols (F, F+R, F+MM) and reFT need "
+              f"stories labelled with {info.feature!r} (TinyStories-Instruct format)")
     return 0
 
 
@@ -282,7 +289,7 @@ def _cmd_train(args, overrides) -> int:
                            progress=not args.no_progress)
     final = records[-1] if records else {}
     print(f"{stage} done: {args.out} (step {final.get('step', '?')})")
-    for key in ("twist_loss", "other_loss", "twist_score", "twist_oracle"):
+    for key in ("twist_loss", "other_loss", "test_loss", "twist_score", "twist_oracle"):
         if key in final:
             print(f"  {key:14s} {final[key]:.4f}")
     return 0
@@ -347,6 +354,7 @@ def _cmd_generate(args, overrides) -> int:
 
 def _cmd_compare(args, overrides) -> int:
     from tinystories.compare import compare_checkpoints, comparison_inputs, plot_comparison
+    from tinystories.prepare import prepared_info
     from tinystories.pipeline import preset_with_overrides
     from tinystories.story_probes import story_probe_inputs
     from wrapperlens.checkpoints import write_json
@@ -356,7 +364,10 @@ def _cmd_compare(args, overrides) -> int:
     n_ctx = min(m.cfg.n_ctx for m in models.values())
     tokens, lengths = comparison_inputs(prepared, tokenizer, n_ctx, args.n_stories)
     probe = {}
-    if not args.no_probe_transfer:
+    labelled = prepared_info(prepared).labelled
+    if not labelled and not args.no_probe_transfer:
+        print(f"{prepared}: stories without Feature labels, so no probe transfer")
+    if labelled and not args.no_probe_transfer:
         inputs = story_probe_inputs(prepared, tokenizer, n_ctx, p.probe_data)
         probe = dict(probe_tokens=inputs.tokens, probe_labels=inputs.labels,
                      probe_lengths=inputs.lengths, feature_names=inputs.feature_names)

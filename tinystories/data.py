@@ -351,7 +351,7 @@ def parse_records(raw: Dataset, kind: str = "auto", fix_mojibake: bool = True) -
 
 
 def _count_malformed(parsed: Dataset, report: ParseReport, drop: bool) -> Dataset:
-    """Count errors and repairs into `report`, drop malformed records (if `drop`) and `_REPAIRED`."""
+    """Count errors and repairs into `report`; drop malformed records (if `drop`), `_REPAIRED`."""
     if isinstance(parsed, datasets.IterableDataset):
         # Counted lazily, in the process that consumes the stream.
         def count(error: str, repaired: bool) -> bool:

@@ -39,13 +39,15 @@ from transformers import PreTrainedTokenizerBase
 
 from tinystories.evaluation import EvalConfig, StoryEvaluator, ensure_story_classifier
 from tinystories.gpt_neo import GPT_NEO_ARCHITECTURE, freeze_absent_parameters, load_gpt_neo
-from tinystories.lm import BatchConfig, LMConfig, StoryBatcher, build_lm, encode_records, pad_id_of
+from tinystories.lm import BatchConfig, StoryBatcher, encode_records, pad_id_of
 from tinystories.prepare import prepared_info, training_texts
 from tinystories.protocols import PAPER_NAMES, ProtocolDataConfig
-from tinystories.presets import StoryPreset, get_story_preset
+from tinystories.presets import EXPERIMENT
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
 from wrapperlens.checkpoints import CheckpointError
 from wrapperlens.config import ConfigError, apply_overrides, from_dict, to_dict
+from wrapperlens.models import ModelConfig, build_model
+from wrapperlens.presets import Preset, get_preset
 from wrapperlens.runs import RunDir
 from wrapperlens.stages import StageSpec
 from wrapperlens.training import TrainConfig
@@ -63,7 +65,7 @@ __all__ = [
 
 STAGES = ("pretrain", "delete", "reft")
 SECTION_TYPES = {
-    "model": LMConfig,
+    "model": ModelConfig,
     "batches": BatchConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
@@ -135,7 +137,7 @@ def _parent_paths(parent: Path) -> tuple[str | None, str | None]:
 
 def resolve_story_run(
     stage: str,
-    preset: str | StoryPreset = "cpu",
+    preset: str | Preset = "cpu",
     *,
     parent: str | Path | None = None,
     prepared: str | Path | None = None,
@@ -148,7 +150,7 @@ def resolve_story_run(
 
     Args:
         stage: One of `STAGES`.
-        preset: "paper", "cpu", "tiny", or a `StoryPreset` (e.g. one with changed sections).
+        preset: "paper", "cpu", "tiny", or a TinyStories `Preset` (e.g. from `with_overrides`).
         parent: Run directory to start from (delete, reft).
         prepared, tokenizer: Override the directories inherited from the parent (required for
             pretraining).
@@ -159,7 +161,7 @@ def resolve_story_run(
     """
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
-    p = get_story_preset(preset) if isinstance(preset, str) else preset
+    p = get_preset(preset, EXPERIMENT) if isinstance(preset, str) else preset
     sections: dict[str, Any] = {"batches": p.batches, "eval": p.eval}
     if stage == "pretrain":
         if parent is not None:
@@ -182,16 +184,15 @@ def resolve_story_run(
                 raise ConfigError(
                     f"delete protocol must be one of {tuple(PAPER_NAMES)}, got {protocol!r}"
                 )
-            eta = eta or "M"
-            if eta not in p.etas:
-                raise ConfigError(f"eta must be one of {tuple(p.etas)}, got {eta!r}")
-            sections["train"] = replace(p.delete, lr=p.etas[eta])
+            eta, lr = p.eta("delete", eta)
+            sections["train"] = replace(p.delete, lr=lr)
         else:
             protocol = protocol or "reft"
             sections["train"] = p.reft
     if prepared is None or tokenizer is None:
         raise ConfigError(f"{stage} needs the prepared data and the tokenizer directories "
                           "(--data, --tokenizer; a parent run's config gives them)")
+    prepared_info(prepared).require(protocol)  # plain stories have no deletion protocols
     sections = apply_overrides(sections, dict(overrides or {}))
     run = StoryRun(stage, p.name, sections, str(Path(prepared).resolve()),
                    str(Path(tokenizer).resolve()), protocol,
@@ -231,7 +232,7 @@ def load_story_model(run_dir: str | Path) -> HookedTransformer:
 
 def _initial_model(run: StoryRun, tokenizer: PreTrainedTokenizerBase) -> HookedTransformer:
     if run.stage == "pretrain":
-        return build_lm(run.sections["model"], len(tokenizer))
+        return build_model(run.sections["model"], d_vocab=len(tokenizer))
     model = load_story_model(run.parent)
     if model.cfg.d_vocab < len(tokenizer):
         raise CheckpointError(
@@ -276,8 +277,8 @@ class _StoryStage:
     def evaluate(self, model: HookedTransformer, step: int) -> dict[str, float]:
         if self._evaluate is None:
             run = self.run
-            classifier, _ = ensure_story_classifier(run.prepared,
-                                                    get_story_preset(run.preset).classifier)
+            preset = get_preset(run.preset, EXPERIMENT)
+            classifier, _ = ensure_story_classifier(run.prepared, preset.classifier)
             evaluator = StoryEvaluator(run.prepared, self.tokenizer, model.cfg.n_ctx,
                                        run.sections["eval"], classifier,
                                        shuffle_fields=run.sections["batches"].shuffle_fields)

@@ -1,20 +1,8 @@
-"""Story language models: their shape, and the training batches they read.
+"""Story language models: the training batches they read, and their loss.
 
-The paper's TinyStories model (App. F.1; docs/paper-settings.md §3.2) is a 91M-parameter
-LLaMA-2-like decoder: 12 layers, d_model 768, 12 heads, RMSNorm, rotary positions, a gated SiLU ("SwiGLU") MLP of width
-2048, vocabulary 8192, trained on 1024-token windows. `LMConfig` describes that family at any size
-(`architecture="llama"`), or the GPT-2/GPT-Neo-like one (`"gpt"`: LayerNorm, learned positions,
-GELU MLP). `LM_SHAPES` holds the three named sizes:
-
-| shape | layers × d_model (heads) | d_mlp | n_ctx | parameters |
-|---|---|---|---|---|
-| `paper` | 12 × 768 (12) | 2048 | 1024 | 97.6M at vocab 8192 (91.3M tied: the paper's 91M) |
-| `cpu`   | 3 × 64 (4)     | 176  | 256  | 0.28M at vocab 1024 |
-| `tiny`  | 2 × 32 (2)     | 96   | 256  | 0.09M at vocab 1024 |
-
-Two differences from the paper's code remain: TransformerLens keeps separate input and output
-embeddings (the code ties them), and its blocks have biases (zero at initialisation, then
-trained; the code has none).
+The models are `wrapperlens.models.ModelConfig`s: the paper's TinyStories model (App. F.1;
+docs/paper-settings.md §3.2) is `architecture="llama"` at 12 × 768, and `tinystories.presets`
+holds the sizes the experiments use (`paper`, `cpu`, `tiny`).
 
 **Batches.** `StoryBatcher(step)` returns the `TrainBatch` of a step and depends only on
 `(seed, step)`, so a killed run resumes to the same weights. Two layouts:
@@ -38,127 +26,21 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase
 
-from wrapperlens.models import hooked_transformer
 from wrapperlens.training import TrainBatch
 
 __all__ = [
-    "ARCHITECTURES",
     "LAYOUTS",
-    "LMConfig",
-    "LM_SHAPES",
     "BatchConfig",
-    "build_lm",
     "pad_id_of",
     "encode_records",
     "StoryBatcher",
     "sequence_loss",
 ]
 
-ARCHITECTURES = ("llama", "gpt")
 LAYOUTS = ("records", "packed")
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    """Shape of a story language model (the `model` section of a pretraining run).
-
-    Attributes:
-        n_layers: Transformer blocks.
-        d_model: Residual stream width.
-        n_heads: Attention heads; `d_model` must be divisible by it.
-        d_mlp: MLP hidden width; 0 = the architecture's rule (llama: 8/3 · d_model rounded up to
-            a multiple of `multiple_of`, as llama2.c; gpt: 4 · d_model).
-        n_ctx: Context length (tokens the model reads).
-        architecture: "llama" (RMSNorm, rotary, gated SiLU MLP; the paper's) or "gpt"
-            (LayerNorm, learned positions, GELU MLP).
-        multiple_of: Rounding of the llama MLP width (llama2.c: 64 at 768; 16 suits small sizes).
-        init_seed: Seed of the weight initialisation.
-    """
-
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    d_mlp: int = 0
-    n_ctx: int = 256
-    architecture: str = "llama"
-    multiple_of: int = 16
-    init_seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads", "n_ctx", "multiple_of"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_mlp < 0:
-            raise ValueError(
-                f"model.d_mlp must be >= 0 (0: the architecture's rule), got {self.d_mlp}"
-            )
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}"
-            )
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(
-                f"model.architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
-            )
-        if self.architecture == "llama" and (self.d_model // self.n_heads) % 2:
-            raise ValueError(
-                f"model: rotary positions need an even head size, got d_model/n_heads = "
-                f"{self.d_model}/{self.n_heads}"
-            )
-
-    @property
-    def mlp_width(self) -> int:
-        if self.d_mlp:
-            return self.d_mlp
-        if self.architecture == "gpt":
-            return 4 * self.d_model
-        hidden = int(2 * 4 * self.d_model / 3)
-        return self.multiple_of * -(-hidden // self.multiple_of)
-
-    def hooked_config(self, d_vocab: int) -> HookedTransformerConfig:
-        """The TransformerLens config of this shape for a vocabulary of `d_vocab` tokens."""
-        if d_vocab < 2:
-            raise ValueError(f"d_vocab must be >= 2, got {d_vocab}")
-        d_head = self.d_model // self.n_heads
-        common = dict(
-            n_layers=self.n_layers,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            d_head=d_head,
-            d_mlp=self.mlp_width,
-            n_ctx=self.n_ctx,
-            d_vocab=d_vocab,
-            attention_dir="causal",
-            default_prepend_bos=False,
-            seed=None,
-            device="cpu",
-        )
-        if self.architecture == "gpt":
-            return HookedTransformerConfig(**common, act_fn="gelu", normalization_type="LN")
-        return HookedTransformerConfig(
-            **common,
-            act_fn="silu",
-            gated_mlp=True,
-            normalization_type="RMS",
-            eps=1e-5,
-            positional_embedding_type="rotary",
-            rotary_dim=d_head,
-        )
-
-
-LM_SHAPES: dict[str, LMConfig] = {
-    "paper": LMConfig(n_layers=12, d_model=768, n_heads=12, d_mlp=2048, n_ctx=1024, multiple_of=64),
-    "cpu": LMConfig(n_layers=3, d_model=64, n_heads=4, n_ctx=256),
-    "tiny": LMConfig(n_layers=2, d_model=32, n_heads=2, n_ctx=256),
-}
-
-
-def build_lm(cfg: LMConfig, d_vocab: int) -> HookedTransformer:
-    """A freshly initialised story LM (seeded by `cfg.init_seed`), in train mode, on CPU."""
-    return hooked_transformer(cfg.hooked_config(d_vocab), init_seed=cfg.init_seed)
 
 
 @dataclass(frozen=True)

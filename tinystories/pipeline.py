@@ -32,7 +32,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,14 @@ import torch
 from tinystories.compare import compare_checkpoints, comparison_inputs, plot_comparison
 from tinystories.evaluation import CLASSIFIER_DIR, ensure_story_classifier
 from tinystories.experiments import load_story_model, resolve_story_run
-from tinystories.prepare import build_run_tokenizer, prepare_stories
-from tinystories.presets import StoryPreset, get_story_preset
+from tinystories.prepare import build_run_tokenizer, prepare_stories, prepared_info
+from tinystories.presets import EXPERIMENT
 from tinystories.story_probes import probe_story_features, story_probe_inputs
 from tinystories.tokenizer import load_tokenizer
 from wrapperlens.analysis.probing import plot_probe_accuracy
 from wrapperlens.checkpoints import read_json, write_json
-from wrapperlens.config import ConfigError, apply_overrides
+from wrapperlens.config import ConfigError
+from wrapperlens.presets import Preset, get_preset
 from wrapperlens.runs import RunDir
 from wrapperlens.stages import train_or_reuse
 
@@ -55,35 +56,20 @@ __all__ = ["PROTOCOLS", "ETAS", "preset_with_overrides", "run_pipeline", "format
 
 PROTOCOLS = ("F", "F+R", "F+MM")
 ETAS = ("M", "S")
-_SECTIONS = ("prepare", "tokenizer", "model", "batches", "pretrain", "delete", "reft", "eval",
-             "probe", "probe_data", "classifier")
 
 
-def preset_with_overrides(preset: str | StoryPreset, overrides: Mapping[str, Any]) -> StoryPreset:
-    """A preset with `section.key` overrides.
+def preset_with_overrides(preset: str | Preset, overrides: Mapping[str, Any]) -> Preset:
+    """A TinyStories preset with `section.key` overrides (`Preset.with_overrides`).
 
-    Sections are the preset's config fields (`pretrain.steps`, `eval.n_generations`, ...) and
-    `eta` for the deletion learning rates (`eta.M=3e-4`); the deletion LR is always an η, so
-    `delete.lr` is refused.
+    Sections are the preset's (`pretrain.steps`, `eval.n_generations`, ...), and `eta.M`,
+    `eta.S` set the deletion learning rates; the deletion LR is always an η, so `delete.lr` is
+    refused.
     """
-    p = get_story_preset(preset) if isinstance(preset, str) else preset
-    overrides = dict(overrides)
-    if "delete.lr" in overrides:
-        raise ConfigError("delete.lr is set by the deletion's eta; override eta.M or eta.S")
-    etas = dict(p.etas)
-    for key in [k for k in overrides if k.startswith("eta.")]:
-        name = key.split(".", 1)[1]
-        if name not in etas:
-            raise ConfigError(f"unknown key {key}; known: {', '.join('eta.' + e for e in etas)}")
-        try:
-            etas[name] = float(overrides.pop(key))
-        except ValueError as e:
-            raise ConfigError(f"{key}: expected a number ({e})") from e
-    sections = {name: getattr(p, name) for name in _SECTIONS}
-    return replace(p, etas=etas, **apply_overrides(sections, overrides))
+    p = get_preset(preset, EXPERIMENT) if isinstance(preset, str) else preset
+    return p.with_overrides(overrides)
 
 
-def _stage_overrides(p: StoryPreset, stage: str) -> dict[str, Any]:
+def _stage_overrides(p: Preset, stage: str) -> dict[str, Any]:
     """The preset's sections as the `section.key` overrides `resolve_story_run` takes."""
     sections = {"batches": p.batches, "eval": p.eval, "train": getattr(p, stage)}
     if stage == "pretrain":
@@ -102,7 +88,7 @@ def _stage_job(job: dict[str, Any]) -> float:
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
     start = time.perf_counter()
-    p: StoryPreset = job["preset"]
+    p: Preset = job["preset"]
     run = resolve_story_run(
         job["stage"], p, parent=job.get("parent"), prepared=job.get("prepared"),
         tokenizer=job.get("tokenizer"), protocol=job.get("protocol"), eta=job.get("eta"),
@@ -125,7 +111,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 def _curves(run_dir: Path) -> dict[str, Any]:
     rows = _metrics(run_dir)
     out: dict[str, Any] = {}
-    for key in ("twist_loss", "other_loss", "twist_score", "twist_oracle", "loss"):
+    for key in ("twist_loss", "other_loss", "test_loss", "twist_score", "twist_oracle", "loss"):
         points = [[r["step"], r[key]] for r in rows if key in r]
         if points:
             out[key] = points
@@ -134,7 +120,7 @@ def _curves(run_dir: Path) -> dict[str, Any]:
 
 def run_pipeline(
     out: str | Path,
-    preset: str | StoryPreset = "cpu",
+    preset: str | Preset = "cpu",
     overrides: Mapping[str, Any] | None = None,
     protocols: Sequence[str] = PROTOCOLS,
     etas: Sequence[str] = ETAS,
@@ -146,8 +132,8 @@ def run_pipeline(
 
     Args:
         out: Output directory.
-        preset: "cpu", "tiny", "paper" or a `StoryPreset`.
-        overrides: `section.key` values over the preset (sections: the `StoryPreset` fields).
+        preset: "cpu", "tiny", "paper" or a TinyStories `Preset`.
+        overrides: `section.key` values over the preset (sections: the preset's; see `preset_with_overrides`).
         protocols: Deletion protocols to run.
         etas: Deletion learning rates to run ("M", "S").
         workers: Training processes in parallel (1: everything in this process).
@@ -171,6 +157,7 @@ def run_pipeline(
 
     prepared, tokenizer_dir = out / "prepared", out / "tokenizer"
     prepare_stories(p.prepare, prepared)
+    prepared_info(prepared).require("filter")  # the pipeline deletes: it needs Feature labels
     _, classifier_info = ensure_story_classifier(prepared, p.classifier)
     build_run_tokenizer(prepared, tokenizer_dir, p.tokenizer)
     phase("prepare, classifier, tokenizer")

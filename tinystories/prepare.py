@@ -66,7 +66,7 @@ FIELD_SHUFFLE_SEED = 0
 """Seed of the per-story instruction-line order (`with_text(shuffle_fields_seed=...)`)."""
 SUMMARY_FILE = "prepare.json"
 CLASSIFIER_DIR = "twist_classifier"
-"""Where `tinystories.evaluation.ensure_story_classifier` keeps the classifier, in this directory."""
+"""Where `tinystories.evaluation.ensure_story_classifier` keeps the classifier, in here."""
 LABELLED_PROTOCOLS = tuple(p for p in PROTOCOLS if p != "all")
 """Protocols that select stories by their Feature labels (not available on plain stories)."""
 _PAPER_NAME = {v: k for k, v in PAPER_NAMES.items()}

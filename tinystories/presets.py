@@ -1,8 +1,25 @@
 """Named scales of the TinyStories experiments: `paper`, `cpu` and `tiny`.
 
-A preset fixes every stage's config; any value can still be overridden
-(`--train.lr=...`, `--eval.n_generations=...`). The deletion learning rates are named as in the
-paper: η_M and η_S (`--eta M|S`).
+Each is a `wrapperlens.presets.Preset` of experiment "tinystories", registered on import:
+`get_preset("cpu", EXPERIMENT)`. Its sections are `prepare`, `tokenizer`, `model`, `batches`,
+`pretrain`, `delete`, `reft`, `eval`, `probe`, `probe_data` and `classifier`; any value can
+still be overridden (`--train.lr=...`, `--eval.n_generations=...`). The deletion learning rates
+are named as in the paper: η_M and η_S (`--eta M|S`); deletion trains at η_M by default. Each
+preset is the configs' own defaults plus the values that make its scale.
+
+The models (`model` section; `wrapperlens.models.ModelConfig`, `architecture="llama"`): the
+paper's is a 91M-parameter LLaMA-2-like decoder (App. F.1; docs/paper-settings.md §3.2): RMSNorm,
+rotary positions, a gated SiLU ("SwiGLU") MLP, vocabulary 8192, 1024-token windows.
+
+| preset | layers × d_model (heads) | d_mlp | n_ctx | parameters |
+|---|---|---|---|---|
+| `paper` | 12 × 768 (12) | 2048 | 1024 | 97.6M at vocab 8192 (91.3M tied: the paper's 91M) |
+| `cpu`   | 3 × 64 (4)     | 176  | 256  | 0.28M at vocab 1024 |
+| `tiny`  | 2 × 32 (2)     | 96   | 256  | 0.09M at vocab 1024 |
+
+Two differences from the paper's code remain: TransformerLens keeps separate input and output
+embeddings (the code ties them), and its blocks have biases (zero at initialisation, then
+trained; the code has none).
 
 **paper** (App. F; docs/paper-settings.md §3): the real TinyStories-Instruct from the hub, a BPE of
 8192 tokens, the 91M LLaMA-like model on 1024-token windows of the concatenated records, pretraining
@@ -29,121 +46,96 @@ paper's 0/30/300/3000 of 4000; the twist loss averages 64 Twist test stories.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from typing import Any
 
 from tinystories.evaluation import EvalConfig
-from tinystories.lm import LM_SHAPES, BatchConfig, LMConfig
+from tinystories.lm import BatchConfig
 from tinystories.prepare import PrepareConfig
 from tinystories.story_probes import ProbeDataConfig
 from tinystories.tokenizer import TokenizerConfig
 from tinystories.twist_classifier import TwistClassifierConfig
 from wrapperlens.analysis.probing import ProbeConfig
+from wrapperlens.models import ModelConfig
+from wrapperlens.presets import Preset, register_preset
 from wrapperlens.training import TrainConfig
 
-__all__ = ["StoryPreset", "STORY_PRESETS", "get_story_preset"]
+__all__ = ["EXPERIMENT", "PAPER", "CPU", "TINY"]
+
+#: The experiment name of these presets in the registry of `wrapperlens.presets`.
+EXPERIMENT = "tinystories"
 
 
-@dataclass(frozen=True)
-class StoryPreset:
-    """Every stage's defaults.
-
-    Attributes:
-        name: Preset name.
-        prepare: Data source and protocol parameters.
-        tokenizer: BPE training.
-        model: Shape of pretrained models.
-        batches: How rows are cut from records.
-        pretrain, delete, reft: Optimisation per stage (delete's `lr` is replaced by
-            `etas[eta]` unless overridden).
-        eval: Twist loss and generation scoring during training.
-        probe, probe_data: Feature probes.
-        classifier: The twist classifier of the generation score.
-        etas: Deletion learning rates η_M, η_S.
-    """
-
-    name: str
-    prepare: PrepareConfig
-    tokenizer: TokenizerConfig
-    model: LMConfig
-    batches: BatchConfig
-    pretrain: TrainConfig
-    delete: TrainConfig
-    reft: TrainConfig
-    eval: EvalConfig
-    probe: ProbeConfig
-    probe_data: ProbeDataConfig
-    classifier: TwistClassifierConfig = field(default_factory=TwistClassifierConfig)
-    etas: dict[str, float] = field(default_factory=dict)
+def _story_preset(name: str, etas: dict[str, float], **sections: Any) -> Preset:
+    """A TinyStories preset: sections in stage order, deletion at η_M by default."""
+    sections.setdefault("batches", BatchConfig())  # one whole record per row
+    sections.setdefault("classifier", TwistClassifierConfig())
+    order = ("prepare", "tokenizer", "model", "batches", "pretrain", "delete", "reft", "eval",
+             "probe", "probe_data", "classifier")
+    return Preset(name, EXPERIMENT, {k: sections[k] for k in order}, etas,
+                  default_eta={"delete": "M"})
 
 
-PAPER = StoryPreset(
-    name="paper",
+# Deletion and reFT: constant LR, log-spaced evaluation (the paper's code).
+_PAPER_DELETE = TrainConfig(steps=4000, batch_size=128, schedule="constant", eval_every=30,
+                            log_spaced_eval=True, checkpoint_every=500)
+PAPER = _story_preset(
+    "paper",
+    etas={"M": 1e-4, "S": 1e-5},
     prepare=PrepareConfig(source="roneneldan/TinyStoriesInstruct", test_fraction=0.02),
-    tokenizer=TokenizerConfig(vocab_size=8192, max_texts=200_000, model_max_length=1024),
-    model=LM_SHAPES["paper"],
+    tokenizer=TokenizerConfig(max_texts=200_000, model_max_length=1024),  # 8192 tokens
+    # The 91M LLaMA-like model of App. F.1 (the table above).
+    model=ModelConfig(architecture="llama", n_layers=12, d_model=768, n_heads=12, d_mlp=2048,
+                      n_ctx=1024),
     batches=BatchConfig(layout="packed"),
-    pretrain=TrainConfig(steps=30_000, batch_size=128, lr=1e-3, schedule="cosine",
-                         warmup_frac=1000 / 30_000, min_lr_frac=0.0, weight_decay=0.1,
-                         eval_every=1000, checkpoint_every=1000),
-    delete=TrainConfig(steps=4000, batch_size=128, lr=1e-4, schedule="constant", eval_every=30,
-                       log_spaced_eval=True, checkpoint_every=500),
-    reft=TrainConfig(steps=4000, batch_size=128, lr=1e-5, schedule="constant", eval_every=30,
-                     log_spaced_eval=True, checkpoint_every=500),
-    eval=EvalConfig(n_loss_stories=512, generation_steps=(0, 30, 300, 3000), n_generations=64,
-                    max_new_tokens=350),
+    # LR 1e-3, cosine to 0 after 1000 warmup steps (docs/choices.md §21).
+    pretrain=TrainConfig(steps=30_000, batch_size=128, warmup_frac=1000 / 30_000,
+                         min_lr_frac=0.0, eval_every=1000, checkpoint_every=1000),
+    delete=_PAPER_DELETE,
+    reft=dataclasses.replace(_PAPER_DELETE, lr=1e-5),
+    eval=EvalConfig(n_loss_stories=512),  # generation defaults: the paper's
     probe=ProbeConfig(steps=2000, lr=1e-3, batch_size=128, standardize=False,
                       activation_batch_size=64),
     probe_data=ProbeDataConfig(n_stories=10_000),  # 13 points x 10K x 768 floats: 400 MB
     classifier=TwistClassifierConfig(max_per_class=20_000),
-    etas={"M": 1e-4, "S": 1e-5},
 )
 
-CPU = StoryPreset(
-    name="cpu",
+# Stages ~10x shorter than the paper's, so every LR is the paper's x 3-10 (see above).
+_CPU_DELETE = TrainConfig(steps=200, batch_size=32, schedule="constant", eval_every=30,
+                          log_spaced_eval=True, checkpoint_every=100)
+CPU = _story_preset(
+    "cpu",
+    etas={"M": 1e-3, "S": 1e-4},
     prepare=PrepareConfig(n_stories=6000, test_fraction=0.15),
     tokenizer=TokenizerConfig(vocab_size=1024, model_max_length=256),
-    model=LM_SHAPES["cpu"],
-    batches=BatchConfig(layout="records"),
-    pretrain=TrainConfig(steps=800, batch_size=32, lr=3e-3, schedule="cosine", warmup_frac=0.05,
-                         min_lr_frac=0.1, eval_every=200, checkpoint_every=200),
-    delete=TrainConfig(steps=200, batch_size=32, lr=1e-3, schedule="constant", eval_every=30,
-                       log_spaced_eval=True, checkpoint_every=100),
-    reft=TrainConfig(steps=300, batch_size=32, lr=1e-4, schedule="constant", eval_every=30,
-                     log_spaced_eval=True, checkpoint_every=100),
+    model=ModelConfig(architecture="llama", n_layers=3, d_model=64, n_heads=4, n_ctx=256),
+    pretrain=TrainConfig(steps=800, batch_size=32, lr=3e-3, warmup_frac=0.05, min_lr_frac=0.1,
+                         eval_every=200, checkpoint_every=200),
+    delete=_CPU_DELETE,
+    reft=dataclasses.replace(_CPU_DELETE, steps=300, lr=1e-4),
     eval=EvalConfig(n_loss_stories=64, generation_steps=(0, 10, 30, 100, 300), n_generations=32,
                     max_new_tokens=200, generation_batch_size=32),
-    probe=ProbeConfig(steps=300),
+    probe=ProbeConfig(),
     probe_data=ProbeDataConfig(n_stories=900),
-    etas={"M": 1e-3, "S": 1e-4},
 )
 
-TINY = StoryPreset(
-    name="tiny",
+_TINY_DELETE = TrainConfig(steps=6, batch_size=16, schedule="constant", eval_every=3,
+                           log_spaced_eval=True, checkpoint_every=3)
+TINY = _story_preset(
+    "tiny",
+    etas={"M": 1e-3, "S": 1e-4},
     prepare=PrepareConfig(n_stories=300, test_fraction=0.3),
     tokenizer=TokenizerConfig(vocab_size=1024, model_max_length=256),
-    model=LM_SHAPES["tiny"],
-    batches=BatchConfig(layout="records"),
-    pretrain=TrainConfig(steps=30, batch_size=16, lr=3e-3, schedule="cosine", warmup_frac=0.1,
-                         eval_every=15, checkpoint_every=15),
-    delete=TrainConfig(steps=6, batch_size=16, lr=1e-3, schedule="constant", eval_every=3,
-                       log_spaced_eval=True, checkpoint_every=3),
-    reft=TrainConfig(steps=6, batch_size=16, lr=1e-4, schedule="constant", eval_every=3,
-                     log_spaced_eval=True, checkpoint_every=3),
+    model=ModelConfig(architecture="llama", n_layers=2, d_model=32, n_heads=2, n_ctx=256),
+    pretrain=TrainConfig(steps=30, batch_size=16, lr=3e-3, warmup_frac=0.1, eval_every=15,
+                         checkpoint_every=15),
+    delete=_TINY_DELETE,
+    reft=dataclasses.replace(_TINY_DELETE, lr=1e-4),
     eval=EvalConfig(n_loss_stories=16, generation_steps=(0, 3), n_generations=4,
                     max_new_tokens=16, generation_batch_size=4),
     probe=ProbeConfig(steps=100),
     probe_data=ProbeDataConfig(n_stories=80),
-    classifier=TwistClassifierConfig(n_buckets=4096, steps=100),
-    etas={"M": 1e-3, "S": 1e-4},
+    classifier=TwistClassifierConfig(n_buckets=4096),  # a small hashed n-gram space
 )
 
-STORY_PRESETS: dict[str, StoryPreset] = {p.name: p for p in (PAPER, CPU, TINY)}
-
-
-def get_story_preset(name: str) -> StoryPreset:
-    """The preset called `name`; an unknown name raises ValueError listing the known ones."""
-    try:
-        return STORY_PRESETS[name]
-    except KeyError:
-        known = ", ".join(STORY_PRESETS)
-        raise ValueError(f"unknown preset {name!r}; known presets: {known}") from None
+register_preset(PAPER, CPU, TINY)

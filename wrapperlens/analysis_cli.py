@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANALYSIS_COMMANDS", "add_analysis_commands", "parse_int_list"]
+from wrapperlens.components import COMPONENTS
 
-COMPONENTS = ("resid_pre", "z", "attn_out", "resid_mid", "post", "mlp_out", "resid_post")
+__all__ = ["ANALYSIS_COMMANDS", "add_analysis_commands", "parse_int_list"]
 
 
 def parse_int_list(text: str) -> list[int]:

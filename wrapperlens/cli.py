@@ -34,13 +34,13 @@ STAGE_HELP = {
 
 
 def _defaults_epilog(stage: str) -> str:
-    from wrapperlens.presets import PRESETS
+    from wrapperlens.presets import presets
 
     lines = ["defaults per preset (override with --SECTION.KEY=VALUE):"]
-    for name, p in PRESETS.items():
+    for name, p in presets("pcfg").items():
         tr = {"pretrain": p.pretrain, "finetune": p.finetune, "reft": p.reft}[stage]
         lr = tr.lr if stage == "pretrain" else (
-            f"eta {p.finetune_eta if stage == 'finetune' else p.reft_eta} of "
+            f"eta {p.default_eta[stage]} of "
             + "/".join(f"{k}={v:g}" for k, v in p.etas.items())
         )
         lines.append(

@@ -12,15 +12,15 @@ else up here. One row of `TABLE` says
 - **unit**: what one index of the component is, i.e. what one patch, one attribution node or
   one ablation replaces: "position" (the whole vector at one position), "head" (one attention
   head's slice, axis ``n_heads``) or "neuron" (one MLP hidden unit, axis ``d_mlp``);
-- **patchable**: whether activation patching can splice it. The patchable rows are the points a
-  block can be re-entered at, listed in the order the block computes them (`COMPONENTS`);
-  the rest (keys, values, the attention pattern) are read only;
 - **requires**: "mlp" for rows an attention-only model lacks, "rotary" for rows only rotary
   models have;
 - **output_weight**: the block parameter that writes the component into the residual stream,
   whose first axis indexes its unit (``attn.W_O[head]``, ``mlp.W_out[neuron]``): a head's or a
   neuron's g·w pruning score is the sum over that parameter's rows (`wrapper_map`), and the
-  pruning presets "mlp_out" / "mlp_out_and_attn_out" are these parameters.
+  pruning presets "mlp_out" / "mlp_out_and_attn_out" are these parameters;
+- **patchable**: whether activation patching can splice it. The patchable rows are the points a
+  block can be re-entered at, listed in the order the block computes them (`COMPONENTS`);
+  the rest (keys, values, the attention pattern) are read only.
 
 A second, smaller table, `LINEAR_WEIGHTS`, lists the linear maps of each block part, as
 parameter names inside a block, for the pruning presets that select weights rather than outputs.
@@ -154,7 +154,7 @@ def check_patchable(name: str) -> Component:
     """
     if not isinstance(name, str) or name not in COMPONENTS:
         raise ValueError(
-            f"component must be one of {', '.join(COMPONENTS)}; got unknown component {name!r}"
+            f"unknown component {name!r}: component must be one of {', '.join(COMPONENTS)}"
         )
     return TABLE[name]
 

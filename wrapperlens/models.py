@@ -18,7 +18,6 @@ and attention views see exactly what they would see without it. `hook_q`, `hook_
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -27,7 +26,12 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.components import Attention, LayerNorm, TransformerBlock
 from transformer_lens.hook_points import HookPoint
 
+# The shape of a model lives in its own module (this one would pass 400 lines); import it as
+# `wrapperlens.models.ModelConfig`, beside the builder.
+from wrapperlens.model_config import ARCHITECTURES, ModelConfig
+
 __all__ = [
+    "ARCHITECTURES",
     "ModelConfig",
     "FusedAttention",
     "build_model",
@@ -37,81 +41,6 @@ __all__ = [
 ]
 
 _DEPRECATION_MESSAGE = r"HookedTransformer is deprecated and will be removed in 4\.0.*"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Shape of a decoder-only HookedTransformer for the procedural tasks.
-
-    `n_ctx` and `d_vocab` are not part of the shape a user picks: they follow from the task
-    (sequence length and vocabulary) and are passed to `build_model`.
-
-    Attributes:
-        n_layers: Number of transformer blocks.
-        d_model: Residual stream width.
-        n_heads: Attention heads per block; `d_model` must be divisible by it.
-        d_mlp: MLP hidden width; 0 means 4 * d_model (minGPT).
-        act_fn: MLP nonlinearity (any TransformerLens activation name, e.g. "gelu", "relu").
-        normalization: "LN" (minGPT's pre-LayerNorm) or "RMS"; TransformerLens names.
-        positional: "standard" (learned absolute positions, minGPT) or "rotary".
-        fused_attention: Use the fused attention kernel when no hook reads the pattern.
-        init_seed: Seed of the weight initialisation (a torch.Generator is not threaded through
-            TransformerLens's init, so the global RNG is seeded and restored around it).
-    """
-
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    d_mlp: int = 0
-    act_fn: str = "gelu"
-    normalization: str = "LN"
-    positional: str = "standard"
-    fused_attention: bool = True
-    init_seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_mlp < 0:
-            raise ValueError(f"model.d_mlp must be >= 0 (0 means 4*d_model), got {self.d_mlp}")
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}"
-            )
-        if self.normalization not in ("LN", "RMS"):
-            raise ValueError(f"model.normalization must be 'LN' or 'RMS', got {self.normalization!r}")
-        if self.positional not in ("standard", "rotary"):
-            raise ValueError(
-                f"model.positional must be 'standard' or 'rotary', got {self.positional!r}"
-            )
-
-    def to_hooked_config(self, n_ctx: int, d_vocab: int) -> HookedTransformerConfig:
-        """The TransformerLens config for this shape at a given context and vocabulary size."""
-        d_head = self.d_model // self.n_heads
-        extra: dict[str, Any] = {}
-        if self.positional == "rotary":
-            extra["rotary_dim"] = d_head
-        return HookedTransformerConfig(
-            n_layers=self.n_layers,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            d_head=d_head,
-            d_mlp=self.d_mlp or 4 * self.d_model,
-            n_ctx=n_ctx,
-            d_vocab=d_vocab,
-            act_fn=self.act_fn,
-            normalization_type=self.normalization,
-            positional_embedding_type=self.positional,
-            attention_dir="causal",
-            default_prepend_bos=False,
-            seed=None,
-            device="cpu",
-            **extra,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _has_hooks(hook_point: HookPoint) -> bool:
@@ -320,10 +249,17 @@ def hooked_transformer(
     return model
 
 
-def build_model(cfg: ModelConfig, *, n_ctx: int, d_vocab: int) -> HookedTransformer:
-    """Build the HookedTransformer that `cfg` describes for a task's context and vocabulary."""
+def build_model(cfg: ModelConfig, *, d_vocab: int, n_ctx: int | None = None) -> HookedTransformer:
+    """Build the HookedTransformer that `cfg` describes, seeded by `cfg.init_seed`.
+
+    Args:
+        cfg: The shape.
+        d_vocab: Vocabulary size (the task's or the tokenizer's).
+        n_ctx: The task's context length, for configs with `n_ctx` 0 (the PCFG models); story
+            LMs carry theirs in `cfg.n_ctx`.
+    """
     return hooked_transformer(
-        cfg.to_hooked_config(n_ctx=n_ctx, d_vocab=d_vocab),
+        cfg.to_hooked_config(d_vocab=d_vocab, n_ctx=n_ctx),
         fused_attention=cfg.fused_attention,
         init_seed=cfg.init_seed,
     )

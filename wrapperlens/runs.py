@@ -265,6 +265,9 @@ class RunDir:
             return
         if self.has_checkpoint():
             raise ConfigError(f"{self.path} already holds a run; use --resume or another --out")
+        # A provenance left by an earlier run (its checkpoint deleted) would describe other
+        # weights, and would make this run look finished (`is_finished`) before it is.
+        self.provenance_file.unlink(missing_ok=True)
         write_json(self.config_file, config)
 
     def stage(self) -> str | None:

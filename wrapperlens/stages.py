@@ -124,6 +124,7 @@ def run_stage(
         if spec.finish is not None:
             spec.finish(model, run)
         run.write_provenance(model, world_size=distributed.world_size(), device=device)
+    distributed.barrier()  # no rank moves on (e.g. to a child stage) before the run is complete
     return model.eval(), records
 
 

@@ -260,7 +260,13 @@ def train(
     device = next(model.parameters()).device
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed)  # a resumed run then restores the saved state
+            # Seed only the generators fork_rng restores: torch.manual_seed would also reseed
+            # every CUDA / MPS generator (lazily, at their first use) and leave them changed
+            # for the caller. A resumed run then restores the saved CPU state.
+            torch.random.default_generator.manual_seed(cfg.seed)
+            if device.type == "cuda":
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(cfg.seed)
             return _train(model, cfg, batch_fn, run, evaluate, resume, progress, description,
                           stop_after)
     finally:

@@ -12,8 +12,8 @@ from tinystories.compare import (
     probe_transfer,
     weight_change,
 )
-from tinystories.lm import LMConfig, build_lm
 from wrapperlens.analysis.probing import ProbeConfig, probe_features_by_layer
+from wrapperlens.models import ModelConfig, build_model
 
 
 def _hsic_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -31,7 +31,8 @@ def _hsic_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def model():
-    return build_lm(LMConfig(n_layers=2, d_model=16, n_heads=2, n_ctx=32), d_vocab=50).eval()
+    cfg = ModelConfig(architecture="llama", n_layers=2, d_model=16, n_heads=2, n_ctx=32)
+    return build_model(cfg, d_vocab=50).eval()
 
 
 def test_linear_cka_matches_the_hsic_formula_and_is_invariant_to_rotation_and_scale():

@@ -157,3 +157,35 @@ def test_hub_instruct_lines_are_regrouped_into_records(monkeypatch, source, tmp_
     )
     ds, report = load_stories(cfg)
     assert _project(list(ds)) == expected
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_text_after_the_last_separator_is_an_unterminated_record(tmp_path, streaming):
+    # A byte-range sample of TinyStories-train.txt ends in a story cut off mid-sentence.
+    cut = tmp_path / "cut.txt"
+    cut.write_text(f"One day, Tom ran.\n{EOT}\nLily had a cat.\n{EOT}\nThe dog was ha")
+    cfg = StoryDataConfig(str(cut), streaming=streaming, cache_dir=str(tmp_path / "c"))
+    ds, report = load_stories(cfg)
+    assert [r["story"] for r in ds] == ["One day, Tom ran.", "Lily had a cat."]
+    assert (report.n_good, report.n_malformed) == (2, 1)
+    assert dict(report.reasons) == {"unterminated record": 1}
+    assert str(cut) in report.examples[0] and "The dog was ha" in report.examples[0]
+    single = tmp_path / "single.txt"  # no separator at all: the whole file is one story
+    single.write_text("Once upon a time, a frog sang.\n")
+    ds, report = load_stories(StoryDataConfig(str(single), cache_dir=str(tmp_path / "c")))
+    assert ds["story"] == ["Once upon a time, a frog sang."] and report.n_malformed == 0
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_mojibake_is_repaired_and_counted_unless_switched_off(tmp_path, streaming):
+    rows = ["Sue said, \u00e2\u20ac\u0153Hi!\u00e2\u20ac It\u00e2\u20ac\u2122s sunny.",
+            "Tom said, “Hi!” It’s sunny.", "A cat sat."]
+    path = tmp_path / "rows.json"  # the hub's `datasets` rows, as a JSON list of strings
+    path.write_text(json.dumps(rows))
+    cfg = StoryDataConfig(str(path), streaming=streaming, cache_dir=str(tmp_path / "c"))
+    ds, report = load_stories(cfg)
+    assert [r["story"] for r in ds] == ["Sue said, “Hi!” It’s sunny.", *rows[1:]]
+    assert report.n_repaired == 1 and "1 with mojibake repaired" in report.summary()
+    off = StoryDataConfig(str(path), fix_mojibake=False, cache_dir=str(tmp_path / "c"))
+    ds, report = load_stories(off)
+    assert list(ds["story"]) == rows and report.n_repaired == 0

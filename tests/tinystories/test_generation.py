@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from tinystories.generation import encode_prompts, generated_story, sample_continuations
-from tinystories.lm import LMConfig, build_lm
 from tinystories.tokenizer import TokenizerConfig, train_tokenizer
+from wrapperlens.models import ModelConfig, build_model
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt"])
+@pytest.fixture(scope="module", params=["llama", "gpt-neo"])
 def model(request):
-    model = build_lm(LMConfig(n_layers=2, d_model=32, n_heads=2, n_ctx=48,
-                              architecture=request.param), d_vocab=40).eval()
+    model = build_model(ModelConfig(architecture=request.param, n_layers=2, d_model=32,
+                                    n_heads=2, n_ctx=48), d_vocab=40).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)  # peaked logits, so greedy continuations differ between prompts

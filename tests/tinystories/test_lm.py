@@ -1,47 +1,88 @@
-"""Story LM shapes and batches: the paper's shape, whole-record rows, (seed, step) determinism."""
+"""Story LM shapes and batches: the presets' models as before, the paper's shape, whole-record
+rows, (seed, step) determinism."""
 
 import pytest
 import torch
 
-from tinystories.lm import (
-    LM_SHAPES,
-    BatchConfig,
-    LMConfig,
-    StoryBatcher,
-    build_lm,
-    encode_records,
-    sequence_loss,
-)
+from tinystories.experiments import StoryRun
+from tinystories.lm import BatchConfig, StoryBatcher, encode_records, sequence_loss
+from tinystories.presets import EXPERIMENT
 from tinystories.tokenizer import TokenizerConfig, train_tokenizer
+from transformer_lens import HookedTransformerConfig
+from wrapperlens.config import ConfigError
+from wrapperlens.models import ModelConfig, build_model, hooked_transformer
+from wrapperlens.presets import get_preset
+
+
+def _llama_kwargs(n_layers, d_model, n_heads, d_mlp, n_ctx, d_vocab):
+    """The HookedTransformerConfig kwargs the story LMs were built from before ModelConfig had an
+    architecture (tinystories.lm.LMConfig.hooked_config, written out)."""
+    d_head = d_model // n_heads
+    return dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp,
+                n_ctx=n_ctx, d_vocab=d_vocab, attention_dir="causal", default_prepend_bos=False,
+                seed=None, device="cpu", act_fn="silu", gated_mlp=True, normalization_type="RMS",
+                eps=1e-5, positional_embedding_type="rotary", rotary_dim=d_head)
+
+
+def _differing(ours: HookedTransformerConfig, expected: HookedTransformerConfig) -> dict:
+    a, b = ours.to_dict(), expected.to_dict()
+    return {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("tiny", _llama_kwargs(2, 32, 2, 96, 256, 1024)),
+    ("cpu", _llama_kwargs(3, 64, 4, 176, 256, 1024)),
+    ("paper", _llama_kwargs(12, 768, 12, 2048, 1024, 8192)),
+])
+def test_story_presets_build_the_same_models_as_before(name, expected):
+    p = get_preset(name, EXPERIMENT)
+    expected = HookedTransformerConfig(**expected)
+    assert _differing(p.model.to_hooked_config(d_vocab=p.tokenizer.vocab_size), expected) == {}
+    if name != "paper":  # 98M parameters: the config is the check
+        ours = build_model(p.model, d_vocab=p.tokenizer.vocab_size).state_dict()
+        before = hooked_transformer(expected, init_seed=0).state_dict()
+        assert ours.keys() == before.keys()
+        assert all(torch.equal(ours[k], before[k]) for k in ours)
+
+
+def test_gpt_neo_architecture_is_what_the_old_gpt_shape_built():
+    cfg = ModelConfig(architecture="gpt-neo", n_layers=1, d_model=16, n_heads=2, n_ctx=16)
+    kwargs = dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=64, n_ctx=16, d_vocab=30,
+                  attention_dir="causal", default_prepend_bos=False, seed=None, device="cpu",
+                  act_fn="gelu", normalization_type="LN")
+    expected = HookedTransformerConfig(**kwargs)
+    assert _differing(cfg.to_hooked_config(d_vocab=30), expected) == {}
+    ours, before = build_model(cfg, d_vocab=30), hooked_transformer(kwargs, init_seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(),
+                                                 before.state_dict().values()))
 
 
 def test_paper_shape_is_the_91m_llama_like_model():
-    cfg = LM_SHAPES["paper"].hooked_config(d_vocab=8192)
+    cfg = get_preset("paper", EXPERIMENT).model.to_hooked_config(d_vocab=8192)
     shape = (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.n_ctx)
     assert shape == (12, 768, 12, 2048, 1024)
-    assert cfg.normalization_type == "RMS" and cfg.positional_embedding_type == "rotary"
-    assert cfg.gated_mlp and cfg.act_fn == "silu" and cfg.rotary_dim == 64
     # llama2.c's rule: hidden = 4 * 768 * 2 / 3 rounded up to a multiple of 64 is 2048.
-    assert LMConfig(d_model=768, n_heads=12, multiple_of=64).mlp_width == 2048
+    llama = ModelConfig(architecture="llama", d_model=768, n_heads=12, multiple_of=64)
+    assert llama.mlp_width == 2048
     blocks = 12 * (4 * 768 * 768 + 3 * 768 * 2048)
     assert blocks + 8192 * 768 == pytest.approx(91.3e6, rel=0.01)  # tied embeddings: "91M"
 
 
-def test_lm_config_errors_name_the_field():
-    with pytest.raises(ValueError, match="model.architecture"):
-        LMConfig(architecture="mamba")
-    with pytest.raises(ValueError, match="model.d_model=30 is not divisible"):
-        LMConfig(d_model=30, n_heads=4)
+def test_saved_story_model_sections_load_and_the_old_gpt_name_is_refused_by_key():
+    saved = {"stage": "pretrain", "preset": "tiny", "prepared": "p", "tokenizer": "t",
+             "protocol": "all", "parent": None, "eta": None,
+             "model": {"n_layers": 2, "d_model": 32, "n_heads": 2, "d_mlp": 0, "n_ctx": 256,
+                       "architecture": "llama", "multiple_of": 16, "init_seed": 0}}
+    run = StoryRun.from_json(saved)
+    assert run.sections["model"] == get_preset("tiny", EXPERIMENT).model
+    saved["model"]["architecture"] = "gpt"
+    with pytest.raises(ConfigError, match=r"model\.architecture .*'gpt' is now 'gpt-neo'"):
+        StoryRun.from_json(saved)
+
+
+def test_batch_config_errors_name_the_field():
     with pytest.raises(ValueError, match="batches.layout"):
         BatchConfig(layout="windows")
-
-
-def test_built_models_are_seeded_and_gpt_shape_is_standard():
-    a = build_lm(LMConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16), d_vocab=30)
-    b = build_lm(LMConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16), d_vocab=30)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    gpt = build_lm(LMConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16, architecture="gpt"), 30)
-    assert gpt.cfg.normalization_type == "LN" and gpt.cfg.d_mlp == 64
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +130,8 @@ def test_packed_layout_cuts_windows_of_the_record_stream(sequences):
 
 
 def test_sequence_loss_is_the_token_weighted_mean_over_real_targets(sequences):
-    model = build_lm(LMConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=16), d_vocab=300).eval()
+    cfg = ModelConfig(architecture="llama", n_layers=1, d_model=16, n_heads=2, n_ctx=16)
+    model = build_model(cfg, d_vocab=300).eval()
     seqs = sequences[:6]
     total, count = 0.0, 0
     for seq in seqs:  # one at a time, no padding at all

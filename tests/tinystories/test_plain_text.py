@@ -155,7 +155,7 @@ def test_plain_evaluator_logs_held_out_test_loss_and_no_twist_scores(tmp_path):
         ensure_story_classifier,
         fit_story_classifier,
     )
-    from tinystories.lm import LMConfig, build_lm
+    from wrapperlens.models import ModelConfig, build_model
     from tinystories.prepare import build_run_tokenizer
     from tinystories.tokenizer import TokenizerConfig, load_tokenizer
     from tinystories.twist_classifier import TwistClassifierConfig
@@ -170,7 +170,8 @@ def test_plain_evaluator_logs_held_out_test_loss_and_no_twist_scores(tmp_path):
     tokenizer = load_tokenizer(build_run_tokenizer(prepared, tmp_path / "tok",
                                                    TokenizerConfig(vocab_size=300)))
     n_ctx = 64
-    model = build_lm(LMConfig(n_layers=1, d_model=32, n_heads=2, n_ctx=n_ctx), len(tokenizer))
+    model = build_model(ModelConfig(architecture="llama", n_layers=1, d_model=32, n_heads=2,
+                                    n_ctx=n_ctx), d_vocab=len(tokenizer))
     cfg = EvalConfig(n_loss_stories=6, n_generations=3, max_new_tokens=4, generation_batch_size=3)
     evaluator = StoryEvaluator(prepared, tokenizer, n_ctx, cfg, classifier=None)
     losses = evaluator.losses(model)
@@ -194,3 +195,33 @@ def test_plain_evaluator_logs_held_out_test_loss_and_no_twist_scores(tmp_path):
     assert set(evaluate(model, 0)) == {"test_loss", "gen_tokens"}
     assert set(evaluate(model, 1)) == {"test_loss"}  # generations only at the generation steps
     assert (tmp_path / "run" / "generations" / "step_000000.jsonl").is_file()
+
+
+@needs_sample
+@pytest.mark.slow
+def test_plain_text_runs_prepare_tokenizer_pretrain_generate_compare_through_the_cli(tmp_path):
+    """The issue's path on real text, as a user types it (tiny scale, 400 stories)."""
+    from tinystories.cli import main
+    from wrapperlens.runs import RunDir
+
+    tiny = ["--preset", "tiny"]
+    assert main(["prepare", *tiny, "--out", str(tmp_path / "prep"), f"--prepare.source={TXT}",
+                 "--prepare.n_stories=400"]) == 0
+    assert prepared_info(tmp_path / "prep").labelled is False
+    assert main(["tokenizer", *tiny, "--data", str(tmp_path / "prep"),
+                 "--out", str(tmp_path / "tok")]) == 0
+    for name, seed in (("pt", 0), ("pt2", 1)):
+        assert main(["pretrain", *tiny, "--data", str(tmp_path / "prep"), "--tokenizer",
+                     str(tmp_path / "tok"), "--out", str(tmp_path / name), "--train.steps=12",
+                     f"--batches.seed={seed}", "--no-progress"]) == 0
+    records = RunDir(tmp_path / "pt").metrics()
+    assert records[-1]["step"] == 12 and records[-1]["test_loss"] < records[0]["test_loss"]
+    assert "twist_loss" not in records[-1]
+    assert main(["generate", "--from", str(tmp_path / "pt"), "--out", str(tmp_path / "gen"),
+                 "--eval.n_generations=2", "--eval.max_new_tokens=8"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "gen" / "generations.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    assert main(["compare", "--models", f"a={tmp_path / 'pt'}", f"b={tmp_path / 'pt2'}",
+                 "--out", str(tmp_path / "cmp")]) == 0
+    report = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert set(report["cosine"]) == {"b"} and all(v < 1.0 for v in report["cosine"]["b"])

@@ -4,11 +4,11 @@ labels, and story-only inputs."""
 import pytest
 import torch
 
-from tinystories.lm import LMConfig, build_lm
 from tinystories.prepare import PrepareConfig, build_run_tokenizer, load_prepared, prepare_stories
 from tinystories.story_probes import ProbeDataConfig, probe_story_features, story_probe_inputs
 from tinystories.tokenizer import TokenizerConfig, load_tokenizer
 from wrapperlens.analysis.probing import ProbeConfig
+from wrapperlens.models import ModelConfig, build_model
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ def test_probes_read_traces_at_the_end_of_the_story_and_not_shuffled_labels(inpu
     perm = torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(0))
     labels[:, 0] = (perm < labels.shape[0] // 2).float()
     shuffled = type(probe_inputs)(probe_inputs.tokens, probe_inputs.lengths, labels, names)
-    model = build_lm(LMConfig(n_layers=1, d_model=32, n_heads=2, n_ctx=256), d_vocab=1024).eval()
+    cfg = ModelConfig(architecture="llama", n_layers=1, d_model=32, n_heads=2, n_ctx=256)
+    model = build_model(cfg, d_vocab=1024).eval()
     report = probe_story_features({"random": model}, shuffled, ProbeConfig(steps=200), last_k=10,
                                   points=[0])
     accuracy = report.accuracy["random"][0]  # B0: the mean embedding of the last 10 tokens

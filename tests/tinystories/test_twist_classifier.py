@@ -1,9 +1,12 @@
 """The twist classifier: held-out accuracy, class balance, texts without evidence, files."""
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from tinystories.story_source import StorySourceConfig, generate_records
 from tinystories.twist_classifier import (
+    TwistClassifier,
     TwistClassifierConfig,
     balanced_sample,
     classifier_accuracy,
@@ -11,6 +14,7 @@ from tinystories.twist_classifier import (
     save_classifier,
     train_twist_classifier,
 )
+from wrapperlens.checkpoints import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +61,23 @@ def test_save_and_load_round_trip(trained, tmp_path):
     stories = [r["story"] for r in test[:20]]
     assert loaded.predict_proba(stories).tolist() == model.predict_proba(stories).tolist()
     assert info["held_out"] == {"accuracy": 1.0} and info["config"]["n_buckets"] == 2**12
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.pop("weights.weight"), r"Missing key.*weights\.weight"),
+    (lambda t: t.__setitem__("bias", torch.zeros(1)), r"Unexpected key.*bias"),
+    (lambda t: t.__setitem__("weights.weight", torch.zeros(8, 1)),
+     r"weights\.weight.*\[8, 1\].*\[64, 1\]"),
+])
+def test_load_refuses_a_missing_extra_or_mis_shaped_tensor_naming_file_and_tensor(
+    tmp_path, edit, message
+):
+    # A missing weight must not come back as the zero initialisation (a classifier that
+    # answers 0.5 for every text), nor an extra one be dropped.
+    save_classifier(TwistClassifier(TwistClassifierConfig(n_buckets=64)), tmp_path / "clf", {})
+    path = tmp_path / "clf" / "classifier.safetensors"
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match=r"(?s)classifier\.safetensors.*" + message):
+        load_classifier(tmp_path / "clf")

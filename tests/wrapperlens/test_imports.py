@@ -36,7 +36,9 @@ def _run(code: str) -> dict:
 @pytest.mark.parametrize("verbosity", ["INFO", "WARNING"])
 def test_importing_the_project_keeps_every_existing_log_level(verbosity):
     result = _run(f"""
-        import transformers
+        # torch and datasets (re)configure their own loggers on first import; the question is
+        # what importing the project does to loggers of libraries already loaded.
+        import datasets, torch, transformers
         transformers.logging.set_verbosity(logging.{verbosity})
         logging.root.setLevel(logging.INFO)
         logging.getLogger("datasets").setLevel(logging.CRITICAL)

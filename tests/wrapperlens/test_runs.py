@@ -59,6 +59,16 @@ def test_resume_refuses_differing_configs_and_names_the_differing_keys(tmp_path)
         RunDir(tmp_path / "empty").write_config(CONFIG, resume=True)
 
 
+def test_a_new_run_drops_the_provenance_of_an_earlier_run(tmp_path):
+    """A finished run whose checkpoint was deleted (to save space) may be replaced, but its
+    provenance must not stay behind: it would name other weights and mark the new run finished."""
+    run = RunDir(tmp_path / "run")
+    run_stage(tiny_pcfg_spec(), run, progress=False)
+    run.state_file.unlink()
+    run_stage(tiny_pcfg_spec(**{"train.lr": 1e-3}), run, progress=False, stop_after=3)
+    assert not run.provenance_file.exists() and not run.is_finished(6)
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "file not found"), ("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object"),
 ])
@@ -177,7 +187,8 @@ def hash_of_safetensors_file(path) -> str:
 def test_state_dict_hash_matches_an_independent_hash_of_the_saved_file(tmp_path):
     model = tiny_model()
     RunDir(tmp_path).save_model(model)
-    assert state_dict_hash(model.state_dict()) == hash_of_safetensors_file(tmp_path / "model.safetensors")
+    expected = hash_of_safetensors_file(tmp_path / "model.safetensors")
+    assert state_dict_hash(model.state_dict()) == expected
 
 
 def test_state_dict_hash_equal_weights_equal_hash_one_element_changed_differs():
@@ -218,10 +229,16 @@ def test_runs_of_the_same_configs_get_the_same_run_id_and_a_changed_value_a_new_
     ft_ids = {}
     for name, parent in [("ft_a", tmp_path / "a"), ("ft_b", tmp_path / "b"),
                          ("ft_copy", tmp_path / "elsewhere" / "copy_of_a"),
-                         ("ft_seed", tmp_path / "seed")]:
+                         ("ft_lr", tmp_path / "lr")]:
         run_stage(tiny_pcfg_spec("finetune", parent=parent), tmp_path / name, progress=False)
         ft_ids[name] = RunDir(tmp_path / name).provenance()["run_id"]
         assert RunDir(tmp_path / name).read_config()["parent"] == str(parent)
     assert ft_ids["ft_a"] == ft_ids["ft_b"] == ft_ids["ft_copy"]
-    assert ft_ids["ft_seed"] != ft_ids["ft_a"]  # the parent's configs differ
+    # the parent differs only in train.lr, which a fine-tune does not inherit: the two fine-tunes'
+    # own configs are equal up to the parent path, and only the parent's content tells them apart
+    def own(name):
+        return {k: v for k, v in RunDir(tmp_path / name).read_config().items() if k != "parent"}
+
+    assert own("ft_lr") == own("ft_a")
+    assert ft_ids["ft_lr"] != ft_ids["ft_a"]
     assert ft_ids["ft_a"] not in ids.values()

@@ -26,6 +26,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from wrapperlens.components import hook_name
+
 __all__ = ["attention_patterns", "attention_page", "write_attention_html"]
 
 _LOCAL_SRC = re.compile(
@@ -38,9 +40,13 @@ _LOCAL_SRC = re.compile(
 def attention_patterns(
     model: HookedTransformer, tokens: Int[Tensor, "pos"], layers: Sequence[int] | None = None
 ) -> Float[Tensor, "layer head query key"]:
-    """Attention patterns of `layers` (default all) on one sequence, from ``hook_pattern``."""
+    """Attention patterns of `layers` (default all) on one sequence, from component ``pattern``.
+
+    Returns:
+        `[layer, head, query, key]`: layer i is `layers[i]`; float32 on the CPU.
+    """
     layers = _check_layers(model, layers)
-    names = [f"blocks.{l}.attn.hook_pattern" for l in layers]
+    names = [hook_name("pattern", l) for l in layers]
     with torch.no_grad():
         _, cache = model.run_with_cache(
             tokens[None].to(model.cfg.device),

@@ -7,15 +7,16 @@ Activation patching runs one forward per patch. Attribution patching (Nanda, 202
         ~= (source_act - target_act) . d metric / d act   (at the target run)
 
 so one forward on the source (for its activations) and one forward and backward on the target
-(for its activations and gradients) estimate the effect of patching every node. A node is a part
-of an activation summed over its feature dimensions, exactly as `patching.py` patches it:
+(for its activations and gradients) estimate the effect of patching every node. A node is one
+unit of a component (`wrapperlens.components`) summed over the axes inside it, exactly as
+`patching.py` patches it, so the result has the same axes, `result_axes(component,
+per_position)`:
 
-| component                                | node                   | per position           |
-|------------------------------------------|------------------------|------------------------|
-| resid_pre, resid_mid, resid_post,        | one layer's vector     | [n_layers, pos]        |
-| attn_out, mlp_out                        |                        |                        |
-| z                                        | one head (`hook_z`)    | [n_layers, pos, n_heads] |
-| post                                     | one MLP neuron         | [n_layers, pos, d_mlp] |
+| unit of the component              | node                             | per position         |
+|------------------------------------|----------------------------------|----------------------|
+| position (resid_pre, mlp_out, ...) | one layer's vector, summed       | [layer, pos]         |
+| head (z)                           | one head's z, summed over d_head | [layer, pos, head]   |
+| neuron (post)                      | one MLP neuron (one number)      | [layer, pos, neuron] |
 
 With `per_position=False` the position axis is summed (all positions patched at once). The
 estimate is exact where the metric is linear in the activation (e.g. the last block's outputs of
@@ -31,12 +32,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from wrapperlens.analysis.logit_metrics import Metric
-from wrapperlens.analysis.patching import COMPONENTS, check_component, resolve_source
+from wrapperlens.analysis.run_pair import resolve_source
+from wrapperlens.components import check_component, hook_name
 
 __all__ = ["attribution_patching", "attribution_scores"]
 
@@ -50,7 +52,7 @@ def attribution_scores(
     per_position: bool = True,
     source_model: HookedTransformer | None = None,
     source_tokens: Int[Tensor, "batch pos"] | None = None,
-) -> dict[str, Tensor]:
+) -> dict[str, Float[Tensor, "layer ..."]]:
     """Attribution-patching estimates for several components from one forward and backward.
 
     Args:
@@ -58,24 +60,24 @@ def attribution_scores(
         target_tokens: Its input, `[batch, pos]`.
         metric: Function of the logits returning a 0-d tensor or one value per example; it must
             be differentiable.
-        components: Names from `patching.COMPONENTS`.
+        components: Names from `wrapperlens.components.COMPONENTS`.
         per_position: One node per position (True) or per layer/head/neuron over all positions.
         source_model: Model the activations come from (default `target_model`), same
             architecture.
         source_tokens: Its input (default `target_tokens`), same shape.
 
     Returns:
-        One tensor per component, shaped as in the module docstring, with a trailing batch axis
-        when the metric returns one value per example. The model is left as it was (its
-        parameters' `.grad` are not touched).
+        One tensor per component with the axes `result_axes(component, per_position)` (e.g.
+        `[layer, pos, head]` for "z"), plus a trailing `batch` axis when the metric returns one
+        value per example. The model is left as it was (its parameters' `.grad` are not
+        touched).
     """
     source_model, source_tokens = resolve_source(
         target_model, target_tokens, source_model, source_tokens
     )
     cfg = target_model.cfg
-    for component in components:
-        check_component(target_model, component)
-    names = [f"blocks.{l}.{COMPONENTS[c]}" for c in components for l in range(cfg.n_layers)]
+    rows = {component: check_component(target_model, component) for component in components}
+    names = [hook_name(c, l) for c in components for l in range(cfg.n_layers)]
     device = next(target_model.parameters()).device
 
     with torch.no_grad():
@@ -113,13 +115,14 @@ def attribution_scores(
         for component in components:
             layers = []
             for layer in range(cfg.n_layers):
-                name = f"blocks.{layer}.{COMPONENTS[component]}"
+                name = hook_name(component, layer)
                 i = names.index(name)
                 grad = torch.zeros_like(acts[i]) if grads[i] is None else grads[i]
                 delta = source_cache[name].to(device) - acts[i]
-                node = delta * grad  # [batch, pos, d] or [batch, pos, head, d_head]
-                if component != "post":  # a neuron is already one number
-                    node = node.sum(-1)
+                node = delta * grad  # [batch, pos, *component_size]
+                inside = len(rows[component].feature_axes)  # none for a neuron: one number
+                if inside:
+                    node = node.sum(tuple(range(-inside, 0)))
                 if not per_position:
                     node = node.sum(1)
                 # batch first -> batch last (per-example metric) or summed (scalar metric).
@@ -137,14 +140,18 @@ def attribution_patching(
     per_position: bool = True,
     source_model: HookedTransformer | None = None,
     source_tokens: Int[Tensor, "batch pos"] | None = None,
-) -> Tensor:
+) -> Float[Tensor, "layer *axes"]:
     """Attribution-patching estimate for one component; see `attribution_scores`.
 
     Example (where would splicing pretrained activations into the fine-tuned model matter?)::
 
         estimate = attribution_patching(
             finetuned, tokens, logit_difference(a_token, b_token), "z", source_model=pretrained
-        )  # [n_layers, pos, n_heads]
+        )  # [layer, pos, head]
+
+    Returns:
+        The estimate with the axes `result_axes(component, per_position)`, plus a trailing
+        `batch` axis for a per-example metric.
     """
     return attribution_scores(
         target_model,

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from wrapperlens.analysis.positions import Positions, gather_positions, resolve_positions
 
-Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Tensor]
+#: logits `[batch, pos, d_vocab]` -> a 0-d tensor (`reduce="mean"`) or `[batch]` (`"none"`).
+Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""] | Float[Tensor, "batch"]]
 TokenIds = int | Sequence[int] | Int[Tensor, "batch"]
 
 __all__ = ["Metric", "logit_difference", "answer_probability"]
@@ -64,10 +65,15 @@ def logit_difference(
         wrong: The competing token id, likewise.
         position: Where the answer is predicted, one for all or one per example.
         reduce: "mean" over the batch (a 0-d tensor) or "none" (one value per example).
+
+    Returns:
+        A `Metric`: logits `[batch, pos, d_vocab]` -> a 0-d tensor, or `[batch]` with "none".
     """
     _check_reduce(reduce)
 
-    def metric(logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+    def metric(
+        logits: Float[Tensor, "batch pos d_vocab"],
+    ) -> Float[Tensor, ""] | Float[Tensor, "batch"]:
         batch, _, d_vocab = logits.shape
         answer = _answer_logits(logits, position)
         rows = torch.arange(batch, device=logits.device)
@@ -85,7 +91,9 @@ def answer_probability(
     """Metric: softmax probability of `answer` at `position` (as in `logit_difference`)."""
     _check_reduce(reduce)
 
-    def metric(logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+    def metric(
+        logits: Float[Tensor, "batch pos d_vocab"],
+    ) -> Float[Tensor, ""] | Float[Tensor, "batch"]:
         batch, _, d_vocab = logits.shape
         probs = _answer_logits(logits, position).softmax(dim=-1)
         ids = _token_ids(answer, "answer", batch, d_vocab).to(logits.device)

@@ -39,7 +39,8 @@ from transformer_lens.utilities.addmm import batch_addmm
 from wrapperlens.components import COMPONENTS, hook_name
 
 # The activations a block can be entered at (`wrapperlens.components` names), in the order the
-# block computes them.
+# block computes them; `_block`'s stage numbers are indices into it (the components tests check
+# that order against a real forward).
 ENTRY_POINTS = COMPONENTS
 _STAGE = {name: i for i, name in enumerate(ENTRY_POINTS)}
 

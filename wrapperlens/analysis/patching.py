@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -52,7 +52,6 @@ from wrapperlens.analysis.partial_forward import (
 from wrapperlens.analysis.run_pair import check_same_architecture, resolve_source
 from wrapperlens.components import (
     COMPONENTS,
-    TABLE,
     check_component,
     check_patchable,
     components_with_unit,

@@ -41,11 +41,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from wrapperlens.analysis.positions import Positions, gather_positions, resolve_positions
+from wrapperlens.components import LINEAR_WEIGHTS, output_weight_suffix
 
 __all__ = [
     "ELIGIBLE_PRESETS",
@@ -62,18 +63,17 @@ __all__ = [
     "plot_prune_sweep",
 ]
 
-LossFn = Callable[[HookedTransformer], Tensor]
+LossFn = Callable[[HookedTransformer], Float[Tensor, ""]]
 
-# Suffixes of block parameters; entries a model lacks (gated MLPs, grouped-query K/V) are skipped.
+# Suffixes of block parameters (`wrapperlens.components`: the block parts' linear maps, and the
+# matrices that write a component into the residual stream); entries a model lacks (gated MLPs,
+# grouped-query K/V) are skipped.
 ELIGIBLE_PRESETS: dict[str, tuple[str, ...]] = {
-    "all_block_linear": (
-        "attn.W_Q", "attn.W_K", "attn.W_V", "attn._W_K", "attn._W_V", "attn.W_O",
-        "mlp.W_in", "mlp.W_gate", "mlp.W_out",
-    ),
-    "mlp_out_and_attn_out": ("mlp.W_out", "attn.W_O"),
-    "mlp_out": ("mlp.W_out",),
-    "mlp": ("mlp.W_in", "mlp.W_gate", "mlp.W_out"),
-    "attn": ("attn.W_Q", "attn.W_K", "attn.W_V", "attn._W_K", "attn._W_V", "attn.W_O"),
+    "all_block_linear": LINEAR_WEIGHTS["attn"] + LINEAR_WEIGHTS["mlp"],
+    "mlp_out_and_attn_out": (output_weight_suffix("mlp_out"), output_weight_suffix("attn_out")),
+    "mlp_out": (output_weight_suffix("mlp_out"),),
+    "mlp": LINEAR_WEIGHTS["mlp"],
+    "attn": LINEAR_WEIGHTS["attn"],
 }
 
 
@@ -162,7 +162,7 @@ def answer_loss(
     """
     index = resolve_positions(positions, tokens.shape[0], tokens.shape[1])
 
-    def loss_fn(model: HookedTransformer) -> Tensor:
+    def loss_fn(model: HookedTransformer) -> Float[Tensor, ""]:
         logits = model(tokens.to(model.cfg.device))
         return F.cross_entropy(gather_positions(logits, index), answers.to(logits.device))
 
@@ -208,10 +208,11 @@ class PruneScores:
     """g·w per unit for every eligible parameter: `scores[name]` indexes units of that parameter.
 
     For rows with unit_axis "input" a parameter ``[..., a, b]`` has scores ``[..., a]``; with
-    "output" ``[..., b]``; for single weights the scores have the parameter's shape.
+    "output" ``[..., b]``; for single weights the scores have the parameter's shape. (So
+    ``attn.W_O [n_heads, d_head, d_model]`` rows by input have scores ``[n_heads, d_head]``.)
     """
 
-    scores: dict[str, Tensor]
+    scores: dict[str, Float[Tensor, "..."]]
     config: PruneConfig
 
     @property
@@ -258,6 +259,11 @@ def pruning_scores(
         model: The (fine-tuned) model; not modified, and its `.grad` fields are not touched.
         loss_fn: ``loss_fn(model) -> scalar``: the pretraining-task loss, e.g. `answer_loss`.
         config: Which units to score.
+
+    Returns:
+        `PruneScores` whose `scores[name]` holds one g·w per unit of parameter `name`: its
+        leading axes for rows by input (``[n_heads, d_head]`` for ``attn.W_O``, ``[d_mlp]`` for
+        ``mlp.W_out``), see `PruneScores`.
     """
     names = eligible_parameters(model, config.eligible)
     params = dict(model.named_parameters())

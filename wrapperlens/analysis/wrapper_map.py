@@ -13,16 +13,15 @@ side by side:
 2. **Cross-model patching effect** (`patching.py`): the pretrained model's activation of the
    component, spliced into the fine-tuned model's run on pretraining-task inputs (all positions),
    and the change of a pretraining-task metric (default: probability of the correct answer):
-   ``metric(fine-tuned, patched) - metric(fine-tuned)``. Heads are patched at ``attn.hook_z``,
-   neurons at ``mlp.hook_post``, layers at ``hook_attn_out`` / ``hook_mlp_out``. A z or post patch
+   ``metric(fine-tuned, patched) - metric(fine-tuned)``. Heads are patched at component ``z``,
+   neurons at ``post``, layers at ``attn_out`` / ``mlp_out`` (`KIND_COMPONENTS`). A z or post patch
    restores what the component *computes* (its input-side weights and everything upstream); a
    change of the head's own ``W_O`` or the neuron's ``W_out`` row is seen by the weight change and
    by the layer-level ``attn_out`` / ``mlp_out`` patch instead. `patch_restored` is the effect as a
    fraction of the gap ``metric(pretrained) - metric(fine-tuned)``.
-3. **Weight change**: ``‖W_ft - W_pt‖ / ‖W_pt‖`` over the component's own parameters: for head h
-   the slices ``[h]`` of ``W_Q, W_K, W_V, W_O, b_Q, b_K, b_V``; for neuron n ``W_in[:, n]``,
-   ``b_in[n]`` (and ``W_gate[:, n]``) and ``W_out[n]``; for a layer's attention every
-   ``blocks.{l}.attn.*`` parameter and ``ln1``, for its MLP every ``blocks.{l}.mlp.*`` and ``ln2``.
+3. **Weight change** (`weight_change.py`): ``‖W_ft - W_pt‖ / ‖W_pt‖`` over the component's
+   own parameters (a head's slices of ``W_Q, W_K, W_V, W_O`` and their biases, a neuron's
+   ``W_in`` column and ``W_out`` row, every parameter of a layer part and its LayerNorm).
 
 Ranks are within a kind of component (heads among heads, neurons among neurons, layer parts among
 layer parts), 1 = first: pruning by the signed score (as pruning picks units), patching by the
@@ -36,17 +35,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from wrapperlens.analysis.logit_metrics import Metric, answer_probability
-from wrapperlens.analysis.patching import ActivationPatcher, Patch, check_same_architecture
+from wrapperlens.analysis.patching import ActivationPatcher, Patch
 from wrapperlens.analysis.positions import Positions
 from wrapperlens.analysis.pruning import LossFn, PruneConfig, answer_loss, pruning_scores
+from wrapperlens.analysis.run_pair import check_same_architecture
+from wrapperlens.analysis.weight_change import weight_changes
+from wrapperlens.components import exists, output_weight, output_weight_suffix, unit_count
 
 __all__ = [
     "KINDS",
+    "KIND_COMPONENTS",
     "SCORES",
     "WrapperMapConfig",
     "WrapperMap",
@@ -55,8 +58,13 @@ __all__ = [
     "plot_wrapper_map",
 ]
 
-#: Component kinds: one attention head, one MLP neuron, a layer's attention, a layer's MLP.
-KINDS = ("head", "neuron", "attn", "mlp")
+#: Component kinds (one attention head, one MLP neuron, a layer's attention, a layer's MLP) and
+#: the `wrapperlens.components` component each one is a unit of: a head is a unit of z, a layer's
+#: attention the whole of attn_out.
+KIND_COMPONENTS: dict[str, str] = {
+    "head": "z", "neuron": "post", "attn": "attn_out", "mlp": "mlp_out",
+}
+KINDS = tuple(KIND_COMPONENTS)
 #: The three scores of every component (columns of the table and of the plot).
 SCORES = ("prune_score", "patch_effect", "weight_change")
 
@@ -106,64 +114,17 @@ def _label(kind: str, layer: int, index: int | None) -> str:
 def _components(
     model: HookedTransformer, kinds: Sequence[str]
 ) -> list[tuple[str, int, int | None]]:
+    """(kind, layer, unit index or None) of every component of `kinds` that `model` has."""
     cfg = model.cfg
     out: list[tuple[str, int, int | None]] = []
     for kind in kinds:
+        component = KIND_COMPONENTS[kind]
+        if not exists(component, cfg):
+            continue
+        count = unit_count(component, cfg)
         for layer in range(cfg.n_layers):
-            if kind == "head":
-                out += [(kind, layer, h) for h in range(cfg.n_heads)]
-            elif kind == "neuron" and not cfg.attn_only:
-                out += [(kind, layer, n) for n in range(cfg.d_mlp)]
-            elif kind == "attn" or (kind == "mlp" and not cfg.attn_only):
-                out.append((kind, layer, None))
-    return out
-
-
-# ------------------------------------------------------------------------------ weight change
-def _slices(model: HookedTransformer, kind: str, layer: int, index: int | None):
-    """(parameter name, selector) pairs of one component's own parameters."""
-    params = dict(model.named_parameters())
-    if kind in ("attn", "mlp"):
-        prefixes = (
-            f"blocks.{layer}.{kind}.",
-            f"blocks.{layer}.{'ln1' if kind == 'attn' else 'ln2'}.",
-        )
-        return [(n, (...,)) for n in params if n.startswith(prefixes)]
-    if kind == "head":
-        names = [
-            f"blocks.{layer}.attn.{w}" for w in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
-        ]
-        # Grouped-query K/V (`_W_K`, first axis n_key_value_heads) are not one head's own.
-        return [
-            (n, (index,)) for n in names if n in params and params[n].shape[0] == model.cfg.n_heads
-        ]
-    mlp = f"blocks.{layer}.mlp."
-    candidates = [
-        ("W_in", (..., index)),
-        ("W_gate", (..., index)),
-        ("b_in", (index,)),
-        ("W_out", (index, ...)),
-    ]
-    return [(mlp + w, sel) for w, sel in candidates if mlp + w in params]
-
-
-def weight_changes(
-    pretrained: HookedTransformer,
-    finetuned: HookedTransformer,
-    components: Sequence[tuple[str, int, int | None]],
-    eps: float = 1e-12,
-) -> list[float]:
-    """Relative weight change ‖W_ft - W_pt‖ / (‖W_pt‖ + eps) of each (kind, layer, index)."""
-    pt, ft = dict(pretrained.named_parameters()), dict(finetuned.named_parameters())
-    out = []
-    with torch.no_grad():
-        for kind, layer, index in components:
-            delta_sq, base_sq = 0.0, 0.0
-            for name, sel in _slices(finetuned, kind, layer, index):
-                a, b = pt[name][sel].float(), ft[name][sel].float().to(pt[name].device)
-                delta_sq += float(((b - a) ** 2).sum())
-                base_sq += float((a**2).sum())
-            out.append(delta_sq**0.5 / (base_sq**0.5 + eps))
+            indices = [None] if count is None else range(count)
+            out += [(kind, layer, index) for index in indices]
     return out
 
 
@@ -201,9 +162,11 @@ class WrapperMap:
         rows = [r for r in self.rows if r["kind"] == kind and r[rank] is not None]
         return sorted(rows, key=lambda r: r[rank])[:k]
 
-    def grid(self, kind: str, score: str) -> Tensor:
-        """One score as a [n_layers, n] grid (n: heads, neurons or 1 per layer part); NaN: none."""
-        width = {"head": self.shape["n_heads"], "neuron": self.shape["d_mlp"]}.get(kind, 1)
+    def grid(self, kind: str, score: str) -> Float[Tensor, "n_layers width"]:
+        """One score as a `[n_layers, width]` grid, width = n_heads, d_mlp or 1 (a layer part);
+        NaN where a component has no value."""
+        count = unit_count(KIND_COMPONENTS[kind], self.shape)
+        width = 1 if count is None else count
         out = torch.full((self.shape["n_layers"], width), float("nan"))
         for r in self.rows:
             if r["kind"] == kind and r[score] is not None:
@@ -279,29 +242,27 @@ def wrapper_map(
     cfg = finetuned.cfg
     components = _components(finetuned, config.kinds)
 
-    # (a) g·w of the output rows, summed per component.
-    eligible = tuple(w for w in ("attn.W_O", "mlp.W_out") if w != "mlp.W_out" or not cfg.attn_only)
+    # (a) g·w of the output rows, summed per component: the output weight's first axis is the
+    # unit (W_O[head], W_out[neuron]); a layer part sums all of its units.
+    present = [c for c in KIND_COMPONENTS.values() if exists(c, cfg)]
+    eligible = tuple(dict.fromkeys(output_weight_suffix(c) for c in present))
     scores = pruning_scores(finetuned, loss_fn, PruneConfig(eligible, "row", "input")).scores
     prune = []
     for kind, layer, index in components:
-        if kind in ("head", "attn"):
-            per_head = scores[f"blocks.{layer}.attn.W_O"].sum(-1)  # [n_heads]
-            prune.append(float(per_head[index] if kind == "head" else per_head.sum()))
-        else:
-            per_neuron = scores[f"blocks.{layer}.mlp.W_out"]  # [d_mlp]
-            prune.append(float(per_neuron[index] if kind == "neuron" else per_neuron.sum()))
+        rows = scores[output_weight(KIND_COMPONENTS[kind], layer)]
+        per_unit = rows.flatten(1).sum(1) if rows.ndim > 1 else rows  # [n_heads] or [d_mlp]
+        prune.append(float(per_unit.sum() if index is None else per_unit[index]))
 
     # (b) cross-model patching, pretrained -> fine-tuned, all positions at once.
     patcher = ActivationPatcher(finetuned, tokens, source_model=pretrained)
     with torch.no_grad():
         m_ft = float(metric(patcher.target_logits))
         m_pt = float(metric(patcher.source_logits))
-    component_of = {"head": "z", "neuron": "post", "attn": "attn_out", "mlp": "mlp_out"}
     wanted = [
         i for i, (kind, _, _) in enumerate(components) if kind != "neuron" or config.patch_neurons
     ]
     patches = [
-        Patch(components[i][1], component_of[components[i][0]], None, components[i][2])
+        Patch(components[i][1], KIND_COMPONENTS[components[i][0]], None, components[i][2])
         for i in wanted
     ]
     patch: list[float | None] = [None] * len(components)

@@ -89,6 +89,7 @@ class PCFGRun:
 
     def __post_init__(self) -> None:
         self.task = PCFGTask(self.sections["task"])
+        self.sections["model"].context_length(self.task.n_ctx)  # a set model.n_ctx must fit
         self._stream = self.stream()
         self._eval_sets: dict[str, TaskBatch] | None = None
 
@@ -164,7 +165,8 @@ class PCFGRun:
         return {name: answer_accuracy(model, b) for name, b in self.eval_sets().items()}
 
     def new_model(self) -> HookedTransformer:
-        return build_model(self.sections["model"], n_ctx=self.task.n_ctx, d_vocab=len(self.task.vocab))
+        return build_model(self.sections["model"], d_vocab=len(self.task.vocab),
+                           n_ctx=self.task.n_ctx)
 
     def initial_model(self) -> HookedTransformer:
         """A fresh init for pretraining, else the parent run's latest weights."""
@@ -251,10 +253,8 @@ def resolve_configs(
         if locked:
             raise ConfigError(f"{locked[0]}: task and model are fixed by the parent run {parent}")
         train_cfg = p.finetune if stage == "finetune" else p.reft
-        name = eta or (p.finetune_eta if stage == "finetune" else p.reft_eta)
-        if name not in p.etas:
-            raise ConfigError(f"--eta {name!r}: expected one of {', '.join(p.etas)}")
-        train_cfg = replace(train_cfg, "train", lr=p.etas[name])
+        _, lr = p.eta(stage, eta)
+        train_cfg = replace(train_cfg, "train", lr=lr)
         sections = {"task": inherited["task"], "model": inherited["model"], "train": train_cfg}
         if stage == "finetune":
             sections["finetune"] = p.finetune_data

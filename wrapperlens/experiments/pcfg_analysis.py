@@ -29,6 +29,7 @@ from transformer_lens import HookedTransformer
 from tasks.config import FinetuneDataConfig
 from tasks.data import PCFGTask, Question, TaskBatch
 from wrapperlens.checkpoints import write_json
+from wrapperlens.components import result_axes
 from wrapperlens.experiments.pcfg import PCFGRun, answer_accuracy, load_run
 from wrapperlens.experiments.scratch_baseline import find_pretrain_run
 
@@ -317,8 +318,7 @@ def patch_run(
     values = patcher.sweep(fn, PatchingConfig(component=component, per_position=per_position))
     base = float(fn(patcher.target_logits))
     effect = values - base
-    axes = ["layer"] + (["pos"] if per_position else [])
-    axes += {"z": ["head"], "post": ["neuron"]}.get(component, [])
+    axes = result_axes(component, per_position)
     str_tokens = ft.task.vocab.to_str_tokens(inputs.tokens[0].tolist())
     result = {
         "run": str(run_dir),
@@ -404,8 +404,7 @@ def attribute_run(
         ActivationPatcher(target, inputs.tokens, source_model=source) if compare_exact else None
     )
     for component, estimate in scores.items():
-        axes = ["layer"] + (["pos"] if per_position else [])
-        axes += {"z": ["head"], "post": ["neuron"]}.get(component, [])
+        axes = result_axes(component, per_position)
         entry: dict[str, Any] = {"axes": axes, "estimate": estimate.tolist()}
         if patcher is not None:
             exact = patcher.sweep(

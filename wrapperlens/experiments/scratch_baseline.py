@@ -170,14 +170,14 @@ def scratch_finetune_overrides(
 
     Training settings come from the reFT run (its learning rate too, unless `eta` names one of
     the preset's), or without one from the preset's reFT settings at `eta` (default the preset's
-    `reft_eta`).
+    default reFT η, `default_eta["reft"]`).
     """
     p = get_preset(preset)
     if eta is not None and eta not in p.etas:
         raise ConfigError(f"eta {eta!r}: expected one of {', '.join(p.etas)}")
     if reft_run is None:
         train, ft = p.reft, p.finetune_data
-        lr = p.etas[eta or p.reft_eta]
+        lr = p.etas[eta or p.default_eta["reft"]]
     else:
         reft_cfg = RunDir(reft_run).read_config()
         train = from_dict(TrainConfig, reft_cfg["train"], "train")
@@ -227,7 +227,7 @@ def run_scratch_baseline(
         reft_run: The reFT run to match (task, model, pretraining budget, reFT settings); None
             uses the preset with the low prior.
         eta: Named learning rate of the fine-tuning ("M" or "S" in the paper); default the reFT
-            run's learning rate (or the preset's `reft_eta`).
+            run's learning rate (or the preset's default reFT η).
         pretrain_overrides, finetune_overrides: Applied last (e.g. fewer steps for a test).
         progress: Show progress bars.
 

@@ -15,6 +15,7 @@ from wrapperlens.analysis.patching import (
     PatchingConfig,
     activation_patching,
 )
+from wrapperlens.components import TABLE, hook_name, result_axes
 from wrapperlens.models import hooked_transformer
 
 tlp.tqdm = lambda iterable, **kwargs: iterable  # quiet reference runs
@@ -139,6 +140,21 @@ def test_patching_a_run_with_itself_changes_nothing(variant, tokens):
             torch.testing.assert_close(result, baseline.expand_as(result), atol=1e-5, rtol=0)
 
 
+def test_sweeps_have_the_axes_that_result_axes_names(tokens):
+    clean, corrupted = tokens
+    patcher = ActivationPatcher(make_model(), corrupted, source_tokens=clean)
+    sizes = {"layer": 1, "pos": 3, "head": 2, "neuron": 2}
+    for component in COMPONENTS:
+        units = {"head": {"heads": (0, 3)}, "neuron": {"neurons": (1, 5)}}
+        for per_position in (True, False):
+            config = PatchingConfig(
+                component, per_position, layers=(1,), positions=(2, 4, 6) if per_position else None,
+                **units.get(TABLE[component].unit, {}),
+            )  # fmt: skip
+            result = patcher.sweep(logit_difference(3, 5), config)
+            assert list(result.shape) == [sizes[a] for a in result_axes(component, per_position)]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("recompute", ["suffix", "layer"])
 def test_patching_all_of_layer_0_resid_pre_reproduces_the_source_logits(variant, recompute, tokens):
@@ -208,7 +224,7 @@ def logits_by_brute_force(model, target_tokens, source_cache, edits):
             edit.apply(act, slice(None), source_cache[hook.name], 0)
             return act
 
-        name = f"blocks.{edit.layer}.{edit.hook}"
+        name = hook_name(edit.component, edit.layer)
         out.append(model.run_with_hooks(target_tokens, fwd_hooks=[(name, hook)]))
     return torch.cat(out)
 
@@ -222,15 +238,15 @@ def test_suffix_forward_equals_a_full_forward(variant, tokens):
     target_logits, target_cache = model.run_with_cache(corrupted, names_filter=names)
     suffix = SuffixForward(model, dict(target_cache.cache_dict), target_logits)
     edits = [  # sorted by layer and entry point, as `run` requires
-        RowEdit(0, "hook_resid_pre", 3),
-        RowEdit(0, "attn.hook_z", 5, 2),
-        RowEdit(0, "hook_mlp_out", None),
-        RowEdit(1, "hook_attn_out", 4),
-        RowEdit(1, "mlp.hook_post", 6, 10),
-        RowEdit(1, "hook_resid_post", 7),
+        RowEdit(0, "resid_pre", 3),
+        RowEdit(0, "z", 5, 2),
+        RowEdit(0, "mlp_out", None),
+        RowEdit(1, "attn_out", 4),
+        RowEdit(1, "post", 6, 10),
+        RowEdit(1, "resid_post", 7),
     ]
     expected = logits_by_brute_force(model, corrupted, source_cache, edits)
-    sources = [source_cache[f"blocks.{e.layer}.{e.hook}"] for e in edits]
+    sources = [source_cache[hook_name(e.component, e.layer)] for e in edits]
     with torch.no_grad():
         full = suffix.run(edits, sources)
         torch.testing.assert_close(full, expected, atol=1e-5, rtol=0)

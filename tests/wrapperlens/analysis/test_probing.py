@@ -1,19 +1,14 @@
-"""Linear probes: decodable-by-construction labels, shuffled labels, caching and batching checks."""
+"""Probe reports: decodable-by-construction labels, shuffled labels, random-init baselines."""
 
 import pytest
 import torch
 
 from wrapperlens.analysis.probing import (
-    PROBE_PRESETS,
     _with_random_baselines,
     ProbeConfig,
     plot_probe_accuracy,
     probe_accuracy_by_layer,
     probe_features_by_layer,
-    residual_at_positions,
-    residual_hook_names,
-    residual_mean_last,
-    train_probes,
 )
 from wrapperlens.models import ModelConfig, build_model
 
@@ -83,38 +78,6 @@ def test_random_baseline_has_the_shape_but_not_the_weights_of_each_model():
                                 points=[2])
 
 
-def test_cached_residuals_equal_transformer_lens_cache_at_per_sample_positions():
-    model = _written_model()
-    tokens, positions, _ = _data(n=10)
-    _, cache = model.run_with_cache(tokens)
-    rows = torch.arange(10)
-    expected = torch.stack([cache[n][rows, positions] for n in residual_hook_names(2)])
-    got = residual_at_positions(model, tokens, positions, chunk=3)
-    torch.testing.assert_close(got, expected)
-    torch.testing.assert_close(residual_at_positions(model, tokens, -1, points=[1])[0],
-                               cache["blocks.0.hook_resid_post"][:, -1])
-    lengths = torch.tensor([6, 5, 4, 6, 3, 6, 5, 4, 3, 6])
-    mean = residual_mean_last(model, tokens, last_k=2, lengths=lengths, chunk=4)
-    for i, n in enumerate(lengths.tolist()):
-        window = torch.stack([cache[h][i, n - 2 : n].mean(0) for h in residual_hook_names(2)])
-        torch.testing.assert_close(mean[:, i], window)
-    with pytest.raises(ValueError, match="last_k"):
-        residual_mean_last(model, tokens, last_k=4, lengths=lengths)
-
-
-def test_batched_probes_equal_probes_trained_one_point_at_a_time():
-    gen = torch.Generator().manual_seed(4)
-    features = torch.randn(3, 60, 5, generator=gen)
-    labels = torch.randint(0, 3, (60,), generator=gen)
-    train = torch.arange(45)
-    config = ProbeConfig(steps=40, batch_size=16)
-    weight, bias = train_probes(features, labels, train, config, n_classes=3)
-    for p in range(3):
-        w, b = train_probes(features[p : p + 1], labels, train, config, n_classes=3)
-        torch.testing.assert_close(w[0], weight[p], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(b[0], bias[p], atol=1e-5, rtol=1e-5)
-
-
 def test_feature_probes_read_bits_written_into_the_mean_of_the_last_tokens(tmp_path):
     """Feature f of a sample = bit f of its final token, which fills its last 3 real positions."""
     model = build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, init_seed=6), n_ctx=SEQ,
@@ -143,14 +106,7 @@ def test_feature_probes_read_bits_written_into_the_mean_of_the_last_tokens(tmp_p
     assert path.stat().st_size > 5000
 
 
-def test_configs_are_validated_and_the_paper_preset_follows_the_paper():
-    paper = PROBE_PRESETS["paper"]
-    assert (paper.steps, paper.lr, paper.lr_milestones, paper.lr_gamma) == (
-        4000, 1e-3, (2000, 3000, 3500), 0.1)
-    with pytest.raises(ValueError, match="probe.test_fraction"):
-        ProbeConfig(test_fraction=1.0)
-    with pytest.raises(ValueError, match="probe.lr_milestones"):
-        ProbeConfig(lr_milestones=(3, 2))
+def test_labels_that_do_not_fit_n_classes_are_refused():
+    tokens, _, _ = _data(n=20)
     with pytest.raises(ValueError, match="n_classes"):
-        tokens, _, _ = _data(n=20)
         probe_accuracy_by_layer({"m": _written_model()}, tokens, tokens[:, 0], n_classes=3)

@@ -8,12 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wrapperlens.analysis.wrapper_map import (
-    WrapperMapConfig,
-    plot_wrapper_map,
-    weight_changes,
-    wrapper_map,
-)
+from wrapperlens.analysis.wrapper_map import WrapperMapConfig, plot_wrapper_map, wrapper_map
 from wrapperlens.models import hooked_transformer
 
 CFG = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=24, n_ctx=8, d_vocab=12,
@@ -98,17 +93,9 @@ def test_a_changed_neuron_ranks_first_by_weight_change_and_patching(pretrained, 
     assert wmap.top("neuron", "weight_change", 1)[0]["label"] == "L1N5"
 
 
-def test_relative_weight_change_by_hand(pretrained):
+def test_a_w_o_change_is_seen_by_attn_out_patching_but_not_by_z_patching(pretrained):
     ft = changed_copy(pretrained, lambda m, g: m.blocks[0].attn.W_O[1].mul_(3.0))
-    head_params = [
-        pretrained.blocks[0].attn.get_parameter(n)[1]
-        for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
-    ]
-    norm = torch.cat([p.flatten() for p in head_params]).norm()
-    expected = (2.0 * pretrained.blocks[0].attn.W_O[1].norm() / norm).item()
-    (got,) = weight_changes(pretrained, ft, [("head", 0, 1)])
-    assert got == pytest.approx(expected, rel=1e-5)
-    # A W_O change is invisible to hook_z patching (z comes before W_O) but not to attn_out.
+    # z comes before W_O, so the head's z is the same in both models; attn_out is not.
     wmap = wrapper_map(
         pretrained, ft, torch.randint(0, 12, (4, POS)), torch.zeros(4, dtype=torch.long)
     )
