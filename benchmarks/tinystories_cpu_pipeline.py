@@ -60,6 +60,7 @@ def estimate(workers: int) -> dict:
     from tinystories.tokenizer import load_tokenizer
     from wrapperlens.models import build_model
     from wrapperlens.presets import get_preset
+    from wrapperlens.runs import RunDir
     from wrapperlens.training import _make_optimizer, masked_loss
 
     torch.set_num_threads(1)
@@ -99,9 +100,9 @@ def estimate(workers: int) -> dict:
     probe = _time(lambda: probe_story_features({"m": model}, inputs, p.probe), 1)
     probe = {k: v / 2 for k, v in probe.items()}
 
-    (tmp / "pt").mkdir(exist_ok=True)
-    (tmp / "pt" / "config.json").write_text(json.dumps(
-        {"prepared": str(tmp / "prepared"), "tokenizer": str(tmp / "tok")}))
+    # A stand-in parent run (configs only) for resolving the deletion and reFT stages.
+    RunDir(tmp / "pt").write_config({"stage": "pretrain", "parent": None,
+                                     "prepared": str(tmp / "prepared"), "tokenizer": str(tmp / "tok")})
     runs = {
         "pretrain": resolve_story_run("pretrain", "cpu", prepared=tmp / "prepared",
                                       tokenizer=tmp / "tok"),

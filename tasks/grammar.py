@@ -30,6 +30,8 @@ from typing import no_type_check
 import numpy as np
 
 __all__ = [
+    "Production",
+    "Rule",
     "Grammar",
     "PAPER_RULES",
     "paper_grammar",

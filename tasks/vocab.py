@@ -18,7 +18,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Vocabulary", "SPECIAL_TOKENS", "NULL_OPERAND", "NO_ANSWER"]
+__all__ = [
+    "Vocabulary", "SPECIAL_TOKENS", "PAD", "SOS", "EOS", "SOT", "EOT", "ART", "NULL_OPERAND",
+    "NO_ANSWER",
+]
 
 PAD, SOS, EOS, SOT, EOT, ART = "<pad>", "<sos>", "<eos>", "<sot>", "<eot>", "<art>"
 SPECIAL_TOKENS = (PAD, SOS, EOS, SOT, EOT, ART)

@@ -45,7 +45,7 @@ from tinystories.protocols import PAPER_NAMES, ProtocolDataConfig
 from tinystories.presets import EXPERIMENT
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
 from wrapperlens.checkpoints import CheckpointError
-from wrapperlens.config import ConfigError, apply_overrides, from_dict, to_dict
+from wrapperlens.config import ConfigError, apply_overrides, sections_from_dict, to_dict
 from wrapperlens.models import ModelConfig, build_model
 from wrapperlens.presets import Preset, get_preset
 from wrapperlens.runs import RunDir
@@ -116,9 +116,8 @@ class StoryRun:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], source: str = "config") -> "StoryRun":
+        sections = sections_from_dict(SECTION_TYPES, d, source)
         try:
-            sections = {name: from_dict(SECTION_TYPES[name], d[name], name)
-                        for name in SECTION_TYPES if name in d}
             return cls(d["stage"], d["preset"], sections, d["prepared"], d["tokenizer"],
                        d["protocol"], d.get("parent"), d.get("eta"))
         except KeyError as e:

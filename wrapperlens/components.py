@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Component",
+    "Unit",
     "TABLE",
     "COMPONENTS",
     "LINEAR_WEIGHTS",

@@ -20,8 +20,10 @@ __all__ = [
     "ConfigError",
     "to_dict",
     "from_dict",
+    "replace",
     "parse_value",
     "apply_overrides",
+    "sections_from_dict",
     "load_config_file",
     "split_override_args",
 ]
@@ -122,6 +124,17 @@ def from_dict(cls: type, d: Mapping[str, Any], section: str) -> Any:
         raise ConfigError(f"[{section}] must be a table of keys, got {type(d).__name__}")
     values = {k: parse_value(cls, k, v, section) for k, v in d.items()}
     return _build(cls, values, section)
+
+
+def sections_from_dict(
+    types: Mapping[str, type], d: Mapping[str, Any], source: str = "config"
+) -> dict[str, Any]:
+    """The config sections named in `types` that `d` (e.g. a saved `config.json`) holds, each
+    validated by its dataclass; errors name `source` and the key (a `ConfigError`)."""
+    try:
+        return {name: from_dict(cls, d[name], name) for name, cls in types.items() if name in d}
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from e
 
 
 def replace(cfg: Any, section: str, **changes: Any) -> Any:

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "launched_by_torchrun",
     "init_from_env",
     "world_size",
     "rank",

@@ -36,6 +36,7 @@ __all__ = [
     "FusedAttention",
     "build_model",
     "hooked_transformer",
+    "hooked_transformer_from_pretrained",
     "set_fused_attention",
     "fused_attention_active",
 ]
@@ -243,7 +244,9 @@ def hooked_transformer(
             model = HookedTransformer(cfg)
         else:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(init_seed)
+                # Models are built on CPU; torch.manual_seed would also reseed the CUDA
+                # generators, which fork_rng(devices=[]) does not restore.
+                torch.random.default_generator.manual_seed(init_seed)
                 model = HookedTransformer(cfg)
     set_fused_attention(model, fused_attention)
     return model

@@ -244,8 +244,9 @@ class RunDir:
             raise CheckpointError(f"{self.config_file}: expected a JSON object")
         return config
 
-    def write_config(self, config: Mapping[str, Any], *, resume: bool = False) -> None:
-        """Write `config.json`, following the overwrite / resume rule.
+    def check_config(self, config: Mapping[str, Any], *, resume: bool = False) -> None:
+        """Check the overwrite / resume rule without writing anything (every data-parallel rank
+        runs it, so all of them stop with the same clear error).
 
         Raises:
             ConfigError: resuming with configs that differ from the saved ones (the differing
@@ -262,13 +263,18 @@ class RunDir:
                     f"--resume: the configs differ from {self.config_file} in {keys}; resume with "
                     "the same preset, --from and overrides (or none: the saved configs are used)"
                 )
-            return
-        if self.has_checkpoint():
+        elif self.has_checkpoint():
             raise ConfigError(f"{self.path} already holds a run; use --resume or another --out")
+
+    def write_config(self, config: Mapping[str, Any], *, resume: bool = False) -> None:
+        """Write `config.json` after `check_config` (a resumed run keeps the saved file)."""
+        self.check_config(config, resume=resume)
+        if resume:
+            return
         # A provenance left by an earlier run (its checkpoint deleted) would describe other
         # weights, and would make this run look finished (`is_finished`) before it is.
         self.provenance_file.unlink(missing_ok=True)
-        write_json(self.config_file, config)
+        write_json(self.config_file, json.loads(json.dumps(config)))
 
     def stage(self) -> str | None:
         return self.read_config().get("stage")

@@ -110,9 +110,13 @@ def run_stage(
     run = out if isinstance(out, RunDir) else RunDir(out)
     device = distributed.local_device(resolve_device(device))
     distributed.init_from_env(device)
+    if spec.train.batch_size < distributed.world_size():
+        raise ConfigError(f"train.batch_size={spec.train.batch_size} is smaller than the "
+                          f"{distributed.world_size()} data-parallel processes")
+    run.check_config(spec.config, resume=resume)  # on every rank: all stop with one clear error
+    distributed.barrier()
     if distributed.is_main():
         run.write_config(spec.config, resume=resume)
-    distributed.barrier()  # every rank sees the config check's outcome before training
     model = spec.build_model()
     target = torch.device(device)
     if next(model.parameters()).device != target:

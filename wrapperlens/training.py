@@ -204,18 +204,27 @@ def _load_state(run: RunDir, model: HookedTransformer, opt: torch.optim.AdamW) -
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_dict_checked(model, model_state, source=str(path))
     scalars = json.loads(meta["optimizer_steps"])
-    for name, p in model.named_parameters():
-        if name in scalars:
-            try:
-                opt.state[p] = {
-                    "step": torch.tensor(scalars[name]),
-                    "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
-                    "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device),
-                }
-            except KeyError as e:
-                raise CheckpointError(f"{path}: missing optimizer tensor {e}") from e
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"])
+    params = dict(model.named_parameters())
+    optim_names = {k[len("optim."):].rsplit(".", 1)[0] for k in tensors if k.startswith("optim.")}
+    unknown = sorted((set(scalars) | optim_names) - set(params))
+    other = sorted(k for k in tensors if not k.startswith(("model.", "optim.")) and k != "rng.torch")
+    if unknown or other:
+        raise CheckpointError(f"{path}: unexpected tensors {(unknown + other)[:5]}")
+    for name in sorted(set(scalars) | optim_names):
+        p = params[name]
+        try:
+            moments = {k: tensors[f"optim.{name}.{k}"] for k in ("exp_avg", "exp_avg_sq")}
+            step = torch.tensor(scalars[name])
+        except KeyError as e:
+            raise CheckpointError(f"{path}: missing optimizer state {e} of {name!r}") from e
+        for key, value in moments.items():
+            if value.shape != p.shape:
+                raise CheckpointError(f"{path}: tensor 'optim.{name}.{key}' has shape "
+                                      f"{tuple(value.shape)} but {name!r} is {tuple(p.shape)}")
+        opt.state[p] = {"step": step, **{k: v.to(p.device) for k, v in moments.items()}}
+    if "rng.torch" not in tensors:
+        raise CheckpointError(f"{path}: missing tensor 'rng.torch' (the generator state)")
+    torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"])
 
 

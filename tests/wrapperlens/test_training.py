@@ -124,3 +124,30 @@ def test_lr_schedule_warmup_cosine_and_constant():
     assert lr_at(cfg, 60) == pytest.approx(0.01 + 0.99 * 0.5)
     assert lr_at(cfg, 100) == pytest.approx(0.01)
     assert lr_at(TrainConfig(schedule="constant", lr=0.3), 57) == 0.3
+
+
+@pytest.mark.parametrize("damage", ["drop_moment", "extra", "reshape", "drop_rng"])
+def test_resuming_from_a_damaged_trainer_state_names_the_tensor(tmp_path, damage):
+    from safetensors.torch import save_file
+
+    from wrapperlens.checkpoints import CheckpointError
+
+    run = tiny_pretrain(**{"train.steps": 20})
+    run_stage(run, tmp_path, progress=False, stop_after=10)
+    state = tmp_path / "trainer_state.safetensors"
+    with safe_open(str(state), framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    key = "optim.blocks.0.mlp.W_in.exp_avg"
+    expected = {"drop_moment": key, "extra": "optim.nope.exp_avg", "reshape": key,
+                "drop_rng": "rng.torch"}[damage]
+    if damage == "drop_moment":
+        del tensors[key]
+    elif damage == "extra":
+        tensors["optim.nope.exp_avg"] = torch.zeros(2)
+    elif damage == "reshape":
+        tensors[key] = tensors[key].flatten()[:-1].clone()
+    else:
+        del tensors["rng.torch"]
+    save_file(tensors, str(state), metadata=meta)
+    with pytest.raises(CheckpointError, match="nope" if damage == "extra" else expected):
+        run_stage(run, tmp_path, resume=True, progress=False)

@@ -25,7 +25,7 @@ from wrapperlens.analysis.positions import Positions, gather_positions, resolve_
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""] | Float[Tensor, "batch"]]
 TokenIds = int | Sequence[int] | Int[Tensor, "batch"]
 
-__all__ = ["Metric", "logit_difference", "answer_probability"]
+__all__ = ["Metric", "TokenIds", "logit_difference", "answer_probability"]
 
 
 def _token_ids(value: TokenIds, name: str, batch: int, d_vocab: int) -> Int[Tensor, "batch"]:

@@ -38,6 +38,8 @@ from transformer_lens.utilities.addmm import batch_addmm
 
 from wrapperlens.components import COMPONENTS, hook_name
 
+__all__ = ["ENTRY_POINTS", "RowEdit", "SuffixForward", "suffix_unsupported_reason"]
+
 # The activations a block can be entered at (`wrapperlens.components` names), in the order the
 # block computes them; `_block`'s stage numbers are indices into it (the components tests check
 # that order against a real forward).

@@ -49,6 +49,7 @@ from wrapperlens.analysis.positions import Positions, gather_positions, resolve_
 from wrapperlens.components import LINEAR_WEIGHTS, output_weight_suffix
 
 __all__ = [
+    "LossFn",
     "ELIGIBLE_PRESETS",
     "PruneConfig",
     "PruneUnit",

@@ -1,0 +1,27 @@
+"""The experiments built on wrapperlens: PCFG stages, their analyses, and the Scr.+FT baseline.
+
+Every name below is imported from its module the first time it is read. Reached through their
+modules only: `reproduce.reproduce` (the function has its module's name), `pcfg.answer_accuracy`
+(`wrapperlens.analysis.answer_accuracy` is another function), `pcfg.STAGES` and
+`pcfg.SECTION_TYPES` (each experiment has its own), and the presets of `pcfg_presets` (reached
+as `wrapperlens.get_preset(name)`).
+"""
+
+from wrapperlens.lazy_exports import lazy_exports as _lazy_exports
+
+__all__, __getattr__, __dir__ = _lazy_exports(__name__, {
+    # The PCFG stages (pretrain, fine-tune, reFT): configs, runs and saved runs.
+    "pcfg": ("PCFGRun", "resolve_configs", "load_run", "saved_run"),
+    # The analysis tools on PCFG run directories: open a run or a pair, then patch, prune, probe.
+    "pcfg_analysis": (
+        "LoadedRun", "Inputs", "open_run", "open_pair", "question_inputs", "accuracy_evaluator",
+        "make_metric", "prune_run", "probe_run", "patch_run", "attribute_run", "attention_run",
+        "wrapper_map_run",
+    ),
+    # The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT.
+    "scratch_baseline": (
+        "REFT_METRIC", "SCRATCH_METRIC", "ScratchBaseline", "swapped_prior", "find_pretrain_run",
+        "scratch_pretrain_overrides", "scratch_finetune_overrides", "run_scratch_baseline",
+        "compare_reft_with_scratch",
+    ),
+})

@@ -32,7 +32,7 @@ from transformer_lens import HookedTransformer
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig
 from tasks.data import PCFGStream, PCFGTask, Question, TaskBatch
 from wrapperlens.checkpoints import CheckpointError
-from wrapperlens.config import ConfigError, apply_overrides, from_dict, replace, to_dict
+from wrapperlens.config import ConfigError, apply_overrides, replace, sections_from_dict, to_dict
 from wrapperlens.models import ModelConfig, build_model
 from wrapperlens.presets import get_preset
 from wrapperlens.runs import RunDir
@@ -185,14 +185,10 @@ class PCFGRun:
 
 
 def _sections_from_json(config: Mapping[str, Any], source: str) -> dict[str, Any]:
-    sections = {}
-    for name, cls in SECTION_TYPES.items():
-        if name in config:
-            try:
-                sections[name] = from_dict(cls, config[name], name)
-            except ConfigError as e:
-                raise CheckpointError(f"{source}: {e}") from e
-    return sections
+    try:
+        return sections_from_dict(SECTION_TYPES, config, source)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from e  # a saved file that does not parse
 
 
 def saved_run(run_dir: str | Path) -> PCFGRun:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from wrapperlens import distributed
 from wrapperlens.checkpoints import write_json
 from wrapperlens.config import ConfigError
 from wrapperlens.experiments.pcfg import resolve_configs
@@ -70,6 +71,8 @@ def reproduce(
             "lr": run.train_config.lr, "metrics": metrics, "seconds": seconds,
         }
         rows.append((f"finetune eta_{eta} (lr {run.train_config.lr:g})", metrics))
+    if not distributed.is_main():
+        return summary  # under torchrun, rank 0 writes and prints
     write_json(out / "summary.json", summary)
 
     pt = summary["runs"]["pretrain"]["metrics"]
