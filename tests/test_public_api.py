@@ -22,7 +22,9 @@ import pytest
 
 from wrapperlens.lazy_exports import lazy_exports
 
-PACKAGES = ("wrapperlens", "wrapperlens.analysis", "wrapperlens.experiments", "tasks", "tinystories")
+PACKAGES = (
+    "wrapperlens", "wrapperlens.analysis", "wrapperlens.experiments", "tasks", "tinystories",
+)
 HEAVY = ("torch", "transformer_lens", "datasets")
 
 #: Public names of a package's own modules (their `__all__`, defined there) that the package does
@@ -148,7 +150,8 @@ def test_no_exported_name_is_also_a_submodule_name(package):
 @pytest.mark.parametrize("package", PACKAGES)
 def test_an_unknown_attribute_raises_attribute_error_naming_it(package):
     pkg = importlib.import_module(package)
-    with pytest.raises(AttributeError, match=rf"module '{package}' has no attribute 'no_such_name'"):
+    message = rf"module '{package}' has no attribute 'no_such_name'"
+    with pytest.raises(AttributeError, match=message):
         pkg.no_such_name  # noqa: B018
     assert not hasattr(pkg, "RunDirr")
     namespace: dict[str, object] = {}
@@ -204,5 +207,8 @@ def test_lazy_exports_lists_names_in_table_order_and_reads_them_from_their_modul
         assert {"value", "other"} <= set(dir_())
         with pytest.raises(AttributeError, match="'fake_pkg' has no attribute 'missing'"):
             getattr_("missing")
+        del module.other
+        with pytest.raises(AttributeError, match="exports 'other' from fake_pkg.mod, which has no"):
+            getattr_("other")
     finally:
         del sys.modules["fake_pkg"], sys.modules["fake_pkg.mod"]

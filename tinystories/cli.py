@@ -7,18 +7,23 @@
     wrapperlens tinystories pretrain  ... --control --out runs/ts/control      ("Not in PT")
     wrapperlens tinystories delete    --from runs/ts/pt --protocol F+R --eta M --out runs/ts/del
     wrapperlens tinystories reft      --from runs/ts/del --out runs/ts/reft
-    wrapperlens tinystories probe     --models pt=runs/ts/pt del=runs/ts/del --out runs/ts/probe
+    wrapperlens tinystories probe     --from pt=runs/ts/pt del=runs/ts/del --out runs/ts/probe
     wrapperlens tinystories generate  --from runs/ts/reft --out runs/ts/gen
-    wrapperlens tinystories compare   --models pt=runs/ts/pt del=runs/ts/del --out runs/ts/cmp
+    wrapperlens tinystories compare   --from pt=runs/ts/pt del=runs/ts/del --out runs/ts/cmp
     wrapperlens tinystories import-neo --from path/to/TinyStories-33M --out runs/neo
     wrapperlens tinystories export-neo --from runs/ts/del-neo --out hf/del-neo
     wrapperlens tinystories pipeline  --preset cpu --out runs/ts-cpu
 
-Config values: `--SECTION.KEY=VALUE` (the sections each command takes are listed in its
-`--help`), or a JSON / TOML file of sections with `--config FILE` (flags win).
+Built from the options every `wrapperlens` command shares (`wrapperlens.cli.options`): `--from`
+names the run(s) read, `--preset` defaults to the `--from` run's preset (else cpu), config values
+are `--SECTION.KEY=VALUE` (each command's `--help` lists its sections) or `--config FILE` (flags
+win), and errors end in `wrapperlens.cli.main`'s one error boundary.
 
-This module imports only the standard library at import time, so `wrapperlens --help` stays
-fast; each command imports what it needs when it runs.
+They live here, with their experiment, not in `wrapperlens.cli`: they name this package's
+sections, protocols and presets, and `wrapperlens` imports `tinystories` only to register them
+(inside `wrapperlens.cli.build_parser`). Only the standard library and `wrapperlens.cli.options`
+are imported at import time, so `wrapperlens --help` stays fast; each command imports what it
+needs when it runs.
 """
 
 from __future__ import annotations
@@ -27,22 +32,21 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-__all__ = ["add_tinystories_commands", "run_tinystories_command", "main"]
+from wrapperlens.cli.options import (
+    add_command,
+    add_config,
+    add_device,
+    add_from,
+    add_no_progress,
+    add_out,
+    add_preset,
+    add_resume,
+    is_main_process,
+    resolve_preset,
+)
 
-
-class _LazyEpilogParser(argparse.ArgumentParser):
-    """An ArgumentParser whose epilog (the preset defaults) is computed only for `--help`."""
-
-    def __init__(self, *args: Any, epilog_fn: Callable[[], str] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.epilog_fn = epilog_fn
-
-    def format_help(self) -> str:
-        if self.epilog_fn is not None and self.epilog is None:
-            self.epilog = self.epilog_fn()
-        return super().format_help()
+__all__ = ["COMMANDS", "add_tinystories_commands", "main"]
 
 
 def _sections_epilog(sections: Sequence[str], stage: str | None = None) -> Callable[[], str]:
@@ -79,8 +83,8 @@ def _sections_epilog(sections: Sequence[str], stage: str | None = None) -> Calla
     return build
 
 
-_COMMANDS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
-    # name: (description, override sections shown in --help, training stage)
+COMMANDS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
+    # name: (description, preset sections shown in --help, training stage)
     "prepare": ("Build the protocol datasets (all, F, F+R, F+MM, reft; train and test splits) from "
                 "the offline story source (default), a hub dataset or local files, and train the "
                 "twist classifier on them.", ("prepare", "classifier"), None),
@@ -114,54 +118,58 @@ _COMMANDS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
                  ("prepare", "tokenizer", "model", "batches", "pretrain", "delete", "reft", "eval",
                   "probe", "probe_data", "classifier"), None),
 }
+STARTS_FROM_A_RUN = ("delete", "reft", "generate", "probe", "compare")  # --preset: the run's
+TRAINING = ("pretrain", "delete", "reft")
 
 
 def add_tinystories_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `tinystories` and its subcommands on a `wrapperlens` subparsers object.
-
-    The parsed namespace carries `analysis_handler=run_tinystories_command`, which
-    `wrapperlens.cli.main` calls with the `--section.key=value` overrides.
-    """
+    """Register `tinystories` and its subcommands on a `wrapperlens` subparsers object."""
     ts = subparsers.add_parser(
         "tinystories", help="TinyStories: data, story LMs, twist deletion and revival, probes",
         description="The paper's TinyStories setting: pretrain story LMs (or import GPT-Neo "
         "checkpoints), delete the Twist capability by fine-tuning, revive it with reFT, probe and "
         "compare checkpoints. Run `wrapperlens tinystories COMMAND --help` for each command.",
     )
-    # `wrapperlens.cli.main` calls `args.analysis_handler(args, overrides)` when it is set.
-    ts.set_defaults(analysis_handler=run_tinystories_command)
-    sub = ts.add_subparsers(dest="ts_command", required=True, metavar="COMMAND",
-                            parser_class=_LazyEpilogParser)
-    for name, (text, sections, stage) in _COMMANDS.items():
-        p = sub.add_parser(name, help=text.split(":")[0].split(" (")[0], description=text,
-                           epilog_fn=_sections_epilog(sections, stage) if sections else None,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ts.add_subparsers(dest="ts_command", required=True, metavar="COMMAND")
+    for name, (text, sections, stage) in COMMANDS.items():
+        # The override sections it takes: a stage's own section is `train`; the pipeline's
+        # sections are checked by the preset it changes (`preset_with_overrides`).
+        allowed = None if name == "pipeline" else tuple(
+            "train" if s == stage else s for s in sections)
+        p = add_command(sub, name, _HANDLERS[name], text,
+                        help=text.split(":")[0].split(" (")[0], sections=allowed,
+                        epilog_fn=_sections_epilog(sections, stage) if sections else None,
+                        command=f"tinystories {name}")
         _add_arguments(name, p)
     return ts
 
 
 def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
-    preset_help = "paper | cpu | tiny (default: cpu; delete/reft: the parent run's preset)"
+    if name in ("delete", "reft", "generate", "export-neo"):
+        add_from(p, "run directory to start from")
+    elif name == "import-neo":
+        add_from(p, "local HF GPT-Neo directory, or a hub name (online)", metavar="DIR|NAME")
+    elif name in ("probe", "compare"):
+        add_from(p, "run directories, as NAME=DIR or DIR (NAME: the directory's name); compare: "
+                 "the first is the reference", many=True, metavar="[NAME=]RUN")
     if name not in ("import-neo", "export-neo"):
-        p.add_argument("--preset", default=None, help=preset_help)
-        p.add_argument("--config", type=Path, help="JSON or TOML file of {section: {key: value}}")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
-    if name in ("delete", "reft", "generate", "import-neo", "export-neo"):
-        p.add_argument("--from", dest="parent", required=True,
-                       help="run directory to start from" if name != "import-neo"
-                       else "local HF GPT-Neo directory, or a hub name (online)")
+        add_preset(p, from_run=name in STARTS_FROM_A_RUN)
+        add_config(p)
+    add_out(p)
     if name in ("tokenizer", "pretrain", "delete", "reft", "probe", "generate", "compare",
                 "import-neo"):
-        p.add_argument("--data", type=Path, default=None,
-                       help="prepared-data directory (default: the parent run's)"
-                       if name != "tokenizer" and name != "pretrain" else "prepared-data directory")
-    if name in ("pretrain", "delete", "reft"):
-        p.add_argument("--tokenizer", type=Path, default=None,
-                       help="tokenizer directory (default: the parent run's)")
-        p.add_argument("--resume", action="store_true",
-                       help="continue a killed run in --out from its last checkpoint")
-    if name in ("pretrain", "delete", "reft", "pipeline"):
-        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                       required=name == "tokenizer", help={
+            "tokenizer": "prepared-data directory", "pretrain": "prepared-data directory",
+            "import-neo": "prepared-data directory to record in the run (for delete / reft)",
+        }.get(name, "prepared-data directory (default: the --from run's)"))
+    if name in TRAINING:
+        p.add_argument("--tokenizer", type=Path, default=None, metavar="DIR",
+                       help="tokenizer directory" if name == "pretrain"
+                       else "tokenizer directory (default: the --from run's)")
+        add_resume(p)
+        add_device(p)
+        add_no_progress(p)
     if name == "pretrain":
         p.add_argument("--control", action="store_true",
                        help="pretrain on the stories without Twist (the 'Not in PT' control)")
@@ -170,24 +178,20 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        help="deletion protocol")
         p.add_argument("--eta", choices=("M", "S"), default="M",
                        help="named learning rate (default: M); --train.lr overrides it")
-    if name in ("probe", "compare"):
-        p.add_argument("--models", nargs="+", required=True, metavar="NAME=DIR",
-                       help="run directories (NAME= optional; default: the directory's name); "
-                       "compare: the first is the reference")
     if name == "compare":
         p.add_argument("--n-stories", type=int, default=64,
-                       help="test records whose instruct text the activations are compared on "
-                       "(default: 64)")
+                       help="test records whose instruct text the activations are compared on")
         p.add_argument("--no-probe-transfer", action="store_true", help="skip the probe transfer")
     if name == "import-neo":
         p.add_argument("--n-ctx", type=int, default=None,
                        help="context length (default: 512 for TinyStories checkpoints)")
     if name == "pipeline":
+        add_no_progress(p)
         p.add_argument("--workers", type=int, default=2,
-                       help="training processes in parallel, one torch thread each (default: 2)")
+                       help="training processes in parallel, one torch thread each")
         p.add_argument("--protocols", default="F,F+R,F+MM",
-                       help="deletion protocols, comma-separated (default: F,F+R,F+MM)")
-        p.add_argument("--etas", default="M,S", help="deletion LRs, comma-separated (default: M,S)")
+                       help="deletion protocols, comma-separated")
+        p.add_argument("--etas", default="M,S", help="deletion LRs, comma-separated")
 
 
 def _named_dirs(specs: Sequence[str]) -> dict[str, Path]:
@@ -197,46 +201,9 @@ def _named_dirs(specs: Sequence[str]) -> dict[str, Path]:
         path = Path(directory if eq else spec)
         label = name if eq else path.name
         if label in out:
-            raise ValueError(f"--models: the name {label!r} is used twice; write NAME=DIR")
+            raise ValueError(f"--from: the name {label!r} is used twice; write NAME=DIR")
         out[label] = path
     return out
-
-
-def _parent_preset(parent: Path | str | None, given: str | None) -> str:
-    if given:
-        return given
-    if parent is not None:
-        from tinystories.experiments import read_story_run
-
-        preset = read_story_run(parent).get("preset")
-        if preset:
-            return preset
-    return "cpu"
-
-
-def _split(overrides: dict[str, Any], allowed: Sequence[str]) -> dict[str, Any]:
-    from wrapperlens.config import ConfigError
-
-    bad = sorted({k.split(".")[0] for k in overrides} - set(allowed))
-    if bad:
-        raise ConfigError(f"sections {bad} do not apply here; this command takes "
-                          f"{', '.join(allowed) or 'no overrides'}")
-    return overrides
-
-
-def run_tinystories_command(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    """Run the `wrapperlens tinystories` subcommand in `args` with `section.key` overrides."""
-    if getattr(args, "config", None):
-        from wrapperlens.config import load_config_file
-
-        overrides = {**load_config_file(args.config), **overrides}
-    handler = _HANDLERS[args.ts_command]
-    try:
-        return handler(args, overrides)
-    except (FileNotFoundError, ConnectionError) as e:
-        # A missing directory or an unreachable hub: a user error with a message, not a crash
-        # (`wrapperlens.cli.main` prints ValueErrors as "wrapperlens: error: ...").
-        raise ValueError(str(e)) from e
 
 
 def _cmd_prepare(args, overrides) -> int:
@@ -244,7 +211,7 @@ def _cmd_prepare(args, overrides) -> int:
     from tinystories.pipeline import preset_with_overrides
     from tinystories.prepare import prepare_stories, prepared_info
 
-    p = preset_with_overrides(args.preset or "cpu", _split(overrides, ("prepare", "classifier")))
+    p = preset_with_overrides(resolve_preset(args), overrides)
     summary = prepare_stories(p.prepare, args.out)
     print(f"prepared {args.out}: {summary['records']}")
     info = prepared_info(args.out)
@@ -262,9 +229,7 @@ def _cmd_tokenizer(args, overrides) -> int:
     from tinystories.pipeline import preset_with_overrides
     from tinystories.prepare import build_run_tokenizer
 
-    if args.data is None:
-        raise ValueError("tokenizer needs --data (a prepared-data directory)")
-    p = preset_with_overrides(args.preset or "cpu", _split(overrides, ("tokenizer",)))
+    p = preset_with_overrides(resolve_preset(args), overrides)
     print(f"tokenizer written to {build_run_tokenizer(args.data, args.out, p.tokenizer)}")
     return 0
 
@@ -274,19 +239,19 @@ def _cmd_train(args, overrides) -> int:
     from wrapperlens.stages import run_stage
 
     stage = args.ts_command
-    allowed = ("batches", "train", "eval") + (("model",) if stage == "pretrain" else ())
-    overrides = _split(overrides, allowed)
     if stage == "pretrain":
-        run = resolve_story_run("pretrain", args.preset or "cpu", prepared=args.data,
+        run = resolve_story_run("pretrain", resolve_preset(args), prepared=args.data,
                                 tokenizer=args.tokenizer,
                                 protocol="filter" if args.control else "all", overrides=overrides)
     else:
-        run = resolve_story_run(stage, _parent_preset(args.parent, args.preset), parent=args.parent,
+        run = resolve_story_run(stage, resolve_preset(args), parent=args.run,
                                 prepared=args.data, tokenizer=args.tokenizer,
                                 protocol=getattr(args, "protocol", None),
                                 eta=getattr(args, "eta", None), overrides=overrides)
     _, records = run_stage(run.spec(args.out), args.out, resume=args.resume,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, device=args.device)
+    if not is_main_process():
+        return 0  # rank 0 reports
     final = records[-1] if records else {}
     print(f"{stage} done: {args.out} (step {final.get('step', '?')})")
     for key in ("twist_loss", "other_loss", "test_loss", "twist_score", "twist_oracle"):
@@ -295,10 +260,9 @@ def _cmd_train(args, overrides) -> int:
     return 0
 
 
-def _models_and_tokenizer(specs, data):
+def _models_and_tokenizer(dirs: dict[str, Path], data):
     from tinystories.experiments import load_story_model, read_story_run, run_tokenizer
 
-    dirs = _named_dirs(specs)
     first = next(iter(dirs.values()))
     prepared = data or read_story_run(first).get("prepared")
     if prepared is None:
@@ -313,8 +277,9 @@ def _cmd_probe(args, overrides) -> int:
     from wrapperlens.analysis.probing import plot_probe_accuracy
     from wrapperlens.checkpoints import write_json
 
-    p = preset_with_overrides(args.preset or "cpu", _split(overrides, ("probe", "probe_data")))
-    models, tokenizer, prepared = _models_and_tokenizer(args.models, args.data)
+    dirs = _named_dirs(args.runs)
+    p = preset_with_overrides(resolve_preset(args, next(iter(dirs.values()))), overrides)
+    models, tokenizer, prepared = _models_and_tokenizer(dirs, args.data)
     n_ctx = min(m.cfg.n_ctx for m in models.values())
     inputs = story_probe_inputs(prepared, tokenizer, n_ctx, p.probe_data)
     report = probe_story_features(models, inputs, p.probe, p.probe_data.last_k)
@@ -333,20 +298,19 @@ def _cmd_generate(args, overrides) -> int:
     from tinystories.pipeline import preset_with_overrides
     from wrapperlens.checkpoints import write_json
 
-    preset = _parent_preset(args.parent, args.preset)
-    p = preset_with_overrides(preset, _split(overrides, ("eval",)))
-    prepared = args.data or read_story_run(args.parent).get("prepared")
+    p = preset_with_overrides(resolve_preset(args), overrides)
+    prepared = args.data or read_story_run(args.run).get("prepared")
     if prepared is None:
-        raise ValueError(f"{args.parent}: its config names no prepared data; pass --data")
-    model = load_story_model(args.parent)
+        raise ValueError(f"{args.run}: its config names no prepared data; pass --data")
+    model = load_story_model(args.run)
     classifier, info = ensure_story_classifier(prepared, p.classifier)
-    evaluator = StoryEvaluator(prepared, run_tokenizer(args.parent), model.cfg.n_ctx, p.eval,
+    evaluator = StoryEvaluator(prepared, run_tokenizer(args.run), model.cfg.n_ctx, p.eval,
                                classifier, shuffle_fields=p.batches.shuffle_fields)
     metrics, rows = evaluator.generate(model)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_json(args.out / "scores.json", {**metrics, "classifier_held_out": info.get("held_out"),
-                                          "model": str(args.parent)})
+                                          "model": str(args.run)})
     for key, value in metrics.items():
         print(f"{key:14s} {value:.4f}")
     return 0
@@ -359,8 +323,9 @@ def _cmd_compare(args, overrides) -> int:
     from tinystories.story_probes import story_probe_inputs
     from wrapperlens.checkpoints import write_json
 
-    p = preset_with_overrides(args.preset or "cpu", _split(overrides, ("probe", "probe_data")))
-    models, tokenizer, prepared = _models_and_tokenizer(args.models, args.data)
+    dirs = _named_dirs(args.runs)
+    p = preset_with_overrides(resolve_preset(args, next(iter(dirs.values()))), overrides)
+    models, tokenizer, prepared = _models_and_tokenizer(dirs, args.data)
     n_ctx = min(m.cfg.n_ctx for m in models.values())
     tokens, lengths = comparison_inputs(prepared, tokenizer, n_ctx, args.n_stories)
     probe = {}
@@ -385,9 +350,8 @@ def _cmd_compare(args, overrides) -> int:
 def _cmd_import_neo(args, overrides) -> int:
     from tinystories.experiments import import_gpt_neo_run
 
-    _split(overrides, ())
-    model = import_gpt_neo_run(args.parent, args.out, n_ctx=args.n_ctx, prepared=args.data)
-    print(f"imported {args.parent} -> {args.out} ({model.cfg.n_layers} layers, "
+    model = import_gpt_neo_run(args.run, args.out, n_ctx=args.n_ctx, prepared=args.data)
+    print(f"imported {args.run} -> {args.out} ({model.cfg.n_layers} layers, "
           f"d_model {model.cfg.d_model}, n_ctx {model.cfg.n_ctx})")
     return 0
 
@@ -396,16 +360,15 @@ def _cmd_export_neo(args, overrides) -> int:
     from tinystories.experiments import load_story_model, run_tokenizer
     from tinystories.gpt_neo import export_gpt_neo
 
-    _split(overrides, ())
-    directory = export_gpt_neo(load_story_model(args.parent), args.out, run_tokenizer(args.parent))
-    print(f"exported {args.parent} -> {directory}")
+    directory = export_gpt_neo(load_story_model(args.run), args.out, run_tokenizer(args.run))
+    print(f"exported {args.run} -> {directory}")
     return 0
 
 
 def _cmd_pipeline(args, overrides) -> int:
     from tinystories.pipeline import run_pipeline
 
-    run_pipeline(args.out, args.preset or "cpu", overrides,
+    run_pipeline(args.out, resolve_preset(args), overrides,
                  protocols=[x for x in args.protocols.split(",") if x],
                  etas=[x for x in args.etas.split(",") if x], workers=args.workers,
                  progress=not args.no_progress)
@@ -428,21 +391,11 @@ _HANDLERS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: `python -m tinystories.cli COMMAND ...` (same as `wrapperlens
-    tinystories COMMAND ...`)."""
-    parser = argparse.ArgumentParser(prog="wrapperlens")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_tinystories_commands(sub)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args, extra = parser.parse_known_args(["tinystories", *argv])
-    from wrapperlens.checkpoints import CheckpointError
-    from wrapperlens.config import ConfigError, split_override_args
+    """`python -m tinystories.cli COMMAND ...`: the same as `wrapperlens tinystories COMMAND ...`
+    (and the same error boundary, `wrapperlens.cli.main`)."""
+    from wrapperlens.cli import main as wrapperlens_main
 
-    try:
-        return run_tinystories_command(args, split_override_args(extra))
-    except (ConfigError, CheckpointError, ValueError) as e:
-        print(f"wrapperlens tinystories: error: {e}", file=sys.stderr)
-        return 2
+    return wrapperlens_main(["tinystories", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

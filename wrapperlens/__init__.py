@@ -39,6 +39,6 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     ),
     # The PCFG experiment: resolve a stage's configs, open saved runs.
     "experiments.pcfg": ("PCFGRun", "resolve_configs", "load_run", "saved_run"),
-    # Opening PCFG runs (or a pretrained/fine-tuned pair) and their question inputs for analysis.
-    "experiments.pcfg_analysis": ("open_run", "open_pair", "question_inputs"),
+    # Opening a PCFG run (or a pretrained / fine-tuned pair) and its question inputs for analysis.
+    "experiments.pcfg_pairs": ("open_run", "open_pair", "question_inputs"),
 })

@@ -56,7 +56,11 @@ def lazy_exports(
     def __getattr__(name: str) -> Any:
         if name not in module_of:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module_of[name]}"), name)
+        module = importlib.import_module(f"{package}.{module_of[name]}")
+        if not hasattr(module, name):
+            raise AttributeError(f"{package} exports {name!r} from {module.__name__}, which has "
+                                 "no such name (update the package's export table)")
+        value = getattr(module, name)
         setattr(sys.modules[package], name, value)  # later reads skip __getattr__
         return value
 

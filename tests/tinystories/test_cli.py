@@ -1,6 +1,6 @@
-"""`wrapperlens tinystories ...` (through `tinystories.cli.main`, which `wrapperlens.cli` wraps)."""
+"""`wrapperlens tinystories ...` (through `tinystories.cli.main`, the same as `wrapperlens.cli.main`
+with "tinystories" in front)."""
 
-import argparse
 import json
 import subprocess
 import sys
@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from tinystories.cli import _COMMANDS, add_tinystories_commands, main, run_tinystories_command
+from tinystories.cli import COMMANDS, STARTS_FROM_A_RUN, add_tinystories_commands, main
+from wrapperlens.cli.options import Parser
 from tinystories.experiments import load_story_model
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
 
@@ -17,28 +18,36 @@ pytestmark = pytest.mark.slow
 
 
 def test_every_command_has_help_with_its_defaults(capsys):
-    for command, (_, sections, _) in _COMMANDS.items():
+    for command, (_, sections, _) in COMMANDS.items():
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
-        text = capsys.readouterr().out
+        text = " ".join(capsys.readouterr().out.split())
         assert "--out" in text
         if sections:
             assert "defaults per preset" in text and "cpu" in text and "paper" in text
+        if command in STARTS_FROM_A_RUN:
+            assert "--from" in text and "(default: the --from run's preset, else cpu)" in text
+        elif sections:
+            assert "--preset NAME scale of the defaults: paper | cpu | tiny (default: cpu)" in text
 
 
 def test_commands_register_on_a_wrapperlens_style_parser():
-    parser = argparse.ArgumentParser(prog="wrapperlens")
+    parser = Parser(prog="wrapperlens")
     add_tinystories_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["tinystories", "delete", "--from", "a", "--out", "b",
                               "--protocol", "F+MM", "--eta", "S"])
     assert (args.command, args.ts_command, args.protocol, args.eta) == ("tinystories", "delete",
                                                                       "F+MM", "S")
-    assert args.analysis_handler is run_tinystories_command  # what wrapperlens.cli.main calls
+    assert args.run == "a" and args.command_name == "tinystories delete"
+    assert args.sections == ("batches", "train", "eval")  # the overrides it takes
+    assert callable(args.handler)  # what wrapperlens.cli.main calls
+    args = parser.parse_args(["tinystories", "compare", "--from", "pt=a", "b", "--out", "c"])
+    assert args.runs == ["pt=a", "b"]
 
 
 def test_importing_the_cli_module_is_light():
-    code = ("import sys, tinystories.cli; "
+    code = ("import sys, tinystories.cli, wrapperlens.cli; "
             "print(any(m in sys.modules for m in ('torch', 'transformer_lens', 'datasets')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -54,7 +63,8 @@ def runs(tmp_path_factory):
     assert main(["pretrain", *fast, "--data", str(out / "prep"), "--tokenizer", str(out / "tok"),
                  "--out", str(out / "pt"), "--train.steps=4", "--no-progress"]) == 0
     assert main(["delete", "--from", str(out / "pt"), "--protocol", "F+MM", "--eta", "S",
-                 "--out", str(out / "del"), "--train.steps=3", "--no-progress"]) == 0
+                 "--out", str(out / "del"), "--train.steps=3", "--no-progress",
+                 "--device", "cpu"]) == 0
     return out
 
 
@@ -68,7 +78,7 @@ def test_stage_commands_write_runs_with_their_overrides(runs):
 
 def test_probe_generate_and_compare_commands(runs, capsys):
     models = [f"pt={runs / 'pt'}", f"del={runs / 'del'}"]
-    assert main(["probe", "--preset", "tiny", "--models", *models, "--out", str(runs / "probe"),
+    assert main(["probe", "--from", *models, "--out", str(runs / "probe"),
                  "--probe.steps=20", "--probe_data.n_stories=40"]) == 0
     report = json.loads((runs / "probe" / "report.json").read_text())
     assert set(report["accuracy"]) == {"pt", "del", "random init"}
@@ -76,15 +86,18 @@ def test_probe_generate_and_compare_commands(runs, capsys):
                  "--eval.n_generations=3"]) == 0
     assert len((runs / "gen" / "generations.jsonl").read_text().splitlines()) == 3
     assert "twist_score" in json.loads((runs / "gen" / "scores.json").read_text())
-    assert main(["compare", "--preset", "tiny", "--models", *models, "--out", str(runs / "cmp"),
+    assert main(["compare", "--from", *models, "--out", str(runs / "cmp"),
                  "--n-stories", "8", "--probe.steps=20", "--probe_data.n_stories=40"]) == 0
     assert json.loads((runs / "cmp" / "report.json").read_text())["reference"] == "pt"
     capsys.readouterr()
 
 
 def test_bad_overrides_and_arguments_are_errors_that_name_them(runs, capsys):
-    code = main(["probe", "--models", str(runs / "pt"), "--out", str(runs / "x"), "--train.lr=1"])
+    code = main(["probe", "--from", str(runs / "pt"), "--out", str(runs / "x"), "--train.lr=1"])
     assert code == 2 and "sections ['train'] do not apply" in capsys.readouterr().err
+    code = main(["export-neo", "--from", str(runs / "pt"), "--out", str(runs / "x"), "--eval.n=1"])
+    message = "tinystories export-neo takes no config overrides (got --eval.n)"
+    assert code == 2 and message in capsys.readouterr().err
     code = main(["reft", "--from", str(runs / "del"), "--out", str(runs / "y"), "--train.nope=1"])
     assert code == 2 and "train.nope" in capsys.readouterr().err
 

@@ -221,7 +221,7 @@ def test_plain_text_runs_prepare_tokenizer_pretrain_generate_compare_through_the
                  "--eval.n_generations=2", "--eval.max_new_tokens=8"]) == 0
     rows = [json.loads(x) for x in (tmp_path / "gen" / "generations.jsonl").read_text().splitlines()]
     assert len(rows) == 2
-    assert main(["compare", "--models", f"a={tmp_path / 'pt'}", f"b={tmp_path / 'pt2'}",
+    assert main(["compare", "--from", f"a={tmp_path / 'pt'}", f"b={tmp_path / 'pt2'}",
                  "--out", str(tmp_path / "cmp")]) == 0
     report = json.loads((tmp_path / "cmp" / "report.json").read_text())
     assert set(report["cosine"]) == {"b"} and all(v < 1.0 for v in report["cosine"]["b"])

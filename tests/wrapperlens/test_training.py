@@ -65,7 +65,7 @@ def test_crash_between_checkpoints_then_resume_equals_uninterrupted_run(tmp_path
 @pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_equals_uninterrupted_run(tmp_path):
     """A real kill: SIGKILL the CLI process mid-run (possibly mid-write), then --resume."""
-    args = [sys.executable, "-m", "wrapperlens.cli", "pretrain", "--preset", "tiny",
+    args = [sys.executable, "-m", "wrapperlens", "pretrain", "--preset", "tiny",
             "--train.steps=100", "--train.checkpoint_every=20", "--train.eval_every=50",
             "--train.eval_samples=100", "--no-progress"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}

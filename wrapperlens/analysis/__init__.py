@@ -24,6 +24,8 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     "patching": ("Patch", "PatchingConfig", "ActivationPatcher", "activation_patching"),
     # Attribution patching: every patch's first-order estimate at once.
     "attribution": ("attribution_patching", "attribution_scores"),
+    # A heatmap of a patching or attribution result.
+    "effect_plots": ("plot_effect",),
     # Head and neuron ablation through hooks.
     "ablation": (
         "AblationHook", "mean_activations", "head_ablation_hooks", "neuron_ablation_hooks",

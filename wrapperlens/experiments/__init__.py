@@ -12,10 +12,20 @@ from wrapperlens.lazy_exports import lazy_exports as _lazy_exports
 __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     # The PCFG stages (pretrain, fine-tune, reFT): configs, runs and saved runs.
     "pcfg": ("PCFGRun", "resolve_configs", "load_run", "saved_run"),
-    # The analysis tools on PCFG run directories: open a run or a pair, then patch, prune, probe.
+    # PCFG runs for analysis: open a run or a pretrained / fine-tuned pair, draw its inputs.
+    "pcfg_pairs": (
+        "LoadedRun", "Inputs", "open_run", "open_pair", "require_finetune", "question_inputs",
+        "accuracy_evaluator", "make_metric", "ft_answers",
+    ),
+    # How each analysis tool analyses a run (one options class per tool).
+    "pcfg_analysis_options": (
+        "DIRECTIONS", "METRICS", "PruneOptions", "ProbeOptions", "PatchOptions",
+        "AttributeOptions", "AttentionOptions", "WrapperMapOptions", "default_of",
+    ),
+    # The analysis tools on PCFG run directories: prune, probe, patch, attribute, attention,
+    # wrapper map; JSON / PNG / HTML out.
     "pcfg_analysis": (
-        "LoadedRun", "Inputs", "open_run", "open_pair", "question_inputs", "accuracy_evaluator",
-        "make_metric", "prune_run", "probe_run", "patch_run", "attribute_run", "attention_run",
+        "prune_run", "probe_run", "patch_run", "attribute_run", "attention_run",
         "wrapper_map_run",
     ),
     # The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT.

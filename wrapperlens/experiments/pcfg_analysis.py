@@ -19,8 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
+from wrapperlens.analysis.effect_plots import plot_effect
 from wrapperlens.checkpoints import write_json
 from wrapperlens.components import result_axes
 from wrapperlens.experiments.pcfg_analysis_options import (
@@ -33,6 +35,7 @@ from wrapperlens.experiments.pcfg_analysis_options import (
 )
 from wrapperlens.experiments.pcfg_pairs import (
     LoadedRun,
+    accuracy_evaluator,
     ft_answers,
     make_metric,
     open_pair,
@@ -40,15 +43,8 @@ from wrapperlens.experiments.pcfg_pairs import (
     question_inputs,
     require_finetune,
 )
-from wrapperlens.experiments.pcfg_pairs import accuracy_evaluator
 
 __all__ = [
-    "PruneOptions",
-    "ProbeOptions",
-    "PatchOptions",
-    "AttributeOptions",
-    "AttentionOptions",
-    "WrapperMapOptions",
     "prune_run",
     "probe_run",
     "patch_run",
@@ -60,36 +56,31 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------- tools
 def prune_run(
-    run_dir: str | Path,
-    out: str | Path,
-    ks: Sequence[int] = tuple(range(16)),
-    eligible: str | tuple[str, ...] = "all_block_linear",
-    granularity: str = "row",
-    unit_axis: str = "input",
-    grad_samples: int = 512,
-    grad_c_te: float = 0.0,
-    eval_samples: int | None = None,
+    run_dir: str | Path, out: str | Path, options: PruneOptions | None = None
 ) -> dict[str, Any]:
     """g·w pruning sweep of a fine-tuned run: Acc O_PT / O_FT at C_Te 0 / 1 after K units.
 
-    The gradient is of the pretraining-task (O_PT) loss on `grad_samples` fresh prompts with
-    C_Te = `grad_c_te`. Writes ``prune.json`` and ``prune.png``.
+    The gradient is of the pretraining-task (O_PT) loss on `options.grad_samples` fresh prompts
+    with C_Te = `options.grad_c_te`. Writes ``prune.json`` and ``prune.png``.
     """
-    from wrapperlens.analysis.pruning import PruneConfig, answer_loss, plot_prune_sweep, prune_sweep
+    from wrapperlens.analysis.pruning import answer_loss, plot_prune_sweep, prune_sweep
 
+    o = options or PruneOptions()
     loaded = open_run(run_dir)
-    ft = _needs_finetune(loaded, "prune")
-    config = PruneConfig(eligible, granularity, unit_axis)
-    inputs = question_inputs(loaded, loaded.question(), grad_samples, grad_c_te, "analysis/prune")
+    ft = require_finetune(loaded, "prune")
+    config = o.prune_config
+    question = loaded.question()
+    inputs = question_inputs(loaded, question, o.grad_samples, o.grad_c_te, "analysis/prune")
     loss_fn = answer_loss(inputs.tokens, -1, inputs.answers)
-    sweep = prune_sweep(loaded.model, loss_fn, ks, accuracy_evaluator(loaded, eval_samples), config)
+    evaluate = accuracy_evaluator(loaded, o.eval_samples)
+    sweep = prune_sweep(loaded.model, loss_fn, o.ks, evaluate, config)
     out = Path(out)
     result = {
         "run": str(run_dir),
         "o_pt": ft.pretrain_operand,
         "o_ft": ft.operand,
-        "grad_samples": grad_samples,
-        "grad_c_te": grad_c_te,
+        "grad_samples": o.grad_samples,
+        "grad_c_te": o.grad_c_te,
         **sweep.to_dict(),
     }
     write_json(out / "prune.json", result)
@@ -104,18 +95,15 @@ def prune_run(
 def probe_run(
     run_dir: str | Path,
     out: str | Path,
+    options: ProbeOptions | None = None,
+    *,
     pretrained: str | Path | None = None,
-    prompt: str | None = None,
-    label: str | None = None,
-    samples: int = 2000,
-    c_te: float = 0.0,
-    probe_preset: str = "fast",
 ) -> dict[str, Any]:
     """Linear probes of count(`label`) on "count `prompt`" inputs at `<art>`, block by block.
 
     Models: the fine-tuned run, its pretrained model and a random-init baseline (a pretraining run
-    alone is probed with the baseline only). `prompt` defaults to O_PT, `label` to `prompt`.
-    Writes ``probe.json`` and ``probe.png``.
+    alone is probed with the baseline only). `options.prompt` defaults to O_PT, `options.label`
+    to the prompt's operand. Writes ``probe.json`` and ``probe.png``.
     """
     from wrapperlens.analysis.probing import (
         PROBE_PRESETS,
@@ -123,22 +111,19 @@ def probe_run(
         probe_accuracy_by_layer,
     )
 
-    if probe_preset not in PROBE_PRESETS:
-        raise ValueError(
-            f"probe preset must be one of {sorted(PROBE_PRESETS)}, got {probe_preset!r}"
-        )
+    o = options or ProbeOptions()
     loaded = open_run(run_dir)
     models = {"pretrained": loaded.model} if loaded.run.stage == "pretrain" else {}
     if not models:
         ft, pt = open_pair(run_dir, pretrained)
         models = {"pretrained": pt.model, "fine-tuned": ft.model}
-    question = loaded.question(prompt)
-    target = loaded.question(label or question.operand)
-    inputs = question_inputs(loaded, question, samples, c_te, "analysis/probe")
+    question = loaded.question(o.prompt)
+    target = loaded.question(o.label or question.operand)
+    inputs = question_inputs(loaded, question, o.samples, o.c_te, "analysis/probe")
     labels = torch.from_numpy(loaded.task.labels(inputs.batch.text, target))
     offset = int(min(0, int(labels.min())))  # index families answer -1 for "no occurrence"
     report = probe_accuracy_by_layer(
-        models, inputs.tokens, labels - offset, -1, PROBE_PRESETS[probe_preset]
+        models, inputs.tokens, labels - offset, -1, PROBE_PRESETS[o.probe_preset]
     )
     out = Path(out)
     result = {
@@ -146,7 +131,7 @@ def probe_run(
         "prompt": question.name,
         "label": f"{target.name} answer",
         "label_offset": offset,
-        "c_te": c_te,
+        "c_te": o.c_te,
         **report.to_dict(),
     }
     write_json(out / "probe.json", result)
@@ -169,16 +154,11 @@ def _patch_models(ft: LoadedRun, pt: LoadedRun, direction: str):
 def patch_run(
     run_dir: str | Path,
     out: str | Path,
+    options: PatchOptions | None = None,
+    *,
     pretrained: str | Path | None = None,
-    component: str = "resid_pre",
-    per_position: bool = True,
-    direction: str = "pt-to-ft",
-    metric: str = "prob",
-    samples: int = 64,
-    c_te: float = 0.0,
-    prompt: str | None = None,
 ) -> dict[str, Any]:
-    """Cross-model activation patching on "count `prompt`" (default O_PT) inputs.
+    """Cross-model activation patching on "count `options.prompt`" (default O_PT) inputs.
 
     Effect = metric(target run with the source's activation) - metric(target run); by default the
     source is the pretrained model and the target the fine-tuned one. Writes ``patch.json`` and
@@ -186,27 +166,29 @@ def patch_run(
     """
     from wrapperlens.analysis.patching import ActivationPatcher, PatchingConfig
 
+    o = options or PatchOptions()
     ft, pt = open_pair(run_dir, pretrained)
-    source, target = _patch_models(ft, pt, direction)
-    inputs = question_inputs(ft, ft.question(prompt), samples, c_te, "analysis/patch")
-    wrong = _ft_answers(ft, inputs) if metric == "logit_diff" else None
-    fn = make_metric(metric, inputs, wrong)
+    source, target = _patch_models(ft, pt, o.direction)
+    inputs = question_inputs(ft, ft.question(o.prompt), o.samples, o.c_te, "analysis/patch")
+    wrong = ft_answers(ft, inputs) if o.metric == "logit_diff" else None
+    fn = make_metric(o.metric, inputs, wrong)
     patcher = ActivationPatcher(target, inputs.tokens, source_model=source)
-    values = patcher.sweep(fn, PatchingConfig(component=component, per_position=per_position))
+    config = PatchingConfig(component=o.component, per_position=o.per_position)
+    values = patcher.sweep(fn, config)
     base = float(fn(patcher.target_logits))
     effect = values - base
-    axes = result_axes(component, per_position)
+    axes = result_axes(o.component, o.per_position)
     str_tokens = ft.task.vocab.to_str_tokens(inputs.tokens[0].tolist())
     result = {
         "run": str(run_dir),
         "pretrained": str(pt.path),
-        "direction": direction,
-        "component": component,
-        "per_position": per_position,
-        "metric": metric,
-        "samples": samples,
-        "c_te": c_te,
-        "prompt": ft.question(prompt).name,
+        "direction": o.direction,
+        "component": o.component,
+        "per_position": o.per_position,
+        "metric": o.metric,
+        "samples": o.samples,
+        "c_te": o.c_te,
+        "prompt": ft.question(o.prompt).name,
         "metric_target": base,
         "metric_source": float(fn(patcher.source_logits)),
         "axes": axes,
@@ -215,12 +197,12 @@ def patch_run(
     }
     out = Path(out)
     write_json(out / "patch.json", result)
-    _plot_effect(
+    plot_effect(
         effect,
         axes,
         str_tokens,
         out / "patch.png",
-        f"activation patching {direction}, {component}: Δ {metric}",
+        f"activation patching {o.direction}, {o.component}: Δ {o.metric}",
     )
     return result
 
@@ -238,65 +220,60 @@ def _spearman(a: Tensor, b: Tensor) -> float:
 def attribute_run(
     run_dir: str | Path,
     out: str | Path,
+    options: AttributeOptions | None = None,
+    *,
     pretrained: str | Path | None = None,
-    components: Sequence[str] = ("resid_pre", "z", "post"),
-    per_position: bool = True,
-    direction: str = "pt-to-ft",
-    metric: str = "prob",
-    samples: int = 64,
-    c_te: float = 0.0,
-    prompt: str | None = None,
-    compare_exact: bool = False,
 ) -> dict[str, Any]:
     """Attribution patching (one forward on the source, one forward + backward on the target).
 
-    With `compare_exact`, also runs exact activation patching of each component and reports the
-    Spearman rank correlation of the two. Writes ``attribute.json`` and one
+    With `options.compare_exact`, also runs exact activation patching of each component and
+    reports the Spearman rank correlation of the two. Writes ``attribute.json`` and one
     ``attribute_<component>.png`` per component.
     """
     from wrapperlens.analysis.attribution import attribution_scores
     from wrapperlens.analysis.patching import ActivationPatcher, PatchingConfig
 
+    o = options or AttributeOptions()
     ft, pt = open_pair(run_dir, pretrained)
-    source, target = _patch_models(ft, pt, direction)
-    inputs = question_inputs(ft, ft.question(prompt), samples, c_te, "analysis/attribute")
-    wrong = _ft_answers(ft, inputs) if metric == "logit_diff" else None
-    fn = make_metric(metric, inputs, wrong)
+    source, target = _patch_models(ft, pt, o.direction)
+    inputs = question_inputs(ft, ft.question(o.prompt), o.samples, o.c_te, "analysis/attribute")
+    wrong = ft_answers(ft, inputs) if o.metric == "logit_diff" else None
+    fn = make_metric(o.metric, inputs, wrong)
     scores = attribution_scores(
-        target, inputs.tokens, fn, tuple(components), per_position=per_position, source_model=source
+        target, inputs.tokens, fn, o.components, per_position=o.per_position, source_model=source
     )
     str_tokens = ft.task.vocab.to_str_tokens(inputs.tokens[0].tolist())
     out = Path(out)
     result: dict[str, Any] = {
         "run": str(run_dir),
         "pretrained": str(pt.path),
-        "direction": direction,
-        "metric": metric,
-        "samples": samples,
-        "c_te": c_te,
-        "per_position": per_position,
+        "direction": o.direction,
+        "metric": o.metric,
+        "samples": o.samples,
+        "c_te": o.c_te,
+        "per_position": o.per_position,
         "components": {},
     }
     patcher = (
-        ActivationPatcher(target, inputs.tokens, source_model=source) if compare_exact else None
+        ActivationPatcher(target, inputs.tokens, source_model=source) if o.compare_exact else None
     )
     for component, estimate in scores.items():
-        axes = result_axes(component, per_position)
+        axes = result_axes(component, o.per_position)
         entry: dict[str, Any] = {"axes": axes, "estimate": estimate.tolist()}
         if patcher is not None:
             exact = patcher.sweep(
-                fn, PatchingConfig(component=component, per_position=per_position)
+                fn, PatchingConfig(component=component, per_position=o.per_position)
             )
             exact = exact - float(fn(patcher.target_logits))
             entry["exact"] = exact.tolist()
             entry["spearman"] = _spearman(estimate, exact)
         result["components"][component] = entry
-        _plot_effect(
+        plot_effect(
             estimate,
             axes,
             str_tokens,
             out / f"attribute_{component}.png",
-            f"attribution patching {direction}, {component}: estimated Δ {metric}",
+            f"attribution patching {o.direction}, {component}: estimated Δ {o.metric}",
         )
     write_json(out / "attribute.json", result)
     return result
@@ -305,11 +282,9 @@ def attribute_run(
 def attention_run(
     run_dir: str | Path,
     out: str | Path,
+    options: AttentionOptions | None = None,
+    *,
     pretrained: str | Path | None = None,
-    example: int = 0,
-    c_te: float = 1.0,
-    prompt: str | None = None,
-    layers: Sequence[int] | None = None,
 ) -> Path:
     """Attention patterns of the pretrained and fine-tuned models side by side on one prompt.
 
@@ -317,34 +292,31 @@ def attention_run(
     """
     from wrapperlens.analysis.attention_views import write_attention_html
 
+    o = options or AttentionOptions()
     loaded = open_run(run_dir)
     if loaded.run.stage == "pretrain":
         models = {"pretrained": loaded.model}
     else:
         ft, pt = open_pair(run_dir, pretrained)
         models = {"pretrained": pt.model, "fine-tuned": ft.model}
-    if example < 0:
-        raise ValueError(f"example must be >= 0, got {example}")
-    question = loaded.question(prompt)
-    inputs = question_inputs(loaded, question, example + 1, c_te, "analysis/attention")
-    tokens = inputs.tokens[example]
+    question = loaded.question(o.prompt)
+    inputs = question_inputs(loaded, question, o.example + 1, o.c_te, "analysis/attention")
+    tokens = inputs.tokens[o.example]
     str_tokens = loaded.task.vocab.to_str_tokens(tokens.tolist())
-    answer = loaded.task.vocab.to_str_tokens([int(inputs.answers[example])])[0]
-    title = f"Attention: '{question.name}' (answer {answer}, C_Te = {c_te:g})"
+    answer = loaded.task.vocab.to_str_tokens([int(inputs.answers[o.example])])[0]
+    title = f"Attention: '{question.name}' (answer {answer}, C_Te = {o.c_te:g})"
     Path(out).mkdir(parents=True, exist_ok=True)
     return write_attention_html(
-        Path(out) / "attention.html", models, tokens, str_tokens, layers=layers, title=title
+        Path(out) / "attention.html", models, tokens, str_tokens, layers=o.layers, title=title
     )
 
 
 def wrapper_map_run(
     run_dir: str | Path,
     out: str | Path,
+    options: WrapperMapOptions | None = None,
+    *,
     pretrained: str | Path | None = None,
-    samples: int = 128,
-    c_te: float = 0.0,
-    metric: str = "prob",
-    patch_neurons: bool = True,
 ) -> dict[str, Any]:
     """Rank heads, neurons and layer parts of a pretrained / fine-tuned pair (`wrapper_map`).
 
@@ -354,26 +326,27 @@ def wrapper_map_run(
     """
     from wrapperlens.analysis.wrapper_map import WrapperMapConfig, plot_wrapper_map, wrapper_map
 
+    o = options or WrapperMapOptions()
     ft, pt = open_pair(run_dir, pretrained)
-    _needs_finetune(ft, "wrapper-map")
-    inputs = question_inputs(ft, ft.question(), samples, c_te, "analysis/wrapper-map")
-    wrong = _ft_answers(ft, inputs) if metric == "logit_diff" else None
+    require_finetune(ft, "wrapper-map")
+    inputs = question_inputs(ft, ft.question(), o.samples, o.c_te, "analysis/wrapper-map")
+    wrong = ft_answers(ft, inputs) if o.metric == "logit_diff" else None
     wmap = wrapper_map(
         pt.model,
         ft.model,
         inputs.tokens,
         inputs.answers,
         -1,
-        metric=make_metric(metric, inputs, wrong),
-        config=WrapperMapConfig(patch_neurons=patch_neurons),
+        metric=make_metric(o.metric, inputs, wrong),
+        config=WrapperMapConfig(patch_neurons=o.patch_neurons),
     )
     out = Path(out)
     result = {
         "run": str(run_dir),
         "pretrained": str(pt.path),
-        "samples": samples,
-        "c_te": c_te,
-        "metric": metric,
+        "samples": o.samples,
+        "c_te": o.c_te,
+        "metric": o.metric,
         "table": wmap.table(),
         **wmap.to_dict(),
     }
@@ -382,50 +355,6 @@ def wrapper_map_run(
         wmap,
         out / "wrapper_map.png",
         title=f"wrapper map: {pt.path.name} → {ft.path.name} "
-        f"({metric}: {wmap.metric_pretrained:.3f} → {wmap.metric_finetuned:.3f})",
+        f"({o.metric}: {wmap.metric_pretrained:.3f} → {wmap.metric_finetuned:.3f})",
     )
     return result
-
-
-# --------------------------------------------------------------------------------- plotting
-def _plot_effect(
-    values: Tensor, axes: list[str], str_tokens: list[str], path: Path, title: str
-) -> Path:
-    """A heatmap of a patching / attribution result; a trailing head / neuron axis is folded into
-    the rows (layer × head), positions are columns labelled with the first example's tokens."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = values.detach().float().cpu()
-    if grid.ndim == 1:
-        grid, rows, cols = grid[:, None], [f"L{l}" for l in range(len(grid))], ["all pos"]
-    elif grid.ndim == 2 and axes[1] == "pos":
-        rows, cols = [f"L{l}" for l in range(grid.shape[0])], str_tokens
-    elif grid.ndim == 2:  # [layer, head|neuron]
-        rows, cols = [f"L{l}" for l in range(grid.shape[0])], [str(i) for i in range(grid.shape[1])]
-    else:  # [layer, pos, unit] -> [(layer, unit), pos]
-        n_layers, n_pos, n_units = grid.shape
-        grid = grid.permute(0, 2, 1).reshape(n_layers * n_units, n_pos)
-        tag = "H" if axes[-1] == "head" else "N"
-        rows = [f"L{l}{tag}{u}" for l in range(n_layers) for u in range(n_units)]
-        cols = str_tokens
-    bound = float(grid.abs().max()) or 1.0
-    height = min(2 + 0.25 * grid.shape[0], 30)
-    width = min(4 + 0.3 * grid.shape[1], 30)
-    fig, ax = plt.subplots(figsize=(width, height))
-    image = ax.imshow(
-        grid.numpy(), aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest"
-    )
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    if len(rows) <= 64:
-        ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    if len(cols) <= 128:
-        ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

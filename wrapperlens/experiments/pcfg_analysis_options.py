@@ -3,7 +3,8 @@
 One frozen dataclass per tool says *how* to analyse a run; the run directories themselves are
 the functions' arguments:
 
-    from wrapperlens.experiments.pcfg_analysis import PatchOptions, patch_run
+    from wrapperlens.experiments.pcfg_analysis import patch_run
+    from wrapperlens.experiments.pcfg_analysis_options import PatchOptions
 
     patch_run("runs/ft", "out/patch", PatchOptions(component="z", samples=32))
 
@@ -20,7 +21,7 @@ checks that need a vocabulary owned by a torch module import it when an object i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -118,6 +119,7 @@ class PruneOptions:
 
     Attributes:
         ks: Numbers of units to prune (cumulative, highest score first); 0 = the run as it is.
+            Any sequence of ints (a range, a list); stored as a tuple.
         eligible: Which matrices: a preset of `wrapperlens.analysis.pruning.ELIGIBLE_PRESETS`
             ("all_block_linear", "mlp_out_and_attn_out", ...), or parameter names / block
             suffixes, as a tuple or one comma-separated string ("mlp.W_out,blocks.1.attn.W_O").
@@ -129,8 +131,8 @@ class PruneOptions:
         eval_samples: Samples per test set; None = the run's `train.eval_samples`.
     """
 
-    ks: tuple[int, ...] = tuple(range(16))
-    eligible: str | tuple[str, ...] = "all_block_linear"
+    ks: Sequence[int] = tuple(range(16))
+    eligible: str | Sequence[str] = "all_block_linear"
     granularity: str = "row"
     unit_axis: str = "input"
     grad_samples: int = 512
@@ -236,7 +238,7 @@ class AttributeOptions:
         per_position, direction, metric, samples, c_te, prompt: As in `PatchOptions`.
     """
 
-    components: tuple[str, ...] = ("resid_pre", "z", "post")
+    components: str | Sequence[str] = ("resid_pre", "z", "post")
     per_position: bool = True
     direction: str = "pt-to-ft"
     metric: str = "prob"
@@ -278,7 +280,7 @@ class AttentionOptions:
     example: int = 0
     c_te: float = 1.0
     prompt: str | None = None
-    layers: tuple[int, ...] | None = None
+    layers: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.example, bool) or not isinstance(self.example, int) or self.example < 0:

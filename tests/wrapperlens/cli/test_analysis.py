@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from wrapperlens.analysis_cli import ANALYSIS_COMMANDS, parse_int_list
 from wrapperlens.cli import main
+from wrapperlens.cli.analysis import ANALYSIS_COMMANDS
 from wrapperlens.experiments.pcfg import resolve_configs
 from wrapperlens.stages import run_stage
 
@@ -23,47 +23,23 @@ def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_parse_int_list():
-    assert parse_int_list("0-3,8") == [0, 1, 2, 3, 8]
-    assert parse_int_list("5") == [5]
-    with pytest.raises(Exception, match="expected integers"):
-        parse_int_list("a-b")
-
-
 @pytest.mark.parametrize("command", ANALYSIS_COMMANDS)
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit:
         main([command, "--help"])
     assert exit.value.code == 0
     text = capsys.readouterr().out
-    assert ("--reft RUN_DIR" if command == "scratch-baseline" else "--run RUN_DIR") in text
-    assert "--out DIR" in text
+    assert "--from RUN" in text and "--out DIR" in text and "--run" not in text
 
 
 def test_prune_writes_a_sweep_and_leaves_the_run_alone(runs, tmp_path, capsys):
     before = sha(runs / "ft" / "model.safetensors")
-    assert (
-        main(
-            [
-                "prune",
-                "--run",
-                str(runs / "ft"),
-                "--out",
-                str(tmp_path),
-                "--ks",
-                "0-2",
-                "--samples",
-                "32",
-                "--eval-samples",
-                "30",
-                "--eligible",
-                "mlp_out_and_attn_out",
-            ]
-        )
-        == 0
-    )
+    argv = ["prune", "--from", str(runs / "ft"), "--out", str(tmp_path), "--ks", "0-2",
+            "--samples", "32", "--eval-samples", "30", "--eligible", "mlp_out_and_attn_out"]
+    assert main(argv) == 0
     result = json.loads((tmp_path / "prune.json").read_text())
     assert result["ks"] == [0, 1, 2] and len(result["units"]) == 2
+    assert result["grad_samples"] == 32
     assert set(result["metrics"][0]) == {
         "acc/O_PT/cte0",
         "acc/O_FT/cte0",
@@ -76,24 +52,9 @@ def test_prune_writes_a_sweep_and_leaves_the_run_alone(runs, tmp_path, capsys):
 
 
 def test_probe_compares_pretrained_finetuned_and_random(runs, tmp_path):
-    assert (
-        main(
-            [
-                "probe",
-                "--run",
-                str(runs / "ft"),
-                "--out",
-                str(tmp_path),
-                "--samples",
-                "120",
-                "--prompt",
-                "b",
-                "--label",
-                "a",
-            ]
-        )
-        == 0
-    )
+    argv = ["probe", "--from", str(runs / "ft"), "--out", str(tmp_path), "--samples", "120",
+            "--prompt", "b", "--label", "a"]
+    assert main(argv) == 0
     result = json.loads((tmp_path / "probe.json").read_text())
     assert set(result["accuracy"]) == {"pretrained", "fine-tuned", "random init"}
     assert result["point_names"] == ["B0", "B1"]  # one-layer tiny model
@@ -102,36 +63,17 @@ def test_probe_compares_pretrained_finetuned_and_random(runs, tmp_path):
 
 
 def test_patch_defaults_to_the_parent_and_self_patching_is_zero(runs, tmp_path):
-    assert (
-        main(
-            ["patch", "--run", str(runs / "ft"), "--out", str(tmp_path / "pair"), "--samples", "8"]
-        )
-        == 0
-    )
+    argv = ["patch", "--from", str(runs / "ft"), "--out", str(tmp_path / "pair"), "--samples", "8"]
+    assert main(argv) == 0
     pair = json.loads((tmp_path / "pair" / "patch.json").read_text())
     assert pair["pretrained"] == str(runs / "pt")
     assert pair["axes"] == ["layer", "pos"] and len(pair["effect"]) == 1
     assert len(pair["effect"][0]) == len(pair["str_tokens_example"])
     assert max(abs(v) for v in pair["effect"][0]) > 0
     # The fine-tuned model patched with its own activations: nothing changes.
-    assert (
-        main(
-            [
-                "patch",
-                "--run",
-                str(runs / "ft"),
-                "--pretrained",
-                str(runs / "ft"),
-                "--out",
-                str(tmp_path / "self"),
-                "--samples",
-                "8",
-                "--component",
-                "z",
-            ]
-        )
-        == 0
-    )
+    argv = ["patch", "--from", str(runs / "ft"), "--pretrained", str(runs / "ft"),
+            "--out", str(tmp_path / "self"), "--samples", "8", "--component", "z"]
+    assert main(argv) == 0
     same = json.loads((tmp_path / "self" / "patch.json").read_text())
     assert same["axes"] == ["layer", "pos", "head"]
     assert all(abs(v) < 1e-6 for pos in same["effect"][0] for v in pos)
@@ -139,24 +81,9 @@ def test_patch_defaults_to_the_parent_and_self_patching_is_zero(runs, tmp_path):
 
 
 def test_attribute_with_exact_comparison(runs, tmp_path):
-    assert (
-        main(
-            [
-                "attribute",
-                "--run",
-                str(runs / "ft"),
-                "--out",
-                str(tmp_path),
-                "--samples",
-                "8",
-                "--components",
-                "resid_pre,z",
-                "--all-positions",
-                "--compare-exact",
-            ]
-        )
-        == 0
-    )
+    argv = ["attribute", "--from", str(runs / "ft"), "--out", str(tmp_path), "--samples", "8",
+            "--components", "resid_pre,z", "--all-positions", "--compare-exact"]
+    assert main(argv) == 0
     result = json.loads((tmp_path / "attribute.json").read_text())
     assert set(result["components"]) == {"resid_pre", "z"}
     z = result["components"]["z"]
@@ -165,68 +92,42 @@ def test_attribute_with_exact_comparison(runs, tmp_path):
 
 
 def test_attention_page(runs, tmp_path):
-    assert (
-        main(["attention", "--run", str(runs / "ft"), "--out", str(tmp_path), "--example", "1"])
-        == 0
-    )
+    argv = ["attention", "--from", str(runs / "ft"), "--out", str(tmp_path), "--example", "1"]
+    assert main(argv) == 0
     page = (tmp_path / "attention.html").read_text()
     assert "pretrained" in page and "fine-tuned" in page and "CircuitsVis.render" in page
 
 
 def test_wrapper_map_of_a_run_with_itself_is_empty(runs, tmp_path):
-    assert (
-        main(
-            [
-                "wrapper-map",
-                "--run",
-                str(runs / "ft"),
-                "--out",
-                str(tmp_path / "pair"),
-                "--samples",
-                "16",
-            ]
-        )
-        == 0
-    )
+    argv = ["wrapper-map", "--from", str(runs / "ft"), "--out", str(tmp_path / "pair"),
+            "--samples", "16"]
+    assert main(argv) == 0
     rows = json.loads((tmp_path / "pair" / "wrapper_map.json").read_text())["rows"]
     assert len(rows) == 1 * (2 + 128 + 2)  # heads, neurons, attn + mlp of one layer
     assert any(r["weight_change"] > 0 for r in rows)
     assert (tmp_path / "pair" / "wrapper_map.png").exists()
-    assert (
-        main(
-            [
-                "wrapper-map",
-                "--run",
-                str(runs / "ft"),
-                "--pretrained",
-                str(runs / "ft"),
-                "--out",
-                str(tmp_path / "self"),
-                "--samples",
-                "8",
-                "--no-neuron-patching",
-            ]
-        )
-        == 0
-    )
+    argv = ["wrapper-map", "--from", str(runs / "ft"), "--pretrained", str(runs / "ft"),
+            "--out", str(tmp_path / "self"), "--samples", "8", "--no-neuron-patching"]
+    assert main(argv) == 0
     rows = json.loads((tmp_path / "self" / "wrapper_map.json").read_text())["rows"]
     assert all(r["weight_change"] == 0 for r in rows)
     assert all(r["patch_effect"] is None for r in rows if r["kind"] == "neuron")
 
 
 def test_default_out_is_inside_the_run(runs):
-    assert main(["attention", "--run", str(runs / "ft")]) == 0
+    assert main(["attention", "--from", str(runs / "ft")]) == 0
     assert (runs / "ft" / "analysis" / "attention" / "attention.html").exists()
 
 
 def test_scratch_baseline_trains_once_and_compares(runs, tmp_path, capsys):
-    argv = ["scratch-baseline", "--reft", str(runs / "reft"), "--out", str(tmp_path)]
+    argv = ["scratch-baseline", "--from", str(runs / "reft"), "--out", str(tmp_path)]
     assert main([*argv, "--no-progress", "--threshold", "0"]) == 0
     result = json.loads((tmp_path / "reft_vs_scratch.json").read_text())
     assert result["iterations_to_threshold"] == {"reFT reft": 0, "Scr.+FT": 0}
     assert result["same_eval_strings"] == {"reFT reft": True}
     scratch = json.loads((tmp_path / "pretrain" / "config.json").read_text())
     assert scratch["task"]["prior"] == "a=0.001,b=0.999,c=0"
+    assert scratch["preset"] == "tiny"  # the --from run's preset, without --preset
     assert "not reached" not in capsys.readouterr().out
     weights = tmp_path / "finetune" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
@@ -238,12 +139,17 @@ def test_scratch_baseline_trains_once_and_compares(runs, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["prune", "--run", "{pt}"], "needs a finetune or reft run"),
-        (["patch", "--run", "{pt}"], "is a pretraining run"),
-        (["patch", "--run", "{missing}"], "file not found"),
-        (["probe", "--run", "{ft}", "--prompt", "z"], "'z' is not a terminal"),
-        (["attribute", "--run", "{ft}", "--components", "resid_pre,nope"], "unknown ['nope']"),
-        (["prune", "--run", "{ft}", "--train.lr=1"], "takes no config overrides"),
+        (["prune", "--from", "{pt}"], "needs a finetune or reft run"),
+        (["patch", "--from", "{pt}"], "is a pretraining run"),
+        (["patch", "--from", "{missing}"], "file not found"),
+        (["probe", "--from", "{ft}", "--prompt", "z"], "'z' is not a terminal"),
+        (["attribute", "--from", "{ft}", "--components", "resid_pre,nope"], "unknown ['nope']"),
+        (["prune", "--from", "{ft}", "--train.lr=1"], "prune takes no config overrides"),
+        (["patch", "--from", "{ft}", "--c-te", "2"], "PatchOptions.c_te: expected a number in"),
+        (["probe", "--from", "{ft}", "--samples", "0"], "ProbeOptions.samples: expected a posit"),
+        (["probe", "--from", "{ft}", "--probe-preset", "slow"], "ProbeOptions.probe_preset"),
+        (["scratch-baseline", "--from", "{ft}", "--out", "{missing}", "--threshold", "2"],
+         "--threshold: expected a number in [0, 1]"),
     ],
 )
 def test_errors_name_the_problem(runs, argv, message, capsys):
@@ -257,12 +163,13 @@ def test_a_pretrained_run_of_another_shape_is_refused(runs, tmp_path, capsys):
         "pretrain", "tiny", overrides={**SMALL, "train.steps": 1, "model.d_model": 16}
     )
     run_stage(other.spec(), tmp_path / "other", progress=False)
-    argv = ["patch", "--run", str(runs / "ft"), "--pretrained", str(tmp_path / "other")]
+    argv = ["patch", "--from", str(runs / "ft"), "--pretrained", str(tmp_path / "other")]
     assert main(argv) == 2
     assert "differ in cfg.d_model" in capsys.readouterr().err
 
 
-def test_bad_argument_values_are_refused(runs, capsys):
-    with pytest.raises(SystemExit):
-        main(["patch", "--run", str(runs / "ft"), "--c-te", "2"])
-    assert "expected a number in [0, 1]" in capsys.readouterr().err
+def test_a_list_that_is_not_integers_is_an_argparse_error(runs, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["prune", "--from", str(runs / "ft"), "--ks", "a-b"])
+    assert exit.value.code == 2
+    assert "expected integers like '0-15'" in capsys.readouterr().err

@@ -1,13 +1,14 @@
-"""The command line: help texts, errors that name the key, a stage round trip, the main job."""
+"""The stage commands: help texts, errors that name the key, a stage round trip, the main job."""
 
 import json
 
 import pytest
 
 from wrapperlens.cli import main
+from wrapperlens.cli.stages import STAGE_COMMANDS
 
 
-@pytest.mark.parametrize("command", ["pretrain", "finetune", "reft", "eval", "reproduce"])
+@pytest.mark.parametrize("command", STAGE_COMMANDS)
 def test_every_subcommand_has_help_with_what_it_does(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -16,6 +17,8 @@ def test_every_subcommand_has_help_with_what_it_does(command, capsys):
     assert "--out" in text or "--from" in text
     if command in ("pretrain", "finetune", "reft"):
         assert "defaults per preset" in text and "cpu" in text and "[train] keys" in text
+    if command in ("finetune", "reft"):
+        assert "default: the --from run's preset" in " ".join(text.split())
 
 
 @pytest.mark.parametrize(
@@ -53,6 +56,36 @@ def test_stage_commands_config_file_and_eval(tmp_path, capsys):
     assert main(["eval", "--from", str(tmp_path / "ft"), "--out", str(tmp_path / "e.json")]) == 0
     metrics = json.loads((tmp_path / "e.json").read_text())
     assert set(metrics) >= {"acc/O_PT/cte0", "acc/O_FT/cte1"}
+    assert main(["eval", "--from", str(tmp_path / "ft"), "--train.lr=1"]) == 2
+    assert "eval takes no config overrides (got --train.lr)" in capsys.readouterr().err
+
+
+def test_finetune_and_reft_default_to_the_parent_runs_preset(tmp_path):
+    """Without --preset, a stage that starts from a run takes that run's preset (tiny here), not
+    "cpu": its name, its training section and its named learning rates."""
+    from wrapperlens.config import to_dict
+    from wrapperlens.presets import get_preset
+
+    tiny, cpu = get_preset("tiny"), get_preset("cpu")
+    common = ["--train.eval_samples=20", "--train.batch_size=8", "--no-progress"]
+    assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path / "pt"),
+                 "--train.steps=2", *common]) == 0
+    assert main(["finetune", "--from", str(tmp_path / "pt"), "--out", str(tmp_path / "ft"),
+                 "--train.steps=1", *common]) == 0
+    ft = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert ft["preset"] == "tiny"
+    assert ft["train"]["lr"] == tiny.etas[tiny.default_eta["finetune"]] != cpu.etas["M"]
+    overridden = {"steps", "eval_samples", "batch_size", "lr"}
+    rest = {k: v for k, v in ft["train"].items() if k not in overridden}
+    assert rest == {k: v for k, v in to_dict(tiny.finetune).items() if k not in overridden}
+    assert main(["reft", "--from", str(tmp_path / "ft"), "--out", str(tmp_path / "reft"), *common,
+                 "--train.steps=1"]) == 0
+    reft = json.loads((tmp_path / "reft" / "config.json").read_text())
+    assert reft["preset"] == "tiny" and reft["train"]["lr"] == tiny.etas[tiny.default_eta["reft"]]
+    # an explicit --preset still wins over the parent's
+    assert main(["finetune", "--preset", "cpu", "--from", str(tmp_path / "pt"), "--out",
+                 str(tmp_path / "ft_cpu"), "--train.steps=1", *common]) == 0
+    assert json.loads((tmp_path / "ft_cpu" / "config.json").read_text())["preset"] == "cpu"
 
 
 @pytest.mark.slow
