@@ -161,11 +161,12 @@ def train_twist_classifier(
     features = model.featurize([texts[i] for i in chosen])
     target = torch.tensor([float(labels[i]) for i in chosen])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for _ in range(cfg.steps):
-        loss = F.binary_cross_entropy_with_logits(model(features), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with torch.enable_grad():  # also when first needed inside an evaluation under no_grad
+        for _ in range(cfg.steps):
+            loss = F.binary_cross_entropy_with_logits(model(features), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     return model.eval()
 
 

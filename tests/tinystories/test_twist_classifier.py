@@ -81,3 +81,12 @@ def test_load_refuses_a_missing_extra_or_mis_shaped_tensor_naming_file_and_tenso
     save_file(tensors, path)
     with pytest.raises(CheckpointError, match=r"(?s)classifier\.safetensors.*" + message):
         load_classifier(tmp_path / "clf")
+
+
+def test_training_works_under_no_grad():
+    """A stage builds its classifier on first evaluation, which runs under `torch.no_grad`."""
+    texts = ["and then suddenly a twist"] * 8 + ["a calm happy day"] * 8
+    labels = [True] * 8 + [False] * 8
+    with torch.no_grad():
+        model = train_twist_classifier(texts, labels, TwistClassifierConfig(n_buckets=256, steps=20))
+    assert classifier_accuracy(model, texts, labels)["accuracy"] == 1.0
