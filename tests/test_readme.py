@@ -10,6 +10,7 @@ subprocess. The only rewrites, each needed to run them in seconds and offline:
 | `--preset cpu`, `--preset paper` | `--preset tiny` | minutes to days on 2 cores |
 | `--device cuda` | `--device cpu` | no GPU in CI |
 | a hub name (`roneneldan/...`) | run as written, must fail at once naming the hub; then with a local stand-in | nothing can be downloaded |
+| `stories.txt` (plain stories) | 400 stories of the real sample in `shared/data/tinystories` (generated ones without it) | a file the user brings |
 
 The set-up commands (`python3 -m venv`, `. .venv/bin/activate`, `pip install ...`,
 `python -m pytest`) are what CI itself runs on a fresh machine (`.ci/run`); they are skipped here.
@@ -30,6 +31,8 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+SAMPLE = (README.parent / ".." / "shared" / "data" / "tinystories"
+          / "tinystories_v1_train_head2MiB.txt")
 SETUP = ("python3 -m venv", ". .venv/bin/activate", "pip install", "python -m pytest")
 HUB_NAMES = ("roneneldan/TinyStoriesInstruct", "roneneldan/TinyStories-33M")
 
@@ -99,6 +102,18 @@ def local_gpt_neo(directory: Path) -> Path:
     return directory
 
 
+def plain_stories(path: Path, n: int = 400) -> None:
+    """`n` `<|endoftext|>`-separated stories: the real sample's, else the story source's."""
+    eot = "<|endoftext|>"
+    if SAMPLE.is_file():
+        stories = SAMPLE.read_text(encoding="utf-8").split(eot)[:n]
+    else:
+        from tinystories.story_source import StorySourceConfig, generate_records
+
+        stories = [r["story"] for r in generate_records(StorySourceConfig(n_stories=n))]
+    path.write_text("".join(s.strip() + "\n" + eot + "\n" for s in stories), encoding="utf-8")
+
+
 def run_command(command: str) -> None:
     argv = tiny(shlex.split(command))
     if argv[0] == "torchrun":
@@ -128,6 +143,7 @@ def run_command(command: str) -> None:
 def test_every_readme_command_runs_at_the_tiny_scale(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TQDM_DISABLE", "1")
+    plain_stories(tmp_path / "stories.txt")
     commands = shell_commands()
     assert any(c.startswith("wrapperlens reproduce") for c in commands)  # the main job
     for command in commands:

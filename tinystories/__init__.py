@@ -11,7 +11,8 @@ Modules, bottom to top:
 - `tokenizer`: a byte-level BPE tokenizer (train, save, load, batch);
 - `gpt_neo`: GPT-Neo checkpoints as HookedTransformers, and export back to HF;
 - `prepare`: the `prepare` and `tokenizer` stages of a run;
-- `lm`: story LM shapes (`tiny`, `cpu`, `paper`: the 91M LLaMA-like model) and training batches;
+- `lm`: training batches of story LMs (their shapes are `wrapperlens.models.ModelConfig`s, see
+  `presets`);
 - `generation`: batched, KV-cached sampling from a prompt cut at "Story:";
 - `twist_classifier`: the n-gram logistic regression behind the twist generation score;
 - `evaluation`: twist loss and generation scores during training;

@@ -125,6 +125,7 @@ class PrepareConfig:
         mix_from: F+MM's renamed feature (the paper: Foreshadowing).
         randomise_p: F+R's probability of adding `feature` (the paper's code: 1.0).
         protocol_seed: Seed of F+R's choices.
+        fix_mojibake: Repair text decoded with the wrong codec (`tinystories.mojibake`) on load.
     """
 
     source: str = STORY_SOURCE
@@ -138,6 +139,7 @@ class PrepareConfig:
     mix_from: str = "Foreshadowing"
     randomise_p: float = 1.0
     protocol_seed: int = 0
+    fix_mojibake: bool = True
 
     def __post_init__(self) -> None:
         if self.n_stories < 2:
@@ -167,7 +169,8 @@ def _read_records(cfg: PrepareConfig, out_dir: Path) -> tuple[datasets.Dataset, 
         data_cfg = StoryDataConfig(str(files["txt"]), cache_dir=cache)
     else:
         data_cfg = StoryDataConfig(
-            cfg.source, split=cfg.hub_split, streaming=cfg.max_stories is not None, cache_dir=cache
+            cfg.source, split=cfg.hub_split, streaming=cfg.max_stories is not None, cache_dir=cache,
+            fix_mojibake=cfg.fix_mojibake,
         )
     records, report = load_stories(data_cfg)
     if cfg.max_stories is not None:

@@ -126,6 +126,8 @@ def test_datasets_form_repairs_its_mojibake_into_the_original_stories(tmp_path):
         StoryDataConfig(str(HF_JSON), fix_mojibake=False, cache_dir=str(tmp_path / "c"))
     )
     assert report.n_repaired == 0
+    kept = prepare_stories(PrepareConfig(source=str(HF_JSON), fix_mojibake=False), tmp_path / "raw")
+    assert kept["parse"]["n_repaired"] == 0  # --prepare.fix_mojibake=false
     assert sum(_norm(s) in originals for s in unrepaired["story"]) == 917  # the README's overlap
 
 
