@@ -33,18 +33,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from wrapperlens.cli.options import (
-    add_command,
-    add_config,
-    add_device,
-    add_from,
-    add_no_progress,
-    add_out,
-    add_preset,
-    add_resume,
-    is_main_process,
-    resolve_preset,
-)
+from wrapperlens.cli.options import (add_command, add_config, add_device, add_from,
+                                     add_no_progress, add_out, add_preset, add_resume,
+                                     is_main_process, resolve_preset)
 
 __all__ = ["COMMANDS", "add_tinystories_commands", "main"]
 

@@ -52,24 +52,12 @@ from wrapperlens.runs import RunDir
 from wrapperlens.stages import StageSpec
 from wrapperlens.training import TrainConfig
 
-__all__ = [
-    "STAGES",
-    "SECTION_TYPES",
-    "StoryRun",
-    "resolve_story_run",
-    "read_story_run",
-    "load_story_model",
-    "run_tokenizer",
-    "import_gpt_neo_run",
-]
+__all__ = ["STAGES", "SECTION_TYPES", "StoryRun", "resolve_story_run", "read_story_run",
+           "load_story_model", "run_tokenizer", "import_gpt_neo_run"]
 
 STAGES = ("pretrain", "delete", "reft")
-SECTION_TYPES = {
-    "model": ModelConfig,
-    "batches": BatchConfig,
-    "train": TrainConfig,
-    "eval": EvalConfig,
-}
+SECTION_TYPES = {"model": ModelConfig, "batches": BatchConfig, "train": TrainConfig,
+                 "eval": EvalConfig}
 DELETION_PROTOCOLS = ("filter", "filter_randomise", "filter_mix_match")
 
 

@@ -20,18 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from wrapperlens.cli.options import (
-    add_command,
-    add_config,
-    add_device,
-    add_from,
-    add_no_progress,
-    add_out,
-    add_preset,
-    add_training_options,
-    is_main_process,
-    resolve_preset,
-)
+from wrapperlens.cli.options import (add_command, add_config, add_device, add_from,
+                                     add_no_progress, add_out, add_preset,
+                                     add_training_options, is_main_process, resolve_preset)
 
 __all__ = ["STAGE_COMMANDS", "add_stage_commands"]
 
