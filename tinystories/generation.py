@@ -22,10 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 from transformers import PreTrainedTokenizerBase
+
+from tinystories.tokenizer import pad_batch
 
 __all__ = ["encode_prompts", "sample_continuations", "generated_story"]
 
@@ -127,9 +130,8 @@ def _sample_chunk(model, prompts, max_new_tokens, eos_id, pad_id, temperature, g
     lengths = torch.tensor([len(p) for p in prompts])
     start_lengths = lengths.clone()
     cap = min(int(lengths.max()) + max_new_tokens, model.cfg.n_ctx)
-    tokens = torch.full((rows, cap), pad_id, dtype=torch.long)
-    for i, p in enumerate(prompts):
-        tokens[i, : len(p)] = torch.as_tensor(p, dtype=torch.long)
+    tokens, _ = pad_batch(prompts, pad_id, max_len=cap)
+    tokens = F.pad(tokens, (0, cap - tokens.shape[1]), value=pad_id)  # room for the new tokens
     done = torch.zeros(rows, dtype=torch.bool)
     arange = torch.arange(rows)
     device = model.cfg.device

@@ -29,6 +29,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase
 
+from tinystories.tokenizer import pad_batch
 from wrapperlens.training import TrainBatch
 
 __all__ = [
@@ -100,16 +101,6 @@ def encode_records(
     return out, n_cut
 
 
-def _pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    length = max(len(s) for s in sequences)
-    tokens = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    real = torch.zeros((len(sequences), length), dtype=torch.bool)
-    for i, seq in enumerate(sequences):
-        tokens[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        real[i, : len(seq)] = True
-    return tokens, real
-
-
 class StoryBatcher:
     """`batcher(step)` -> the `TrainBatch` of that step, a function of (seed, step) only.
 
@@ -172,7 +163,7 @@ class StoryBatcher:
             tokens = self.stream[torch.as_tensor(starts)[:, None] + window]
             every = torch.ones(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.bool)
             return TrainBatch(tokens, every)
-        tokens, real = _pad([self.sequences[i] for i in self.record_indices(step)], self.pad_id)
+        tokens, real = pad_batch([self.sequences[i] for i in self.record_indices(step)], self.pad_id)
         return TrainBatch(tokens, real[:, 1:])
 
 
@@ -187,7 +178,7 @@ def sequence_loss(
     device = model.cfg.device
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
-            tokens, real = _pad(sequences[start : start + batch_size], pad_id)
+            tokens, real = pad_batch(sequences[start : start + batch_size], pad_id)
             logits: Float[Tensor, "batch pos vocab"] = model(tokens[:, :-1].to(device))
             mask = real[:, 1:].to(device)
             targets: Int[Tensor, "batch pos"] = tokens[:, 1:].to(device)

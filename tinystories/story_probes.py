@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from tinystories.instruct import FEATURES
 from tinystories.lm import encode_records, pad_id_of
 from tinystories.prepare import load_prepared
+from tinystories.tokenizer import pad_batch
 from wrapperlens.analysis.probing import ProbeConfig, ProbeReport, probe_features_by_layer
 
 __all__ = ["ProbeDataConfig", "StoryProbeInputs", "story_probe_inputs", "probe_story_features"]
@@ -83,11 +84,8 @@ def story_probe_inputs(
     short = min(len(s) for s in sequences)
     if short < cfg.last_k:
         raise ValueError(f"a story has {short} tokens, fewer than probe_data.last_k={cfg.last_k}")
-    length = max(len(s) for s in sequences)
-    tokens = torch.full((len(sequences), length), pad_id_of(tokenizer), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        tokens[i, : len(seq)] = torch.tensor(seq)
-    lengths = torch.tensor([len(s) for s in sequences])
+    tokens, real = pad_batch(sequences, pad_id_of(tokenizer))
+    lengths = real.sum(-1)
     labels = torch.tensor(
         [[float(f in fs) for f in cfg.features] for fs in data["features"]], dtype=torch.float32
     )
