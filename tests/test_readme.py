@@ -127,6 +127,10 @@ def run_command(command: str) -> None:
     if argv[:3] == ["python", "-m", "wrapperlens"]:
         argv = ["wrapperlens", *argv[3:]]
     assert argv[0] == "wrapperlens", f"the README shows a command this test cannot run: {command}"
+    trains = {"pretrain", "reproduce", "pipeline", "prepare", "tokenizer"} & set(argv[1:3])
+    assert not trains or "--preset" in argv or "--from" in argv, (
+        f"README: `{command}` trains without --preset (the default, cpu, takes minutes here); "
+        "write the preset out so that this test can run it at the tiny scale")
     hub = [name for name in HUB_NAMES if any(name in arg for arg in argv)]
     if hub:
         code, err = run_cli(argv[1:])
