@@ -26,6 +26,8 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     "attribution": ("attribution_patching", "attribution_scores"),
     # A heatmap of a patching or attribution result.
     "effect_plots": ("plot_effect",),
+    # Writing a matplotlib figure (every plot above ends there).
+    "figures": ("save_figure",),
     # Head and neuron ablation through hooks.
     "ablation": (
         "AblationHook", "mean_activations", "head_ablation_hooks", "neuron_ablation_hooks",

@@ -13,6 +13,8 @@ from pathlib import Path
 from jaxtyping import Float
 from torch import Tensor
 
+from wrapperlens.analysis.figures import save_figure
+
 __all__ = ["plot_effect"]
 
 
@@ -68,9 +70,4 @@ def plot_effect(
     if len(cols) <= 128:
         ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=7)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

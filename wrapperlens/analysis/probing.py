@@ -35,6 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from wrapperlens.analysis.figures import save_figure
 from wrapperlens.analysis.linear_probes import (
     PROBE_PRESETS,
     ProbeConfig,
@@ -240,8 +241,4 @@ def plot_probe_accuracy(report: ProbeReport, path: str | Path, title: str | None
     axes[0][0].legend(fontsize=8)
     if title and report.feature_names:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

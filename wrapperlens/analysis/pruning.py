@@ -45,6 +45,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from wrapperlens.analysis.figures import save_figure
 from wrapperlens.analysis.positions import Positions, gather_positions, resolve_positions
 from wrapperlens.components import LINEAR_WEIGHTS, output_weight_suffix
 
@@ -372,8 +373,4 @@ def plot_prune_sweep(sweep: PruneSweep, path: str | Path, title: str | None = No
     ax.set(xlabel="units pruned (K)", ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.set_title(title or f"g·w pruning ({sweep.config.granularity}s)")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -20,11 +20,11 @@ previous logged step and the reported one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from wrapperlens.analysis.figures import save_figure
 from wrapperlens.runs import read_metrics  # re-exported: curves are read from run directories
 
 __all__ = [
@@ -151,9 +151,4 @@ def plot_reft_curves(
     ax.set(xlabel="iterations (symmetric log scale)", ylabel=ylabel, ylim=(-0.02, 1.02))
     ax.set_title(title or "reverse fine-tuning")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

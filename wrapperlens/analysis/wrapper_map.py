@@ -39,6 +39,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from wrapperlens.analysis.figures import save_figure
 from wrapperlens.analysis.logit_metrics import Metric, answer_probability
 from wrapperlens.analysis.patching import ActivationPatcher, Patch
 from wrapperlens.analysis.positions import Positions
@@ -369,9 +370,4 @@ def plot_wrapper_map(wmap: WrapperMap, path: str | Path, title: str | None = Non
         or f"wrapper map (patching metric: pretrained {wmap.metric_pretrained:.3f}, "
         f"fine-tuned {wmap.metric_finetuned:.3f})"
     )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
