@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,8 +51,6 @@ class StageSpec:
         batch: `batch(step)` returns the training batch of that step.
         evaluate: `evaluate(model, step)` returns the metrics logged at evaluation steps.
         description: Label of the progress bar.
-        finish: Called on rank 0 with (model, run directory) after training, e.g. to write
-            generations or a tokenizer beside the weights.
     """
 
     config: Mapping[str, Any]
@@ -61,7 +59,6 @@ class StageSpec:
     batch: Callable[[int], TrainBatch]
     evaluate: Evaluate | None = None
     description: str = "train"
-    finish: Callable[[HookedTransformer, RunDir], None] | None = field(default=None)
 
     def __post_init__(self) -> None:
         missing = [k for k in ("stage", "parent") if k not in self.config]
@@ -125,8 +122,6 @@ def run_stage(
                     progress=progress, description=spec.description, stop_after=stop_after)
     finished = stop_after is None or stop_after >= spec.train.steps
     if distributed.is_main() and finished:
-        if spec.finish is not None:
-            spec.finish(model, run)
         run.write_provenance(model, world_size=distributed.world_size(), device=device)
     distributed.barrier()  # no rank moves on (e.g. to a child stage) before the run is complete
     return model.eval(), records
