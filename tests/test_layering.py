@@ -89,9 +89,7 @@ def test_run_directory_file_names_are_literals_of_one_module():
     bad = [f"{rel(p)}:{line}: {value!r}" for package in PACKAGES for p in modules(package)
            for line, value in string_literals(p)
            if rel(p) != owner and any(value == name or value.endswith("/" + name)
-                                      for name in RUN_FILES)
-           and not rel(p).startswith(("tinystories/gpt_neo.py", "wrapperlens/hf_loading.py"))]
-    # (gpt_neo / hf_loading read Hugging Face model directories, whose layout is HF's own.)
+                                      for name in RUN_FILES)]
     assert bad == []
     owned = {value for _, value in string_literals(ROOT / owner)}
     assert RUN_FILES <= owned

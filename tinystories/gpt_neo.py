@@ -50,6 +50,7 @@ from transformer_lens.loading_from_pretrained import get_official_model_name
 from transformer_lens.pretrained.weight_conversions.neo import convert_neo_weights
 from transformer_lens.supported_models import OFFICIAL_MODEL_NAMES
 from transformers import AutoConfig, GPTNeoConfig, GPTNeoForCausalLM, PreTrainedTokenizerBase
+from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
 
 from tinystories.hub import check_hub_reachable, hub_offline_mode, hub_unavailable
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
@@ -77,8 +78,8 @@ TINYSTORIES_MODELS = tuple(
 )
 """The TinyStories checkpoints TransformerLens knows by name (all GPT-Neo)."""
 _LOCAL_HINT = (
-    "Pass a local HF model directory instead (config.json + model.safetensors or "
-    "pytorch_model.bin, e.g. a downloaded copy of the checkpoint): "
+    f"Pass a local HF model directory instead ({CONFIG_NAME} + {SAFE_WEIGHTS_NAME} or "
+    f"{WEIGHTS_NAME}, e.g. a downloaded copy of the checkpoint): "
     "load_gpt_neo('path/to/TinyStories-33M')."
 )
 _ABSENT = ("b_Q", "b_K", "b_V")
@@ -220,8 +221,8 @@ def load_gpt_neo(
     """
     path = Path(name_or_dir)
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: no config.json; not an HF model directory")
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path}: no {CONFIG_NAME}; not an HF model directory")
         hf_model = from_pretrained_checked(
             GPTNeoForCausalLM, path, allowed_unexpected=_DERIVED_BUFFERS,
             local_files_only=True,

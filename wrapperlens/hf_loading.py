@@ -20,17 +20,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from transformers import PreTrainedModel
+from transformers.utils import (CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME,
+                                WEIGHTS_INDEX_NAME, WEIGHTS_NAME)
 
 from wrapperlens.checkpoints import CheckpointError
 
 __all__ = ["HF_WEIGHTS_FILES", "hf_weights_source", "from_pretrained_checked"]
 
-HF_WEIGHTS_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+# transformers' own names for the files of its model directories (not ours: see wrapperlens.runs)
+HF_WEIGHTS_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME)
 """The weight files of an HF model directory, in the order `from_pretrained` prefers them."""
 
 _SHOWN = 10  # tensors named per category; a wholly wrong checkpoint would list hundreds
@@ -111,5 +109,5 @@ def from_pretrained_checked(
         problems.append(f"load errors {errors[:_SHOWN]}")
     raise CheckpointError(
         f"{hf_weights_source(name_or_path)}: the weights do not match the {model_class.__name__} "
-        f"its config.json describes: " + "; ".join(problems)
+        f"its {CONFIG_NAME} describes: " + "; ".join(problems)
     )
