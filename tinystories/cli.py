@@ -200,19 +200,19 @@ def _named_dirs(specs: Sequence[str]) -> dict[str, Path]:
 def _cmd_prepare(args, overrides) -> int:
     from tinystories.evaluation import fit_story_classifier, CLASSIFIER_DIR
     from tinystories.pipeline import preset_with_overrides
-    from tinystories.prepare import prepare_stories, prepared_info
+    from tinystories.prepare import prepare_stories
 
     p = preset_with_overrides(resolve_preset(args), overrides)
     summary = prepare_stories(p.prepare, args.out)
     print(f"prepared {args.out}: {summary['records']}")
-    info = prepared_info(args.out)
-    if info.labelled:
+    data = summary["data"]  # what prepared_info would read back
+    if data["labelled"]:
         _, fitted = fit_story_classifier(args.out, p.classifier, args.out / CLASSIFIER_DIR)
         print(f"twist classifier held-out: {fitted['held_out']}")
     else:
-        print(f"{info.text_format} stories without Feature labels: written the pretraining data "
+        print(f"{data['format']} stories without Feature labels: written the pretraining data "
               f"('all' protocol) only; the deletion protocols (F, F+R, F+MM) and reFT need "
-              f"stories labelled with {info.feature!r} (TinyStories-Instruct format)")
+              f"stories labelled with {data['feature']!r} (TinyStories-Instruct format)")
     return 0
 
 

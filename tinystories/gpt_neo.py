@@ -254,7 +254,7 @@ def load_gpt_neo(
             architecture = (getattr(hf_config, "architectures", None) or [hf_config.model_type])[0]
             raise ValueError(f"{name} is a {architecture}, not GPT-Neo")
         hf_model = from_pretrained_checked(
-            GPTNeoForCausalLM, official, allowed_unexpected=_DERIVED_BUFFERS,
+            GPTNeoForCausalLM, official, config=hf_config, allowed_unexpected=_DERIVED_BUFFERS,
             dtype=torch.float32,
         )
         model = hooked_transformer_from_pretrained(official, hf_model=hf_model.eval(), **kwargs)

@@ -46,7 +46,7 @@ from tinystories.presets import EXPERIMENT
 from tinystories.story_probes import probe_story_features, story_probe_inputs
 from tinystories.tokenizer import load_tokenizer
 from wrapperlens.analysis.probing import plot_probe_accuracy
-from wrapperlens.checkpoints import read_json, write_json
+from wrapperlens.checkpoints import write_json
 from wrapperlens.config import ConfigError
 from wrapperlens.presets import Preset, get_preset
 from wrapperlens.runs import RunDir
@@ -104,12 +104,8 @@ def _run_jobs(jobs: list[dict], pool: ProcessPoolExecutor | None) -> list[float]
     return list(pool.map(_stage_job, jobs))
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    return RunDir(run_dir).metrics()
-
-
 def _curves(run_dir: Path) -> dict[str, Any]:
-    rows = _metrics(run_dir)
+    rows = RunDir(run_dir).metrics()
     out: dict[str, Any] = {}
     for key in ("twist_loss", "other_loss", "test_loss", "twist_score", "twist_oracle", "loss"):
         points = [[r["step"], r[key]] for r in rows if key in r]
@@ -156,7 +152,7 @@ def run_pipeline(
         log(f"[{timings[name]:7.1f} s] {name}")
 
     prepared, tokenizer_dir = out / "prepared", out / "tokenizer"
-    prepare_stories(p.prepare, prepared)
+    prepared_summary = prepare_stories(p.prepare, prepared)
     prepared_info(prepared).require("filter")  # the pipeline deletes: it needs Feature labels
     _, classifier_info = ensure_story_classifier(prepared, p.classifier)
     build_run_tokenizer(prepared, tokenizer_dir, p.tokenizer)
@@ -238,7 +234,7 @@ def run_pipeline(
         },
         "compare": {k: comparison[k] for k in ("reference", "points", "cosine", "relative_norm",
                                                "cka")},
-        "prepare": read_json(prepared / "prepare.json")["records"],
+        "prepare": prepared_summary["records"],
         "timings_s": timings,
         "total_s": round(time.perf_counter() - t0, 2),
     }

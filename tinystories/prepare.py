@@ -275,13 +275,19 @@ def load_prepared(
         UnlabelledDataError: `protocol` needs Feature labels and the stories have none.
         FileNotFoundError: The file was never prepared.
     """
-    prepared_dir = Path(prepared_dir)
-    protocol = prepared_info(prepared_dir).require(protocol)
-    path = prepared_dir / f"{protocol}.{split}.parquet"
+    return _load_prepared(prepared_info(prepared_dir), protocol, split, streaming)
+
+
+def _load_prepared(
+    info: PreparedInfo, protocol: str, split: str, streaming: bool = False
+) -> datasets.Dataset | datasets.IterableDataset:
+    protocol = info.require(protocol)
+    path = info.directory / f"{protocol}.{split}.parquet"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run prepare_stories into {prepared_dir} first")
+        raise FileNotFoundError(
+            f"{path}: not found; run prepare_stories into {info.directory} first")
     data, _ = load_stories(
-        StoryDataConfig(str(path), streaming=streaming, cache_dir=str(prepared_dir / ".cache"))
+        StoryDataConfig(str(path), streaming=streaming, cache_dir=str(info.directory / ".cache"))
     )
     return data
 
@@ -313,7 +319,7 @@ def training_texts(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     info = prepared_info(prepared_dir)
-    data = load_prepared(prepared_dir, protocol, split)
+    data = _load_prepared(info, protocol, split)
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     if info.text_format == "plain":

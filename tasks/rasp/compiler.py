@@ -48,7 +48,7 @@ from tasks.rasp.expr import (
     tokens,
 )
 from tasks.rasp.heads import Head, aggregate_head, attention_weights, width_head
-from tasks.rasp.mlp import Gate, gate_weights, staircase_scale
+from tasks.rasp.mlp import Gate, gate_weights
 
 __all__ = ["RASPCompileError", "compile_program"]
 
@@ -239,7 +239,7 @@ class _Compiler:
         if gap < MIN_RELATIVE_GAP * max(1.0, *(abs(p) for p in points)):
             raise self.fail(expr, f"input values {gap:.3g} apart are too close to separate in "
                                   f"float32 (max_seq_len or the value range is too large)")
-        scale = staircase_scale(points)
+        scale = 2.0 / gap  # L = 2 / min_gap: one gate per gap goes from 0 to 1 in between
         gates = [Gate({}, 1.0, dict(outs[0]))]
         for i in range(1, len(points)):
             step = {k: outs[i].get(k, 0.0) - outs[i - 1].get(k, 0.0)

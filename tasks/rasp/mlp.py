@@ -46,13 +46,6 @@ class Gate:
     c: dict[int, float] = field(default_factory=dict)
 
 
-def staircase_scale(values: list[float]) -> float:
-    """`L = 2 / min_gap` for sorted distinct `values` (1 when there is a single value)."""
-    if len(values) < 2:
-        return 1.0
-    return 2.0 / min(b - a for a, b in zip(values, values[1:]))
-
-
 def gate_weights(
     gates: list[Gate], d_model: int, d_mlp: int, bos_dim: int
 ) -> tuple[Float[np.ndarray, "d_model d_mlp"], Float[np.ndarray, " d_mlp"],
