@@ -96,5 +96,5 @@ def all_reduce_gradients(model: torch.nn.Module) -> None:
     offset = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
+        p.grad = flat[offset : offset + n].view_as(p)  # views keep `flat` alive; no copy
         offset += n

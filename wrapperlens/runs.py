@@ -137,6 +137,11 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def as_saved(config: Mapping[str, Any]) -> Any:
+    """`config` as it reads back from `config.json` (tuples become lists): what to compare."""
+    return json.loads(json.dumps(config))
+
+
 def run_id(config: Mapping[str, Any]) -> str:
     """Content hash (16 hex digits) of a run's configs: equal configs give equal ids.
 
@@ -229,9 +234,6 @@ class RunDir:
         """Whether the directory holds a run (its `config.json`)."""
         return self.config_file.is_file()
 
-    def has_model(self) -> bool:
-        return (self.path / MODEL_CONFIG_FILE).is_file() and self.weights_file.is_file()
-
     def has_checkpoint(self) -> bool:
         """Whether a trainer has checkpointed here (a run to resume or to protect)."""
         return self.state_file.is_file()
@@ -252,7 +254,7 @@ class RunDir:
             ConfigError: resuming with configs that differ from the saved ones (the differing
                 top-level keys are named), or starting a new run over a checkpointed one.
         """
-        config = json.loads(json.dumps(config))  # the form it will be read back in
+        config = as_saved(config)
         if resume:
             if not self.has_checkpoint():
                 raise ConfigError(f"--resume: {self.path} holds no checkpoint to resume")
@@ -274,15 +276,22 @@ class RunDir:
         # A provenance left by an earlier run (its checkpoint deleted) would describe other
         # weights, and would make this run look finished (`is_finished`) before it is.
         self.provenance_file.unlink(missing_ok=True)
-        write_json(self.config_file, json.loads(json.dumps(config)))
+        write_json(self.config_file, as_saved(config))
 
     def stage(self) -> str | None:
         return self.read_config().get("stage")
 
     def parent(self) -> RunDir | None:
-        """The run this one started from (its config's `parent`), or None."""
+        """The run this one started from (its config's `parent`), or None.
+
+        A recorded path that holds no run is looked up beside this run too, so a chain of runs
+        moved or copied together still links up.
+        """
         parent = self.read_config().get("parent")
-        return None if parent is None else RunDir(parent)
+        if parent is None:
+            return None
+        recorded, beside = RunDir(parent), RunDir(self.path.parent / Path(parent).name)
+        return beside if not recorded.exists() and beside.exists() else recorded
 
     def ancestors(self) -> list[RunDir]:
         """Parent, grandparent, ... up to the run trained from scratch (or an imported model)."""

@@ -20,7 +20,6 @@ multi-stage job (or a sweep keyed on run ids) continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +31,7 @@ from transformer_lens import HookedTransformer
 
 from wrapperlens import distributed
 from wrapperlens.config import ConfigError
-from wrapperlens.runs import RunDir, run_id
+from wrapperlens.runs import RunDir, as_saved, run_id
 from wrapperlens.training import Evaluate, TrainBatch, TrainConfig, train
 
 __all__ = ["StageSpec", "run_stage", "train_or_reuse", "resolve_device"]
@@ -64,10 +63,6 @@ class StageSpec:
         missing = [k for k in ("stage", "parent") if k not in self.config]
         if missing:
             raise ValueError(f"StageSpec.config lacks {missing}")
-
-    @property
-    def stage(self) -> str:
-        return self.config["stage"]
 
     @property
     def run_id(self) -> str:
@@ -110,10 +105,12 @@ def run_stage(
     if spec.train.batch_size < distributed.world_size():
         raise ConfigError(f"train.batch_size={spec.train.batch_size} is smaller than the "
                           f"{distributed.world_size()} data-parallel processes")
-    run.check_config(spec.config, resume=resume)  # on every rank: all stop with one clear error
-    distributed.barrier()
+    # Every rank checks (all stop with one clear error); rank 0 also writes.
     if distributed.is_main():
         run.write_config(spec.config, resume=resume)
+    else:
+        run.check_config(spec.config, resume=resume)
+    distributed.barrier()
     model = spec.build_model()
     target = torch.device(device)
     if next(model.parameters()).device != target:
@@ -145,7 +142,7 @@ def train_or_reuse(
         ConfigError: `out` holds a checkpointed run of other configs.
     """
     run = out if isinstance(out, RunDir) else RunDir(out)
-    same = run.exists() and run.read_config() == _as_json(spec.config)
+    same = run.exists() and run.read_config() == as_saved(spec.config)
     if same and run.is_finished(spec.train.steps):
         return run.metrics(), 0.0
     if run.has_checkpoint() and not same:
@@ -154,6 +151,3 @@ def train_or_reuse(
     run_stage(spec, run, resume=run.has_checkpoint(), progress=progress, device=device)
     return run.metrics(), time.perf_counter() - start
 
-
-def _as_json(config: Mapping[str, Any]) -> Any:
-    return json.loads(json.dumps(config))  # tuples become lists, as in the saved file

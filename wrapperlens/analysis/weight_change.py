@@ -16,14 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
 __all__ = ["weight_changes"]
 
 
-def _slices(model: HookedTransformer, kind: str, layer: int, index: int | None):
-    """(parameter name, selector) pairs of one component's own parameters."""
-    params = dict(model.named_parameters())
+def _slices(params: dict[str, Tensor], n_heads: int, kind: str, layer: int, index: int | None):
+    """(parameter name, selector) pairs of one component's own parameters (`params`: the
+    model's named parameters, built once by the caller: there is one call per head and neuron)."""
     if kind in ("attn", "mlp"):
         prefixes = (
             f"blocks.{layer}.{kind}.",
@@ -36,7 +37,7 @@ def _slices(model: HookedTransformer, kind: str, layer: int, index: int | None):
         ]
         # Grouped-query K/V (`_W_K`, first axis n_key_value_heads) are not one head's own.
         return [
-            (n, (index,)) for n in names if n in params and params[n].shape[0] == model.cfg.n_heads
+            (n, (index,)) for n in names if n in params and params[n].shape[0] == n_heads
         ]
     mlp = f"blocks.{layer}.mlp."
     candidates = [
@@ -60,7 +61,7 @@ def weight_changes(
     with torch.no_grad():
         for kind, layer, index in components:
             delta_sq, base_sq = 0.0, 0.0
-            for name, sel in _slices(finetuned, kind, layer, index):
+            for name, sel in _slices(ft, finetuned.cfg.n_heads, kind, layer, index):
                 a, b = pt[name][sel].float(), ft[name][sel].float().to(pt[name].device)
                 delta_sq += float(((b - a) ** 2).sum())
                 base_sq += float((a**2).sum())

@@ -119,7 +119,8 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
                    default=default_of(opts.PruneOptions, "unit_axis"),
                    help="input: a row W[i, :] of a TransformerLens matrix (a neuron's output "
                    "vector); output: a column W[:, j] (an nn.Linear row)")
-    p.add_argument("--eval-samples", type=int, default=None,
+    p.add_argument("--eval-samples", type=int,
+                   default=default_of(opts.PruneOptions, "eval_samples"),
                    help="samples per test set (default: the run's train.eval_samples)")
 
     p = _analysis(
@@ -182,7 +183,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--example", type=int, default=default_of(opts.AttentionOptions, "example"),
                    help="which prompt of the drawn batch to show")
     _prompt(p, "operand of the prompt (default: O_PT)")
-    p.add_argument("--layers", type=int_list, default=None,
+    p.add_argument("--layers", type=int_list, default=default_of(opts.AttentionOptions, "layers"),
                    help="layers to draw, e.g. 0,1 (default: all)")
 
     p = _analysis(

@@ -14,7 +14,8 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     "pcfg": ("PCFGRun", "resolve_configs", "load_run", "saved_run"),
     # PCFG runs for analysis: open a run or a pretrained / fine-tuned pair, draw its inputs.
     "pcfg_pairs": (
-        "LoadedRun", "Inputs", "open_run", "open_pair", "require_finetune", "question_inputs",
+        "LoadedRun", "Inputs", "open_run", "open_pair", "open_pretrained",
+        "require_finetune", "question_inputs",
         "accuracy_evaluator", "make_metric", "ft_answers",
     ),
     # How each analysis tool analyses a run (one options class per tool).

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from wrapperlens.analysis.effect_plots import plot_effect
 from wrapperlens.checkpoints import write_json
@@ -36,9 +37,9 @@ from wrapperlens.experiments.pcfg_analysis_options import (
 from wrapperlens.experiments.pcfg_pairs import (
     LoadedRun,
     accuracy_evaluator,
-    ft_answers,
     make_metric,
     open_pair,
+    open_pretrained,
     open_run,
     question_inputs,
     require_finetune,
@@ -113,10 +114,7 @@ def probe_run(
 
     o = options or ProbeOptions()
     loaded = open_run(run_dir)
-    models = {"pretrained": loaded.model} if loaded.run.stage == "pretrain" else {}
-    if not models:
-        ft, pt = open_pair(run_dir, pretrained)
-        models = {"pretrained": pt.model, "fine-tuned": ft.model}
+    models = _models(loaded, pretrained)
     question = loaded.question(o.prompt)
     target = loaded.question(o.label or question.operand)
     inputs = question_inputs(loaded, question, o.samples, o.c_te, "analysis/probe")
@@ -143,12 +141,16 @@ def probe_run(
     return result
 
 
+def _models(loaded: LoadedRun, pretrained: str | Path | None) -> dict[str, HookedTransformer]:
+    """{"pretrained": ...} for a pretraining run, else the pair, pretrained first."""
+    if loaded.run.stage == "pretrain":
+        return {"pretrained": loaded.model}
+    return {"pretrained": open_pretrained(loaded, pretrained).model, "fine-tuned": loaded.model}
+
+
 def _patch_models(ft: LoadedRun, pt: LoadedRun, direction: str):
-    if direction == "pt-to-ft":
-        return pt.model, ft.model
-    if direction == "ft-to-pt":
-        return ft.model, pt.model
-    raise ValueError(f"direction must be 'pt-to-ft' or 'ft-to-pt', got {direction!r}")
+    """(source, target) of a patch; `direction` is one of DIRECTIONS (checked by the options)."""
+    return (pt.model, ft.model) if direction == "pt-to-ft" else (ft.model, pt.model)
 
 
 def patch_run(
@@ -170,8 +172,7 @@ def patch_run(
     ft, pt = open_pair(run_dir, pretrained)
     source, target = _patch_models(ft, pt, o.direction)
     inputs = question_inputs(ft, ft.question(o.prompt), o.samples, o.c_te, "analysis/patch")
-    wrong = ft_answers(ft, inputs) if o.metric == "logit_diff" else None
-    fn = make_metric(o.metric, inputs, wrong)
+    fn = make_metric(o.metric, ft, inputs)
     patcher = ActivationPatcher(target, inputs.tokens, source_model=source)
     config = PatchingConfig(component=o.component, per_position=o.per_position)
     values = patcher.sweep(fn, config)
@@ -237,8 +238,7 @@ def attribute_run(
     ft, pt = open_pair(run_dir, pretrained)
     source, target = _patch_models(ft, pt, o.direction)
     inputs = question_inputs(ft, ft.question(o.prompt), o.samples, o.c_te, "analysis/attribute")
-    wrong = ft_answers(ft, inputs) if o.metric == "logit_diff" else None
-    fn = make_metric(o.metric, inputs, wrong)
+    fn = make_metric(o.metric, ft, inputs)
     scores = attribution_scores(
         target, inputs.tokens, fn, o.components, per_position=o.per_position, source_model=source
     )
@@ -294,11 +294,7 @@ def attention_run(
 
     o = options or AttentionOptions()
     loaded = open_run(run_dir)
-    if loaded.run.stage == "pretrain":
-        models = {"pretrained": loaded.model}
-    else:
-        ft, pt = open_pair(run_dir, pretrained)
-        models = {"pretrained": pt.model, "fine-tuned": ft.model}
+    models = _models(loaded, pretrained)
     question = loaded.question(o.prompt)
     inputs = question_inputs(loaded, question, o.example + 1, o.c_te, "analysis/attention")
     tokens = inputs.tokens[o.example]
@@ -330,14 +326,13 @@ def wrapper_map_run(
     ft, pt = open_pair(run_dir, pretrained)
     require_finetune(ft, "wrapper-map")
     inputs = question_inputs(ft, ft.question(), o.samples, o.c_te, "analysis/wrapper-map")
-    wrong = ft_answers(ft, inputs) if o.metric == "logit_diff" else None
     wmap = wrapper_map(
         pt.model,
         ft.model,
         inputs.tokens,
         inputs.answers,
         -1,
-        metric=make_metric(o.metric, inputs, wrong),
+        metric=make_metric(o.metric, ft, inputs),
         config=WrapperMapConfig(patch_neurons=o.patch_neurons),
     )
     out = Path(out)

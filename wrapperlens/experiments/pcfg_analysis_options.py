@@ -21,6 +21,7 @@ checks that need a vocabulary owned by a torch module import it when an object i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -140,7 +141,7 @@ class PruneOptions:
     eval_samples: int | None = None
 
     def __post_init__(self) -> None:
-        from wrapperlens.analysis.pruning import ELIGIBLE_PRESETS, PruneConfig
+        from wrapperlens.analysis.pruning import ELIGIBLE_PRESETS
 
         _int_tuple(self, "ks")
         if isinstance(self.eligible, str) and self.eligible not in ELIGIBLE_PRESETS:
@@ -155,9 +156,9 @@ class PruneOptions:
         _positive(self, "grad_samples")
         _fraction(self, "grad_c_te")
         _positive(self, "eval_samples", allow_none=True)
-        PruneConfig(self.eligible, self.granularity, self.unit_axis)  # its own checks
+        self.prune_config  # built once here, which runs PruneConfig's own checks
 
-    @property
+    @functools.cached_property
     def prune_config(self):  # -> wrapperlens.analysis.pruning.PruneConfig
         """The task-agnostic pruning config these options select."""
         from wrapperlens.analysis.pruning import PruneConfig

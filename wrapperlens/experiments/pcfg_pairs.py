@@ -35,6 +35,7 @@ __all__ = [
     "Inputs",
     "open_run",
     "open_pair",
+    "open_pretrained",
     "require_finetune",
     "question_inputs",
     "accuracy_evaluator",
@@ -86,7 +87,13 @@ def open_pair(
             f"{run_dir} is a pretraining run; a pair starts from a finetune or reft run "
             "(its pretrained model is found from it)"
         )
-    pt = open_run(pretrained if pretrained is not None else find_pretrain_run(run_dir))
+    return ft, open_pretrained(ft, pretrained)
+
+
+def open_pretrained(ft: LoadedRun, pretrained: str | Path | None = None) -> LoadedRun:
+    """The pretrained run of an open fine-tuned run: `pretrained`, or its pretraining ancestor;
+    checked to share the fine-tuned model's architecture and vocabulary."""
+    pt = open_run(pretrained if pretrained is not None else find_pretrain_run(ft.path))
     from wrapperlens.analysis.patching import check_same_architecture
 
     try:
@@ -95,7 +102,7 @@ def open_pair(
         raise ValueError(f"{pt.path} vs {ft.path}: {e}") from None
     if pt.task.vocab != ft.task.vocab:
         raise ValueError(f"{pt.path} and {ft.path} use different vocabularies (task configs)")
-    return ft, pt
+    return pt
 
 
 def require_finetune(loaded: LoadedRun, tool: str) -> FinetuneDataConfig:
@@ -154,16 +161,15 @@ def accuracy_evaluator(loaded: LoadedRun, n: int | None = None):
     return lambda model: {name: answer_accuracy(model, b) for name, b in sets.items()}
 
 
-def make_metric(kind: str, inputs: Inputs, wrong: Tensor | None = None):
-    """The patching metric: "prob" of the correct answer, or "logit_diff" correct minus `wrong`."""
+def make_metric(kind: str, loaded: LoadedRun, inputs: Inputs):
+    """The patching metric: "prob" of the correct answer, or "logit_diff": the correct answer's
+    logit minus the O_FT answer's (`ft_answers`)."""
     from wrapperlens.analysis.logit_metrics import answer_probability, logit_difference
 
     if kind == "prob":
         return answer_probability(inputs.answers)
     if kind == "logit_diff":
-        if wrong is None:
-            raise ValueError("metric 'logit_diff' needs the competing answers")
-        return logit_difference(inputs.answers, wrong)
+        return logit_difference(inputs.answers, ft_answers(loaded, inputs))
     raise ValueError(f"metric must be 'prob' or 'logit_diff', got {kind!r}")
 
 

@@ -93,29 +93,18 @@ def swapped_prior(prior: str, x: str = "a", y: str = "b") -> str:
     return ",".join(f"{t}={weights[t]:g}" for t in terminals)
 
 
-def _parent_path(run_dir: Path, parent: str) -> Path:
-    """A run's recorded parent: as written, else relative to the run's own directory's parent."""
-    candidates = [Path(parent), run_dir.parent / Path(parent).name]
-    for path in candidates:
-        if RunDir(path).exists():
-            return path
-    raise ConfigError(
-        f"{run_dir}: its parent run {parent!r} was not found (tried "
-        f"{', '.join(map(str, candidates))})"
-    )
-
-
 def find_pretrain_run(run_dir: str | Path) -> Path:
-    """Follow `parent` links from a finetune or reft run back to its pretraining run."""
-    path = Path(run_dir)
-    for _ in range(8):
-        config = RunDir(path).read_config()
-        if config.get("stage") == "pretrain":
-            return path
-        if not config.get("parent"):
-            raise ConfigError(f"{path}: a {config.get('stage')!r} run with no parent recorded")
-        path = _parent_path(path, config["parent"])
-    raise ConfigError(f"{run_dir}: more than 8 parent links; is there a cycle?")
+    """Follow `parent` links (`RunDir.ancestors`) from a finetune or reft run back to its
+    pretraining run."""
+    run = RunDir(run_dir)
+    chain = [run, *run.ancestors()]
+    for candidate in chain:
+        if candidate.exists() and candidate.stage() == "pretrain":
+            return candidate.path
+    last = chain[-1]
+    if not last.exists():
+        raise ConfigError(f"{chain[-2].path}: its parent run {str(last.path)!r} was not found")
+    raise ConfigError(f"{last.path}: a {last.stage()!r} run with no parent recorded")
 
 
 def _prefixed(section: str, cfg: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
@@ -173,16 +162,15 @@ def scratch_finetune_overrides(
     default reFT η, `default_eta["reft"]`).
     """
     p = get_preset(preset)
-    if eta is not None and eta not in p.etas:
-        raise ConfigError(f"eta {eta!r}: expected one of {', '.join(p.etas)}")
+    _, named_lr = p.eta("reft", eta)  # refuses a bad `eta` before any file is read
     if reft_run is None:
         train, ft = p.reft, p.finetune_data
-        lr = p.etas[eta or p.default_eta["reft"]]
+        lr = named_lr
     else:
         reft_cfg = RunDir(reft_run).read_config()
         train = from_dict(TrainConfig, reft_cfg["train"], "train")
         ft = from_dict(FinetuneDataConfig, reft_cfg["finetune"], "finetune")
-        lr = p.etas[eta] if eta else train.lr
+        lr = named_lr if eta else train.lr
     overrides = _prefixed("train", train)
     overrides["train.lr"] = lr
     overrides.update(
