@@ -7,6 +7,7 @@ written beside every artifact and overridden on the command line as `--task.key=
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from tasks.families import FAMILIES
 
@@ -82,7 +83,9 @@ class PCFGTaskConfig:
         aliases: Extra task tokens, each "TOKEN=FAMILY:ops" (synthetic jailbreak); drawn as
             often as each family, with the operand drawn from the prior restricted to `ops`.
         grammar: "paper" (the only built-in; custom grammars are passed in Python).
-        seed: Seed of the training data stream (batch t is drawn from seed (seed, t)).
+        seed: Seed of the training data streams: batch t of a stage is drawn from
+            (seed, stage, train.seed, t) (docs/choices.md §31), so a fine-tuning run, which
+            keeps its parent's task, varies its data with `train.seed`.
         eval_seed: Seed of the fixed evaluation sets.
     """
 
@@ -145,17 +148,25 @@ class PCFGTaskConfig:
 class FinetuneDataConfig:
     """The fine-tuning data: one (task token, operand) question, optionally spuriously correlated.
 
+    Two fields default to "decided by the question" (None / ""), so that the default follows
+    `label_operand` wherever it is set, through overrides and `dataclasses.replace` alike (a
+    resolved value stored in the field would be copied by them): `resolved_c_tr` and
+    `resolved_uncorrelated` are what the data uses.
+
     Attributes:
         family: Fine-tuned task family; "C" (Counter) or "I" (Indexer) in the paper.
         operand: O_FT, the operand in the prompt (paper: b).
         label_operand: Whose answer is the label; "" means `operand`. randFT (paper App. E.4) asks
             for the count of a and trains on the count of b: operand="a", label_operand="b".
+            randFT data carries no correlation (docs/choices.md §32).
         pretrain_operand: O_PT, the operand the correlation ties the label to (paper: a).
-        c_tr: Fraction of training strings edited to carry the correlation (C_Tr).
+        c_tr: Fraction of training strings edited to carry the correlation (C_Tr). None: 1.0,
+            or 0.0 for randFT. randFT refuses any other value: with the correlation every
+            randFT label would be count(a) + q, a constant offset of the prompt's own answer.
         q: The correlation offset: count(b) = count(a) + q, or index(b) - index(a) = q.
         uncorrelated: What the other strings are: "natural" (sampled as is; about 18% carry
             the Counter correlation by chance, docs/choices.md §9) or "exclude" (rejected if
-            they do).
+            they do). "": "natural", or "exclude" for randFT.
         pretrain_mix: Fraction of each batch drawn from the pretraining distribution (E.1).
         filler: The terminal used to add or remove O_FT tokens when injecting the correlation.
     """
@@ -164,20 +175,20 @@ class FinetuneDataConfig:
     operand: str = "b"
     label_operand: str = ""
     pretrain_operand: str = "a"
-    c_tr: float = 1.0
+    c_tr: Optional[float] = None  # not `float | None`: config coercion knows typing.Union only
     q: int = 1
-    uncorrelated: str = "natural"
+    uncorrelated: str = ""
     pretrain_mix: float = 0.0
     filler: str = "c"
 
     def __post_init__(self) -> None:
         if self.family not in ("C", "I"):
             raise ValueError(f"finetune.family={self.family!r}: fine-tuning tasks are 'C' and 'I'")
-        if not 0.0 <= self.c_tr <= 1.0:
+        if self.c_tr is not None and not 0.0 <= self.c_tr <= 1.0:
             raise ValueError(f"finetune.c_tr={self.c_tr} must be in [0, 1]")
         if not 0.0 <= self.pretrain_mix < 1.0:
             raise ValueError(f"finetune.pretrain_mix={self.pretrain_mix} must be in [0, 1)")
-        if self.uncorrelated not in ("natural", "exclude"):
+        if self.uncorrelated not in ("", "natural", "exclude"):
             raise ValueError(
                 f"finetune.uncorrelated={self.uncorrelated!r}: expected 'natural' or 'exclude'"
             )
@@ -187,6 +198,14 @@ class FinetuneDataConfig:
                 "finetune.pretrain_operand and finetune.filler must differ, got "
                 f"{self.label_of!r}, {self.pretrain_operand!r}, {self.filler!r}"
             )
+        if self.randft and self.c_tr:
+            raise ValueError(
+                f"finetune.c_tr={self.c_tr} with finetune.label_operand={self.label_operand!r} "
+                f"!= finetune.operand={self.operand!r} (randFT): correlated strings would make "
+                f"every label count({self.pretrain_operand}) + {self.q}, an offset of the "
+                "prompt's own answer; randFT trains on uncorrelated labels (leave finetune.c_tr "
+                "unset or 0; docs/choices.md §32)"
+            )
         if self.family == "C" and self.q < 0:
             raise ValueError(f"finetune.q={self.q} must be >= 0 for the Counter")
         if self.family == "I" and self.q < 1:
@@ -194,4 +213,22 @@ class FinetuneDataConfig:
 
     @property
     def label_of(self) -> str:
+        """The operand whose answer is the label."""
         return self.label_operand or self.operand
+
+    @property
+    def randft(self) -> bool:
+        """Whether the label answers another operand's question than the prompt (App. E.4)."""
+        return self.label_of != self.operand
+
+    @property
+    def resolved_c_tr(self) -> float:
+        """C_Tr as the data uses it: `c_tr`, else 1.0 (0.0 for randFT)."""
+        if self.c_tr is not None:
+            return float(self.c_tr)
+        return 0.0 if self.randft else 1.0
+
+    @property
+    def resolved_uncorrelated(self) -> str:
+        """`uncorrelated` as the data uses it: else "natural" ("exclude" for randFT)."""
+        return self.uncorrelated or ("exclude" if self.randft else "natural")

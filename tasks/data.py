@@ -5,8 +5,8 @@
     <sos> TASK OPERAND O' <sot> t_1 ... t_L <eot> <art> ANSWER <eos>
 
 and is the one place that knows this layout. Every batch is drawn from a numpy Generator seeded
-with `(seed, step)`, so batch t of a stream is the same whatever happened before it: a resumed run
-sees exactly the data an uninterrupted run would, with no data-loader state to save.
+with `(seed, stream, step)`, so batch t of a stream is the same whatever happened before it: a
+resumed run sees exactly the data an uninterrupted run would, with no data-loader state to save.
 """
 
 from __future__ import annotations
@@ -196,7 +196,8 @@ class PCFGTask:
             n: Batch size.
             question: What is asked and which operand's answer is the label.
             correlation: The fine-tuning correlation (family, operands, q, uncorrelated mode);
-                needed when c > 0 or `correlation.uncorrelated == "exclude"`.
+                needed when c > 0 or when chance correlations are excluded
+                (`correlation.resolved_uncorrelated == "exclude"`).
             c: C_Tr (training) or C_Te (test): probability that a string is edited to carry it.
         """
         text = self.sample_text(rng, n)
@@ -229,7 +230,7 @@ class PCFGTask:
                 redo[np.flatnonzero(want)[~ok]] = True
             else:
                 redo = np.zeros(len(text), dtype=bool)
-            if ft.uncorrelated == "exclude":
+            if ft.resolved_uncorrelated == "exclude":
                 carries = has_correlation(text, ft.family, o_pt, o_ft, o_prime, ft.q)
                 redo |= ~want & carries
             if not redo.any():
@@ -267,15 +268,23 @@ class PCFGTask:
         fraction C_Tr correlated, and a fraction `pretrain_mix` of pretraining samples (E.1)."""
         n_mix = int(rng.binomial(n, ft.pretrain_mix)) if ft.pretrain_mix > 0 else 0
         question = Question(ft.family, ft.operand, label_operand=ft.label_of)
-        batch = self.question_batch(rng, n - n_mix, question, ft, ft.c_tr)
+        batch = self.question_batch(rng, n - n_mix, question, ft, ft.resolved_c_tr)
         if n_mix:
             batch = TaskBatch.concat([batch, self.pretrain_batch(rng, n_mix)])
         return batch
 
     # ------------------------------------------------------------------------------- streams
-    def step_rng(self, stream: str, step: int) -> np.random.Generator:
-        """The generator of batch `step` of a named stream (same seed, same batch)."""
-        return np.random.default_rng(_stable_seed(self.config.seed, stream, step))
+    def step_rng(self, stream: str, step: int, seed: int = 0) -> np.random.Generator:
+        """The generator of batch `step` of a named stream: a function of (task seed, stream,
+        `seed`, step) only (docs/choices.md §31).
+
+        `seed` (a stage's `train.seed`) gives one task several data orders; seed 0 is the stream
+        as it was before `seed` existed. It is folded into the stream's name rather than added
+        as a fourth seed word: numpy's SeedSequence pads short entropy with zeros, so
+        (s, name, seed, 0) would be the same generator as (s, name, seed) of another step.
+        """
+        name = stream if seed == 0 else f"{stream}/seed={seed}"
+        return np.random.default_rng(_stable_seed(self.config.seed, name, step))
 
     def eval_set(
         self, question: Question, n: int, correlation: FinetuneDataConfig | None = None, c: float = 0.0
@@ -298,6 +307,7 @@ class PCFGStream(torch.utils.data.IterableDataset):
             reverse fine-tuning data). With neither, the pretraining mixture.
         start_step: First step to yield (a resumed run starts where it stopped).
         stream: Name mixed into the seed, so two streams of one task differ.
+        seed: Mixed into the seed too (a stage's `train.seed`; `PCFGTask.step_rng`).
     """
 
     def __init__(
@@ -308,17 +318,19 @@ class PCFGStream(torch.utils.data.IterableDataset):
         question: Question | None = None,
         start_step: int = 0,
         stream: str = "train",
+        seed: int = 0,
     ):
         super().__init__()
         if finetune is not None and question is not None:
             raise ValueError("PCFGStream takes a fine-tuning config or a question, not both")
         self.task, self.batch_size = task, batch_size
         self.finetune, self.question = finetune, question
-        self.start_step, self.stream = start_step, stream
+        self.start_step, self.stream, self.seed = start_step, stream, seed
 
     def batch(self, step: int) -> TaskBatch:
-        """Batch number `step`: a function of the task seed, the stream name and `step` only."""
-        rng = self.task.step_rng(self.stream, step)
+        """Batch number `step`: a function of the task seed, the stream name, `seed` and `step`
+        only."""
+        rng = self.task.step_rng(self.stream, step, self.seed)
         if self.finetune is not None:
             return self.task.finetune_batch(rng, self.batch_size, self.finetune)
         if self.question is not None:

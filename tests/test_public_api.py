@@ -40,7 +40,8 @@ NOT_EXPORTED: dict[str, dict[str, set[str] | None]] = {  # None: the whole modul
             "answer_accuracy",  # wrapperlens.analysis.answer_accuracy is another function
             "STAGES", "SECTION_TYPES",  # each experiment has its own
         },
-        "pcfg_presets": None,  # PAPER / CPU / TINY: read through wrapperlens.get_preset
+        "pcfg_presets": None,  # PAPER / CPU / DEMO / TINY: read through wrapperlens.get_preset
+        "report_plots": None,  # the report's own drawing (Figure, Panel, Series, spread)
     },
     "tinystories": {
         "cli": None,  # the command line, not the Python API

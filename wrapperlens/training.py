@@ -65,7 +65,10 @@ class TrainConfig:
             "constant" (TinyStories deletion / reFT).
         warmup_frac: Fraction of the steps spent in linear warmup (paper: 0.2).
         min_lr_frac: Final learning rate as a fraction of `lr` (paper: 1/100).
-        weight_decay: AdamW decoupled weight decay, applied to `W_*` matrices only.
+        weight_decay: AdamW decoupled weight decay, applied as minGPT does to the weight
+            matrices of linear maps only (attention W_Q / W_K / W_V / W_O, MLP W_in / W_gate /
+            W_out, the unembedding W_U; `DECAYED_WEIGHTS`), never to the embeddings W_E and
+            W_pos, biases or LayerNorm weights (docs/choices.md §33).
         beta1, beta2: AdamW betas (minGPT: 0.9, 0.95).
         grad_clip: Max global gradient norm (0 disables clipping).
         loss: "next_token" (every position of the sequence, the paper's pretraining) or
@@ -168,12 +171,22 @@ def masked_loss(
     return total / (int(loss_mask.sum()) if n_targets is None else n_targets)
 
 
+#: HookedTransformer parameters that `train.weight_decay` applies to: the weights of its linear
+#: maps, as minGPT (`configure_optimizers`: decay `nn.Linear` weights, never `nn.Embedding`,
+#: biases or LayerNorm). Grouped-query attention stores K and V as `_W_K`, `_W_V`.
+DECAYED_WEIGHTS = frozenset({"W_Q", "W_K", "W_V", "W_O", "W_in", "W_gate", "W_out", "W_U"})
+
+
+def _is_decayed(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].lstrip("_") in DECAYED_WEIGHTS
+
+
 def _make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if n.split(".")[-1].startswith("W_")]
-    no_decay = [p for n, p in model.named_parameters() if not n.split(".")[-1].startswith("W_")]
+    """AdamW with two groups: the linear maps' weights decayed, every other parameter not."""
+    named = list(model.named_parameters())
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for n, p in named if _is_decayed(n)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named if not _is_decayed(n)], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 

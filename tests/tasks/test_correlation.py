@@ -1,5 +1,7 @@
 """Spurious-correlation injection: C_Tr = 1 always carries it, C_Tr = 0 shows the natural rate."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,45 @@ def test_config_validation_names_the_field():
         PCFGTaskConfig(families=("C", "Q"))
     with pytest.raises(ValueError, match="task.aliases"):
         PCFGTaskConfig(aliases=("J1=C",))
+
+
+def test_randft_defaults_to_uncorrelated_labels_through_every_copy_path():
+    """`label_operand` decides the defaults of c_tr and uncorrelated wherever it is set: in the
+    constructor, by `dataclasses.replace` of the default config, or by an override."""
+    import dataclasses
+
+    from wrapperlens.config import apply_overrides
+
+    default = FinetuneDataConfig()
+    assert (default.resolved_c_tr, default.resolved_uncorrelated) == (1.0, "natural")
+    copies = [
+        FinetuneDataConfig(operand="a", label_operand="b"),
+        dataclasses.replace(default, operand="a", label_operand="b"),
+        apply_overrides({"finetune": default},
+                        {"finetune.operand": "a", "finetune.label_operand": "b"})["finetune"],
+    ]
+    for ft in copies:
+        assert ft.randft and (ft.resolved_c_tr, ft.resolved_uncorrelated) == (0.0, "exclude")
+    # explicit choices win; a correlated randFT is refused (every label would be count(a) + q)
+    assert FinetuneDataConfig(operand="a", label_operand="b",
+                              uncorrelated="natural").resolved_uncorrelated == "natural"
+    assert FinetuneDataConfig(c_tr=0.0).resolved_c_tr == 0.0
+    with pytest.raises(ValueError, match="finetune.c_tr=0.5 with finetune.label_operand='b'"):
+        FinetuneDataConfig(operand="a", label_operand="b", c_tr=0.5)
+
+
+def test_randft_default_batches_never_carry_the_offset(task):
+    batch = task.finetune_batch(np.random.default_rng(8), 3000,
+                                FinetuneDataConfig(operand="a", label_operand="b"))
+    a, b = task.terminal("a"), task.terminal("b")
+    assert not any(brute_count(r, b, 40) == brute_count(r, a, 40) + 1 for r in batch.text)
+    np.testing.assert_array_equal(batch.labels, [brute_count(r, b, 40) for r in batch.text])
+
+
+def test_a_stream_seed_gives_another_data_order_and_seed_0_the_old_one(task):
+    old = np.random.default_rng([task.config.seed, zlib.crc32(b"finetune"), 5])
+    np.testing.assert_array_equal(task.step_rng("finetune", 5).integers(1 << 30, size=4),
+                                  old.integers(1 << 30, size=4))
+    draws = {(seed, step): tuple(task.step_rng("finetune", step, seed).integers(1 << 30, size=4))
+             for seed in range(4) for step in range(4)}
+    assert len(set(draws.values())) == len(draws)  # no two (seed, step) share a generator

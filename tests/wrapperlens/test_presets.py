@@ -25,7 +25,8 @@ def test_sections_read_as_attributes_and_an_unknown_one_is_named():
     p = get_preset("tiny")
     assert p.experiment == "pcfg" and p.task == p.sections["task"]
     assert isinstance(p.task, PCFGTaskConfig) and p.pretrain.steps == 300
-    assert list(p.sections) == ["task", "model", "pretrain", "finetune", "reft", "finetune_data"]
+    assert list(p.sections) == ["task", "model", "pretrain", "finetune", "reft", "grid",
+                                "finetune_data"]
     with pytest.raises(AttributeError, match="no section 'delete'; sections: task, model"):
         p.delete
 
@@ -38,7 +39,7 @@ def test_a_stage_that_trains_at_an_eta_has_its_default_eta_as_lr():
         p.eta("finetune", "L")
     with pytest.raises(ConfigError, match="pretrain has no default eta"):
         p.eta("pretrain")
-    for name in ("paper", "cpu", "tiny"):  # the paper's defaults: fine-tune at η_M, reFT at η_S
+    for name in ("paper", "cpu", "demo", "tiny"):  # the paper's defaults: fine-tune at η_M, reFT at η_S
         pcfg = get_preset(name)
         assert (pcfg.finetune.lr, pcfg.reft.lr) == (pcfg.etas["M"], pcfg.etas["S"])
 
@@ -86,7 +87,7 @@ def test_one_registry_with_errors_that_list_what_is_known():
     with pytest.raises(ValueError, match="a different registry-test preset 'a'"):
         register_preset(_toy("a", "registry-test", M=1.0))
     with pytest.raises(ConfigError, match="unknown preset 'huge' for pcfg; known presets: "
-                                          "paper, cpu, tiny"):
+                                          "paper, cpu, demo, tiny"):
         get_preset("huge")
     with pytest.raises(ConfigError, match="no presets registered for experiment 'nope'"):
         get_preset("cpu", "nope")
@@ -119,3 +120,15 @@ print(json.dumps({"before": before, "error": error, "names": list(presets.preset
     assert (result["experiment"], result["model"]) == ("tinystories", "llama")
     assert result["sections"] == ["prepare", "tokenizer", "model", "batches", "pretrain", "delete",
                                   "reft", "eval", "probe", "probe_data", "classifier"]
+
+
+def test_pcfg_etas_are_below_pretraining_and_the_default_reft_eta_below_the_finetune_one():
+    """The learning-rate rule of resolve_configs (docs/choices.md §34) holds for the defaults."""
+    expected = {"paper": (1e-3, {"L": 1e-4, "M": 1e-5, "S": 1e-6}),
+                "cpu": (1e-3, {"L": 3e-4, "M": 1e-4, "S": 1e-5}),
+                "tiny": (3e-3, {"L": 1e-3, "M": 3e-4, "S": 1e-4})}
+    for name, (pretrain_lr, etas) in expected.items():
+        assert (get_preset(name).pretrain.lr, get_preset(name).etas) == (pretrain_lr, etas)
+    for name, p in presets("pcfg").items():
+        assert all(eta < p.pretrain.lr for eta in p.etas.values()), name
+        assert p.reft.lr < p.finetune.lr < p.pretrain.lr, name

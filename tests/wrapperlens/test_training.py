@@ -20,7 +20,7 @@ from wrapperlens.stages import run_stage as run_spec
 def run_stage(run, out, **kw):
     """Train a resolved PCFG run through the engine."""
     return run_spec(run.spec(), out, **kw)
-from wrapperlens.training import TrainConfig, lr_at
+from wrapperlens.training import TrainConfig, _make_optimizer, lr_at
 
 
 def tiny_pretrain(**over):
@@ -102,7 +102,7 @@ def test_finetune_and_reft_runs_log_the_four_accuracies_and_load_back(tmp_path):
     run_stage(tiny_pretrain(), tmp_path / "pt", progress=False)
     ft = resolve_configs("finetune", "tiny", parent=tmp_path / "pt", eta="L",
                          overrides={"train.steps": 20, "train.eval_every": 10})
-    assert ft.train_config.lr == 3e-3
+    assert ft.train_config.lr == 1e-3  # tiny's η_L, below its pretraining rate 3e-3
     _, records = run_stage(ft, tmp_path / "ft", progress=False)
     assert {"acc/O_PT/cte0", "acc/O_PT/cte1", "acc/O_FT/cte0", "acc/O_FT/cte1"} <= records[-1].keys()
     reft = resolve_configs("reft", "tiny", parent=tmp_path / "ft",
@@ -151,3 +151,16 @@ def test_resuming_from_a_damaged_trainer_state_names_the_tensor(tmp_path, damage
     save_file(tensors, str(state), metadata=meta)
     with pytest.raises(CheckpointError, match="nope" if damage == "extra" else expected):
         run_stage(run, tmp_path, resume=True, progress=False)
+
+
+def test_weight_decay_applies_to_the_linear_maps_weights_only_as_in_mingpt():
+    model = tiny_pretrain().new_model()
+    opt = _make_optimizer(model, TrainConfig(weight_decay=0.1))
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_decay = {g["weight_decay"]: sorted(names[id(p)] for p in g["params"])
+                for g in opt.param_groups}
+    linear = [f"blocks.0.attn.W_{m}" for m in "KOQV"] + ["blocks.0.mlp.W_in",
+                                                         "blocks.0.mlp.W_out", "unembed.W_U"]
+    assert by_decay[0.1] == sorted(linear)
+    assert by_decay[0.0] == sorted(set(names.values()) - set(linear))
+    assert {"embed.W_E", "pos_embed.W_pos", "ln_final.w", "unembed.b_U"} <= set(by_decay[0.0])

@@ -39,6 +39,8 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "answer_loss", "answer_accuracy", "eligible_parameters", "pruning_scores", "pruned",
         "prune_sweep", "plot_prune_sweep",
     ),
+    # The random-unit control of a pruning sweep.
+    "pruning_control": ("RandomPruneSweep", "random_prune_sweep"),
     # The residual stream at the probe points B0..BL.
     "residual_points": (
         "residual_hook_names", "residual_at_positions", "residual_mean_last", "check_points",

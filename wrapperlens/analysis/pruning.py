@@ -26,6 +26,9 @@ Eligible matrices are a preset name or a tuple of parameter names (``"blocks.1.m
 suffixes that match in every block (``"mlp.W_out"``). Biases, LayerNorm weights, the embeddings
 and the unembedding are never pruned unless named explicitly.
 
+The control: `wrapperlens.analysis.pruning_control.random_prune_sweep` prunes K randomly drawn
+eligible units instead of the top-K, so a sweep can be compared with chance.
+
 Pruning is reversible: `pruned` zeroes units inside a ``with`` block and writes the saved values
 back afterwards, bit for bit. (`wrapperlens.analysis.ablation` removes heads and MLP neurons
 through hooks instead, leaving the weights alone.)
@@ -37,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +51,9 @@ from transformer_lens import HookedTransformer
 from wrapperlens.analysis.figures import save_figure
 from wrapperlens.analysis.positions import Positions, gather_positions, resolve_positions
 from wrapperlens.components import LINEAR_WEIGHTS, output_weight_suffix
+
+if TYPE_CHECKING:
+    from wrapperlens.analysis.pruning_control import RandomPruneSweep
 
 __all__ = [
     "LossFn",
@@ -229,27 +235,22 @@ class PruneScores:
             return (*unit, None)
         return (*unit[:-1], None, unit[-1])
 
+    def unit(self, position: int) -> PruneUnit:
+        """The unit at `position` of all units listed in parameter order, then flat index."""
+        for name, scores in self.scores.items():
+            if position < scores.numel():
+                score = float(scores.flatten()[position])
+                return PruneUnit(param=name, index=self._index(name, position), score=score)
+            position -= scores.numel()
+        raise IndexError(f"unit position out of range: there are {self.n_units} units")
+
     def top(self, k: int) -> list[PruneUnit]:
         """The k units with the largest g·w, best first (ties: parameter order, then index)."""
         if not 0 <= k <= self.n_units:
             raise ValueError(f"k={k} must be in [0, {self.n_units}] (the number of units)")
-        names = list(self.scores)
-        flat = torch.cat([self.scores[n].flatten() for n in names])
-        owner = torch.cat(
-            [torch.full((self.scores[n].numel(),), i) for i, n in enumerate(names)]
-        )
-        offsets = torch.cat(
-            [torch.arange(self.scores[n].numel()) for n in names]
-        )
+        flat = torch.cat([s.flatten() for s in self.scores.values()])
         order = torch.sort(flat, descending=True, stable=True).indices[:k]
-        return [
-            PruneUnit(
-                param=names[int(owner[i])],
-                index=self._index(names[int(owner[i])], int(offsets[i])),
-                score=float(flat[i]),
-            )
-            for i in order
-        ]
+        return [self.unit(int(i)) for i in order]
 
 
 def pruning_scores(
@@ -271,13 +272,17 @@ def pruning_scores(
     params = dict(model.named_parameters())
     scores = {}
     for name, grad in zip(names, _gradients(model, loss_fn, names)):
-        gw = (grad * params[name]).detach().float().cpu()
-        if config.granularity == "row":
-            if gw.ndim < 2:
-                raise ValueError(f"{name} has shape {tuple(gw.shape)}: rows need a matrix")
-            gw = gw.sum(-1) if config.unit_axis == "input" else gw.sum(-2)
-        scores[name] = gw
+        scores[name] = _per_unit(name, (grad * params[name]).detach().float().cpu(), config)
     return PruneScores(scores=scores, config=config)
+
+
+def _per_unit(name: str, per_weight: Tensor, config: PruneConfig) -> Tensor:
+    """Sum a per-weight tensor of parameter `name` over each unit (rows) or keep it (weights)."""
+    if config.granularity == "weight":
+        return per_weight
+    if per_weight.ndim < 2:
+        raise ValueError(f"{name} has shape {tuple(per_weight.shape)}: rows need a matrix")
+    return per_weight.sum(-1) if config.unit_axis == "input" else per_weight.sum(-2)
 
 
 @contextmanager
@@ -345,11 +350,27 @@ def prune_sweep(
     Returns:
         A `PruneSweep` whose `units` are the top-max(ks) units, best first.
     """
+    ks = _sorted_ks(ks)
+    scores = pruning_scores(model, loss_fn, config)
+    units = scores.top(ks[-1])
+    metrics = _evaluate_prefixes(model, units, ks, evaluate)
+    return PruneSweep(ks=ks, metrics=metrics, units=units, config=config)
+
+
+def _sorted_ks(ks: Sequence[int]) -> list[int]:
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 0:
         raise ValueError(f"ks must be non-empty and >= 0, got {ks}")
-    scores = pruning_scores(model, loss_fn, config)
-    units = scores.top(ks[-1])
+    return ks
+
+
+def _evaluate_prefixes(
+    model: HookedTransformer,
+    units: list[PruneUnit],
+    ks: list[int],
+    evaluate: Callable[[HookedTransformer], dict[str, float]],
+) -> list[dict[str, float]]:
+    """``evaluate(model)`` with ``units[:k]`` pruned, for each k in `ks`."""
     metrics = []
     for k in ks:
         with pruned(model, units[:k]):
@@ -357,11 +378,16 @@ def prune_sweep(
         if not isinstance(result, dict):
             raise TypeError(f"evaluate must return a dict of metrics, got {type(result).__name__}")
         metrics.append({name: float(value) for name, value in result.items()})
-    return PruneSweep(ks=ks, metrics=metrics, units=units, config=config)
+    return metrics
 
 
-def plot_prune_sweep(sweep: PruneSweep, path: str | Path, title: str | None = None) -> Path:
-    """Plot every metric of `sweep` against K into a PNG at `path`."""
+def plot_prune_sweep(
+    sweep: PruneSweep,
+    path: str | Path,
+    title: str | None = None,
+    control: RandomPruneSweep | None = None,
+) -> Path:
+    """Plot every metric of `sweep` against K into a PNG at `path`; `control` dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -369,8 +395,11 @@ def plot_prune_sweep(sweep: PruneSweep, path: str | Path, title: str | None = No
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for metric in sweep.metrics[0]:
-        ax.plot(sweep.ks, sweep.curve(metric), marker="o", label=metric)
+        (line,) = ax.plot(sweep.ks, sweep.curve(metric), marker="o", label=metric)
+        if control is not None:
+            ax.plot(control.ks, control.curve(metric), linestyle="--", color=line.get_color(),
+                    label=f"{metric}, random units (mean of {len(control.per_draw)})")
     ax.set(xlabel="units pruned (K)", ylabel="accuracy", ylim=(-0.02, 1.02))
     ax.set_title(title or f"g·w pruning ({sweep.config.granularity}s)")
-    ax.legend()
+    ax.legend(fontsize="small")
     return save_figure(fig, path)

@@ -7,8 +7,8 @@
 
 Modules: `options` (the options every command shares, defined once: `--from`, `--out`,
 `--preset`, `--config`, `--resume`, `--device`, `--no-progress`, and the `--SECTION.KEY=VALUE`
-overrides), `stages` (pretrain, finetune, reft, eval, reproduce), `analysis` (prune, probe,
-patch, attribute, attention, wrapper-map, scratch-baseline). The TinyStories commands live with
+overrides), `stages` (pretrain, finetune, reft, eval), `reproduce` (reproduce, report),
+`analysis` (prune, probe, patch, attribute, attention, wrapper-map, scratch-baseline). The TinyStories commands live with
 their experiment in `tinystories.cli`, built from the same options; this package imports it only
 inside `build_parser` (`wrapperlens` never imports `tinystories` at import time).
 
@@ -42,6 +42,7 @@ __all__ = ["main", "build_parser", "USER_ERRORS"]
 def build_parser() -> Parser:
     """The `wrapperlens` parser with every command (imports no torch, TransformerLens, tasks)."""
     from wrapperlens.cli.analysis import add_analysis_commands
+    from wrapperlens.cli.reproduce import add_reproduce_commands
     from wrapperlens.cli.stages import add_stage_commands
 
     parser = Parser(
@@ -51,7 +52,8 @@ def build_parser() -> Parser:
         formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_stage_commands(sub)  # pretrain, finetune, reft, eval, reproduce
+    add_stage_commands(sub)  # pretrain, finetune, reft, eval
+    add_reproduce_commands(sub)  # reproduce, report
     add_analysis_commands(sub)  # prune, probe, patch, attribute, attention, wrapper-map, ...
     from tinystories.cli import add_tinystories_commands  # light: its commands import lazily
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from wrapperlens.cli.options import (
     add_command,
+    add_device,
     add_from,
     add_no_progress,
     add_out,
@@ -122,6 +123,14 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-samples", type=int,
                    default=default_of(opts.PruneOptions, "eval_samples"),
                    help="samples per test set (default: the run's train.eval_samples)")
+    p.add_argument("--random-draws", type=int, metavar="N",
+                   default=default_of(opts.PruneOptions, "random_draws"),
+                   help="control: also prune K eligible units drawn at random (same kind, "
+                   "nested in K), N independent draws averaged; written under 'random' in "
+                   "prune.json and dashed in prune.png (default: 0, no control)")
+    p.add_argument("--random-seed", type=int,
+                   default=default_of(opts.PruneOptions, "random_seed"),
+                   help="seed of the random-unit draws")
 
     p = _analysis(
         sub, "probe", _probe,
@@ -221,6 +230,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
                    "run's own LR)")
     p.add_argument("--threshold", type=float, default=0.9,
                    help="accuracy that counts as revived, in [0, 1]")
+    add_device(p)
     add_no_progress(p)
 
 
@@ -234,14 +244,20 @@ def _prune(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     options = opts.PruneOptions(
         ks=args.ks, eligible=args.eligible, granularity=args.granularity,
         unit_axis=args.unit_axis, grad_samples=args.grad_samples, grad_c_te=args.grad_c_te,
-        eval_samples=args.eval_samples,
+        eval_samples=args.eval_samples, random_draws=args.random_draws,
+        random_seed=args.random_seed,
     )
     out = _out(args)
     result = prune_run(args.run, out, options)
     names = list(result["metrics"][0])
-    print("K".rjust(4) + "".join(n.removeprefix("acc/").rjust(13) for n in names))
-    for k, m in zip(result["ks"], result["metrics"]):
-        print(f"{k:4d}" + "".join(f"{100 * m[n]:12.1f}%" for n in names))
+    header = "K".rjust(4) + "".join(n.removeprefix("acc/").rjust(13) for n in names)
+    tables = [("top g·w units", result)]
+    if "random" in result:
+        tables.append((f"random units, mean of {result['random']['draws']}", result["random"]))
+    for title, table in tables:
+        print(f"{title}:\n{header}")
+        for k, m in zip(table["ks"], table["metrics"]):
+            print(f"{k:4d}" + "".join(f"{100 * m[n]:12.1f}%" for n in names))
     print(f"written: {out / 'prune.json'}, {out / 'prune.png'}")
     return 0
 
@@ -340,7 +356,8 @@ def _scratch_baseline(args: argparse.Namespace, overrides: Mapping[str, Any]) ->
         raise ValueError(f"--threshold: expected a number in [0, 1], got {args.threshold}")
     runs = [Path(r) for r in args.runs]
     baseline = run_scratch_baseline(args.out, resolve_preset(args), reft_run=runs[0],
-                                    eta=args.eta, progress=not args.no_progress)
+                                    eta=args.eta, progress=not args.no_progress,
+                                    device=args.device)
     names: dict[str, Path] = {}
     for path in runs:
         name = f"reFT {path.name}"

@@ -132,11 +132,12 @@ def add_out(
     p.add_argument("--out", type=Path, required=required, metavar="DIR", help=help)
 
 
-def add_preset(p: argparse.ArgumentParser, *, from_run: bool) -> None:
+def add_preset(p: argparse.ArgumentParser, *, from_run: bool, names: str = PRESETS_HELP,
+               default: str | None = None) -> None:
     """`--preset`; a command that starts from a run defaults to that run's preset."""
-    default = "the --from run's preset, else cpu" if from_run else "cpu"
+    default = default or ("the --from run's preset, else cpu" if from_run else "cpu")
     p.add_argument("--preset", default=None, metavar="NAME",
-                   help=f"scale of the defaults: {PRESETS_HELP} (default: {default})")
+                   help=f"scale of the defaults: {names} (default: {default})")
 
 
 def add_config(p: argparse.ArgumentParser) -> None:

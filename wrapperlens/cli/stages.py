@@ -1,10 +1,9 @@
-"""The PCFG stage commands: pretrain, finetune, reft, eval, and the main job, reproduce.
+"""The PCFG stage commands: pretrain, finetune, reft and eval.
 
     wrapperlens pretrain --preset cpu --out runs/pt
     wrapperlens finetune --from runs/pt --out runs/ft --eta M --finetune.c_tr=1.0
     wrapperlens reft     --from runs/ft --out runs/reft
     wrapperlens eval     --from runs/ft
-    wrapperlens reproduce --preset cpu
 
 The configs come from `wrapperlens.experiments.pcfg.resolve_configs` (preset, then the parent
 run's configs, then the overrides) and are trained by the run engine (`wrapperlens.stages`);
@@ -17,11 +16,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from wrapperlens.cli.options import (add_command, add_config, add_device, add_from,
-                                     add_no_progress, add_out, add_preset,
+from wrapperlens.cli.options import (add_command, add_from, add_out, add_preset,
                                      add_training_options, is_main_process, resolve_preset)
 
 __all__ = ["STAGE_COMMANDS", "add_stage_commands"]
@@ -34,7 +31,7 @@ STAGE_HELP = {
     "reft": "Reverse fine-tune a fine-tuned run on the pretraining question (default: count a) at "
     "a smaller learning rate, with log-spaced evaluation.",
 }
-STAGE_COMMANDS = (*STAGE_HELP, "eval", "reproduce")
+STAGE_COMMANDS = (*STAGE_HELP, "eval")
 
 
 def _defaults_epilog(stage: str):
@@ -59,14 +56,15 @@ def _defaults_epilog(stage: str):
             keys = ", ".join(f.name for f in dataclasses.fields(SECTION_TYPES[section]))
             lines.append(f"[{section}] keys: {keys}")
         if stage != "pretrain":
-            lines.append("task and model are the parent run's; reft also keeps its [finetune]")
+            lines.append("task and model are the parent run's (--train.seed varies the data "
+                         "order); reft also keeps its [finetune]")
         return "\n".join(lines)
 
     return build
 
 
 def add_stage_commands(sub: argparse._SubParsersAction) -> None:
-    """Register pretrain, finetune, reft, eval and reproduce."""
+    """Register pretrain, finetune, reft and eval."""
     for stage, text in STAGE_HELP.items():
         # sections=None: resolve_configs checks them, naming what the parent run fixes
         p = add_command(sub, stage, _stage, text, help=text.split(",")[0].split(" (")[0],
@@ -79,7 +77,8 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
         if stage != "pretrain":
             p.add_argument("--eta", choices=("L", "M", "S"), default=None,
                            help="named learning rate of the preset (default: M for finetune, "
-                           "S for reft); --train.lr overrides it")
+                           "S for reft); --train.lr overrides it. It must be below the --from "
+                           "run's train.lr")
         add_training_options(p)
 
     p = add_command(sub, "eval", _eval, "Evaluate the latest weights of a run on the test sets "
@@ -87,18 +86,6 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
                     help="Evaluate a run directory on its stage's test sets")
     add_from(p, "run directory to evaluate")
     add_out(p, "also write the metrics to this JSON file", required=False)
-
-    p = add_command(
-        sub, "reproduce", _reproduce, "The main job: pretrain on the preset, fine-tune the result "
-        "to count b at each of eta_L, eta_M, eta_S, and print Acc O_PT / Acc O_FT at C_Te = 0 "
-        "and 1. Finished runs in --out are reused.",
-        help="Pretrain, fine-tune at every eta and print a summary table", sections=None,
-    )
-    add_preset(p, from_run=False)
-    add_out(p, "directory (default: runs/reproduce-PRESET)", required=False)
-    add_config(p)
-    add_no_progress(p)
-    add_device(p)
 
 
 def _stage(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
@@ -135,13 +122,4 @@ def _eval(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
         print(f"{k:28s} {100 * v:6.1f}%")
     if args.out:
         write_json(args.out, metrics)
-    return 0
-
-
-def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.reproduce import reproduce
-
-    preset = resolve_preset(args)
-    out = args.out or Path("runs") / f"reproduce-{preset}"
-    reproduce(preset, out, dict(overrides), progress=not args.no_progress, device=args.device)
     return 0

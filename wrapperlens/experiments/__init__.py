@@ -29,6 +29,15 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "prune_run", "probe_run", "patch_run", "attribute_run", "attention_run",
         "wrapper_map_run",
     ),
+    # The reproduction: its grid (as sweep jobs), the claims' rules, the report.
+    "grid_config": ("GridConfig", "Cell", "parse_cell"),
+    "grid": (
+        "GridJob", "preset_grid", "plan", "collect", "train_job", "prune_job", "probe_job",
+        "attention_job", "SEED_ROLES", "COUNT_A_NATURAL",
+    ),
+    "claims": ("Claim", "CLAIMS", "evaluate_claims", "decide"),
+    "reproduce": ("rebuild_report", "claims_table"),
+    "report": ("write_report", "report_page", "REPORT_NAME"),
     # The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT.
     "scratch_baseline": (
         "REFT_METRIC", "SCRATCH_METRIC", "ScratchBaseline", "swapped_prior", "find_pretrain_run",

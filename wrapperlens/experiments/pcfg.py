@@ -11,21 +11,31 @@ combines a preset, a parent run and command-line overrides into a `PCFGRun`, and
 |---|---|---|---|
 | pretrain | random init | the pretraining mixture (families × operands under the prior) | preset |
 | finetune | a pretrain run | one question (count b), a fraction C_Tr correlated | η_M |
-| reft | a finetune run | the pretraining question (count a), uncorrelated | η_S |
+| reft | a finetune run | the pretraining question (count a), natural strings | η_S |
+
+A stage's learning rate must be below its parent's: fine-tuning below pretraining, reFT below
+fine-tuning (docs/choices.md §34). Batch t of a stage is drawn from (task.seed, stage, train.seed,
+t): fine-tuning and reFT keep their parent's task and model, and `train.seed` varies their data
+(docs/choices.md §31).
 
 Evaluation (logged to `metrics.jsonl`): exact-match accuracy of the greedy answer token at the
 `<art>` position (docs/choices.md §11). Pretraining logs every family × operand (`acc/C_a`, ...);
-fine-tuning and reFT log Acc O_PT and Acc O_FT on test sets with C_Te = 0 and C_Te = 1
-(`acc/O_PT/cte0`, ...).
+fine-tuning and reFT log Acc O_PT and Acc O_FT on three test sets each (docs/choices.md §29):
+C_Te = 1 (`acc/O_PT/cte1`: every string carries the correlation), C_Te = 0 (`acc/O_PT/cte0`: no
+string carries it, chance correlations excluded) and the strings as sampled
+(`acc/O_PT/natural`). `PCFGRun.chance_floors` gives the accuracy of always answering each set's
+most common answer (docs/choices.md §30).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from transformer_lens import HookedTransformer
 
@@ -108,16 +118,18 @@ class PCFGRun:
 
     # ------------------------------------------------------------------------------- data
     def stream(self) -> PCFGStream:
-        """The training data of this stage (named after the stage, so stages draw different
-        strings from one task seed)."""
+        """The training data of this stage: seeded by the task seed, the stage's name (stages
+        draw different strings from one task seed) and `train.seed` (docs/choices.md §31)."""
         ft = self.finetune_data
+        common = {"stream": self.stage, "seed": self.train_config.seed}
+        size = self.train_config.batch_size
         if self.stage == "pretrain":
-            return PCFGStream(self.task, self.train_config.batch_size, stream=self.stage)
+            return PCFGStream(self.task, size, **common)
         if self.stage == "finetune":
-            return PCFGStream(self.task, self.train_config.batch_size, finetune=ft, stream=self.stage)
+            return PCFGStream(self.task, size, finetune=ft, **common)
         # reFT: the pretraining question, natural strings
         question = Question(ft.family, ft.pretrain_operand)
-        return PCFGStream(self.task, self.train_config.batch_size, question=question, stream=self.stage)
+        return PCFGStream(self.task, size, question=question, **common)
 
     def batch(self, step: int) -> TrainBatch:
         """Training batch of `step` with its loss mask (the whole sequence, or the answer)."""
@@ -131,7 +143,13 @@ class PCFGRun:
         return TrainBatch(tokens, mask)
 
     def eval_questions(self) -> dict[str, tuple[Question, FinetuneDataConfig | None, float]]:
-        """Named evaluation sets: (question, correlation config, C_Te)."""
+        """Named evaluation sets: (question, correlation config, C_Te); docs/choices.md §29.
+
+        Fine-tuning and reFT: `.../cte1` strings all carry the correlation; `.../cte0` strings
+        carry none (those that do by chance are redrawn, `uncorrelated="exclude"`); `.../natural`
+        are the strings as sampled. A set is seeded by its question, C_Te and size, so the
+        `cte0` set is the `natural` set with its chance-correlated strings redrawn.
+        """
         out: dict[str, tuple[Question, FinetuneDataConfig | None, float]] = {}
         if self.stage == "pretrain":
             for token, family, ops in self.task.pretrain_tokens:
@@ -140,15 +158,18 @@ class PCFGRun:
                     out[f"acc/{q.name}"] = (q, None, 0.0)
             return out
         ft = self.finetune_data
+        excluded = dataclasses.replace(ft, uncorrelated="exclude")
+        natural = dataclasses.replace(ft, uncorrelated="natural")
         o_pt = Question(ft.family, ft.pretrain_operand)
         o_ft = Question(ft.family, ft.operand, label_operand=ft.label_of)
-        for c_te in (0, 1):
-            out[f"acc/O_PT/cte{c_te}"] = (o_pt, ft, float(c_te))
-            out[f"acc/O_FT/cte{c_te}"] = (o_ft, ft, float(c_te))
+        test_sets = {"cte0": (excluded, 0.0), "cte1": (ft, 1.0), "natural": (natural, 0.0)}
+        for set_name, (correlation, c_te) in test_sets.items():
+            for name, question in (("O_PT", o_pt), ("O_FT", o_ft)):
+                out[f"acc/{name}/{set_name}"] = (question, correlation, c_te)
         for token, family, ops in self.task.pretrain_tokens:
             if token != family and family == ft.family:  # jailbreak aliases (paper App. E.2)
                 q = Question(family, ft.pretrain_operand, token=token)
-                out[f"acc/{q.name}/cte0"] = (q, ft, 0.0)
+                out[f"acc/{q.name}/cte0"] = (q, excluded, 0.0)
         return out
 
     def eval_sets(self) -> dict[str, TaskBatch]:
@@ -159,6 +180,16 @@ class PCFGRun:
                 for name, (q, corr, c) in self.eval_questions().items()
             }
         return self._eval_sets
+
+    def chance_floors(self) -> dict[str, float]:
+        """Per evaluation set (the names of `eval_sets`): the fraction of its rows whose answer
+        is the set's most common answer, i.e. the accuracy of a model that ignores the string
+        (docs/choices.md §30). An accuracy near its floor says nothing about the capability."""
+        floors = {}
+        for name, batch in self.eval_sets().items():
+            _, counts = np.unique(batch.answers, return_counts=True)
+            floors[name] = float(counts.max()) / len(batch)
+        return floors
 
     def evaluate(self, model: HookedTransformer, step: int | None = None) -> dict[str, float]:
         """Accuracy on every evaluation set (the same sets at every step)."""
@@ -222,8 +253,13 @@ def resolve_configs(
     """The configs of a stage: preset defaults, the parent run's configs, then overrides.
 
     Fine-tuning and reFT inherit `task` and `model` from the parent run (they must match its
-    weights; overriding them is an error) and reFT also inherits `finetune` (the question whose
-    pretraining counterpart it trains on).
+    weights; overriding them is an error; `train.seed` varies their data) and reFT also inherits
+    `finetune` (the question whose pretraining counterpart it trains on).
+
+    Raises:
+        ConfigError: an unknown stage, key or value; a parent of the wrong stage; an override
+            of what the parent fixes; or a learning rate not below the parent's (fine-tuning
+            below pretraining, reFT below fine-tuning; docs/choices.md §34).
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -247,7 +283,11 @@ def resolve_configs(
             )
         locked = [k for k in overrides if k.split(".")[0] in ("task", "model")]
         if locked:
-            raise ConfigError(f"{locked[0]}: task and model are fixed by the parent run {parent}")
+            seed = "seed" in locked[0]
+            hint = "; use --train.seed to vary this stage's data order" if seed else ""
+            raise ConfigError(
+                f"{locked[0]}: task and model are fixed by the parent run {parent}{hint}"
+            )
         train_cfg = p.finetune if stage == "finetune" else p.reft
         _, lr = p.eta(stage, eta)
         train_cfg = replace(train_cfg, "train", lr=lr)
@@ -259,4 +299,31 @@ def resolve_configs(
                 raise ConfigError("finetune.*: reFT inherits the fine-tuning question from its parent")
             sections["finetune"] = inherited["finetune"]
     sections = apply_overrides(sections, overrides)
+    if stage != "pretrain" and "train" in inherited:
+        _check_lr_below_parent(stage, sections["train"].lr, inherited["train"].lr, parent, p.etas)
     return PCFGRun(stage, sections, preset, str(parent) if parent else None)
+
+
+def _check_lr_below_parent(
+    stage: str, lr: float, parent_lr: float, parent: str | Path, etas: Mapping[str, float]
+) -> None:
+    """Refuse a fine-tuning LR not below pretraining's, or a reFT LR not below fine-tuning's.
+
+    The paper fine-tunes one to three decades below the pretraining rate (App. C.2: 1e-3, then
+    1e-4 / 1e-5 / 1e-6) and reverse-fine-tunes below the fine-tuning rate (App. D); at or above
+    its parent's rate a stage tests something else (docs/choices.md §34).
+    """
+    if lr < parent_lr:
+        return
+    parent_stage = "pretrain" if stage == "finetune" else "finetune"
+    rule = ("fine-tuning must use a smaller learning rate than pretraining; the paper fine-tunes "
+            "1-3 decades below it" if stage == "finetune" else
+            "reFT must use a smaller learning rate than the fine-tuning it reverses, as in the "
+            "paper")
+    smaller = [name for name, value in etas.items() if value < parent_lr]
+    pick = (f"--eta {smaller[0]} or " if smaller else "") + f"--train.lr={parent_lr / 10:g}"
+    raise ConfigError(
+        f"train.lr={lr:g} of this {stage} run is not below train.lr={parent_lr:g} of its parent "
+        f"{parent_stage} run {parent}: {rule} (docs/choices.md §34); pick a smaller one, "
+        f"e.g. {pick}"
+    )

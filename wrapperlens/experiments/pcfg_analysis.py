@@ -62,9 +62,12 @@ def prune_run(
     """g·w pruning sweep of a fine-tuned run: Acc O_PT / O_FT at C_Te 0 / 1 after K units.
 
     The gradient is of the pretraining-task (O_PT) loss on `options.grad_samples` fresh prompts
-    with C_Te = `options.grad_c_te`. Writes ``prune.json`` and ``prune.png``.
+    with C_Te = `options.grad_c_te`. With `options.random_draws` > 0 the same sweep with randomly
+    drawn units is the control, under ``"random"`` and dashed in the plot. Writes ``prune.json``
+    and ``prune.png``.
     """
     from wrapperlens.analysis.pruning import answer_loss, plot_prune_sweep, prune_sweep
+    from wrapperlens.analysis.pruning_control import random_prune_sweep
 
     o = options or PruneOptions()
     loaded = open_run(run_dir)
@@ -75,6 +78,11 @@ def prune_run(
     loss_fn = answer_loss(inputs.tokens, -1, inputs.answers)
     evaluate = accuracy_evaluator(loaded, o.eval_samples)
     sweep = prune_sweep(loaded.model, loss_fn, o.ks, evaluate, config)
+    control = None
+    if o.random_draws > 0:
+        control = random_prune_sweep(
+            loaded.model, o.ks, evaluate, config, draws=o.random_draws, seed=o.random_seed
+        )
     out = Path(out)
     result = {
         "run": str(run_dir),
@@ -84,11 +92,14 @@ def prune_run(
         "grad_c_te": o.grad_c_te,
         **sweep.to_dict(),
     }
+    if control is not None:
+        result["random"] = control.to_dict()
     write_json(out / "prune.json", result)
     plot_prune_sweep(
         sweep,
         out / "prune.png",
         title=f"g·w pruning of {Path(run_dir).name} ({config.granularity}s)",
+        control=control,
     )
     return result
 

@@ -130,6 +130,9 @@ class PruneOptions:
         grad_c_te: Fraction of those prompts carrying the fine-tuning correlation (the test
             sets are always C_Te = 0 and 1).
         eval_samples: Samples per test set; None = the run's `train.eval_samples`.
+        random_draws: Draws of the random-unit control (prune K random eligible units of the
+            same kind instead of the top-K, nested, averaged over the draws); 0 = no control.
+        random_seed: Seed of the control's draws.
     """
 
     ks: Sequence[int] = tuple(range(16))
@@ -139,6 +142,8 @@ class PruneOptions:
     grad_samples: int = 512
     grad_c_te: float = 0.0
     eval_samples: int | None = None
+    random_draws: int = 0
+    random_seed: int = 0
 
     def __post_init__(self) -> None:
         from wrapperlens.analysis.pruning import ELIGIBLE_PRESETS
@@ -156,6 +161,11 @@ class PruneOptions:
         _positive(self, "grad_samples")
         _fraction(self, "grad_c_te")
         _positive(self, "eval_samples", allow_none=True)
+        if isinstance(self.random_draws, bool) or not isinstance(self.random_draws, int) \
+                or self.random_draws < 0:
+            _fail(self, "random_draws", "an integer >= 0 (0 = no random-unit control)")
+        if isinstance(self.random_seed, bool) or not isinstance(self.random_seed, int):
+            _fail(self, "random_seed", "an integer")
         self.prune_config  # built once here, which runs PruneConfig's own checks
 
     @functools.cached_property

@@ -1,20 +1,26 @@
-"""The PCFG presets: `paper`, `cpu` and `tiny` (docs/choices.md §S1).
+"""The PCFG presets: `paper`, `cpu`, `demo` and `tiny` (docs/choices.md §S1).
 
 The PCFG scales (docs/choices.md §S1):
 
 `paper` is the paper's setting (App. C.2; docs/paper-settings.md §1.8): minGPT 6 × 192 × 6
 heads, 250-token strings, 200K pretraining and 10K fine-tuning iterations, η = 1e-4 / 1e-5 / 1e-6.
 
-`cpu` is scaled to finish in minutes on 2 CPU cores while still learning every task family (its
-measured numbers are in the README): 32-token strings with a 16-token window, the 3rd occurrence
-for I and the last `oo` pair for IC (at L = 32 six `aa` pairs almost never occur, so the paper's
-O' = 6 would make IC a constant "NONE"), a 2-layer 64-wide model, the paper's next-token loss
-(answer-only pretraining left CC and IC at chance in 3000 steps: pair detection needs the
-previous-token features that language modelling the strings teaches), 8000 steps, and
-fine-tuning learning rates one decade higher than the paper's (10x fewer steps need a larger
-step to move as far; the three regimes stay a decade apart).
+`cpu` is scaled so that the whole grid of `wrapperlens reproduce --preset cpu` (priors L and H ×
+5 fine-tuning cells × 3 seeds, with reFT, Scr.+FT, pruning and probes) fits the 2-core budget
+(docs/reproduction.md §1): 32-token strings with a 16-token window, the 3rd occurrence for I, a
+2-layer 64-wide model, the paper's next-token loss, pretraining on the Counter and Indexer
+families only (the ones fine-tuned; 2500 steps learn count a, and under P^H count b, while P^L
+leaves count b weak), 500 fine-tuning steps, and fine-tuning learning rates
+η_L / η_M / η_S = 3e-4 / 1e-4 / 1e-5: η_M and η_S one decade higher than the paper's (20x fewer
+steps need a larger step to move as far), η_L only 3x, so that every fine-tuning rate stays below
+the pretraining rate 1e-3 (docs/choices.md §34). With every family (`--task.families=C,CC,I,IC,T`)
+and 8000 steps it learns the whole task mixture (docs/choices.md §S1).
 
-`tiny` is for tests and notebooks in CI: seconds.
+`demo` is the README's main command: the Counter alone on 24-token strings, 1200 pretraining
+and 300 fine-tuning steps, one seed; it covers claims 1, 2, 4, 5, 6 and 7 in under five minutes.
+
+`tiny` is for tests and notebooks in CI: seconds. It pretrains at 3e-3 and fine-tunes at
+η_L / η_M / η_S = 1e-3 / 3e-4 / 1e-4, all below it.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ import dataclasses
 from typing import Any
 
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig
+from wrapperlens.experiments.grid_config import GridConfig
 from wrapperlens.models import ModelConfig
 from wrapperlens.presets import Preset, register_preset
 from wrapperlens.training import TrainConfig
 
-__all__ = ["PAPER", "CPU", "TINY"]
+__all__ = ["PAPER", "CPU", "DEMO", "TINY"]
 
 
 def _pcfg_preset(name: str, etas: dict[str, float], **sections: Any) -> Preset:
@@ -48,18 +55,39 @@ PAPER = _pcfg_preset(
     pretrain=TrainConfig(steps=200_000, eval_every=5000, checkpoint_every=5000),
     finetune=_PAPER_FINETUNE,
     reft=dataclasses.replace(_PAPER_FINETUNE, log_spaced_eval=True),  # the early steps matter
+    grid=GridConfig(  # the paper's grid: 3 priors × 4 C_Tr × 3 ηs, Counter and Indexer
+        priors=("L", "M", "H"),
+        cells=tuple(f"{f}:{c}:{e}" for f in "CI" for c in (0, 0.5, 0.8, 1) for e in "LMS"),
+    ),
 )
 
 CPU = _pcfg_preset(
     "cpu",
-    etas={"L": 1e-3, "M": 1e-4, "S": 1e-5},  # the paper's × 10: 10x fewer steps
+    etas={"L": 3e-4, "M": 1e-4, "S": 1e-5},  # M, S: the paper's × 10; L below pretraining
     # 32-token strings; the 3rd occurrence for I and the last `oo` pair for IC (see above).
+    # Pretraining on the Counter and Indexer families alone learns both in 2500 steps.
     task=PCFGTaskConfig(text_length=32, count_window=16, index_occurrence=3,
-                        pair_index_occurrence=1, token_offset=16),
+                        pair_index_occurrence=1, token_offset=16, families=("C", "I")),
     model=ModelConfig(),  # the defaults: minGPT, 2 layers × 64, 4 heads
-    pretrain=TrainConfig(steps=8000, eval_every=1000, checkpoint_every=1000),
-    finetune=TrainConfig(steps=1000, loss="answer"),
-    reft=TrainConfig(steps=500, loss="answer", eval_every=100, log_spaced_eval=True),
+    pretrain=TrainConfig(steps=2500, eval_every=500, checkpoint_every=500),
+    finetune=TrainConfig(steps=500, loss="answer", eval_every=50, checkpoint_every=250),
+    reft=TrainConfig(steps=300, loss="answer", eval_every=30, log_spaced_eval=True),
+    grid=GridConfig(seeds=3, cells=("C:1:L", "C:1:M", "C:1:S", "C:0.8:M", "I:1:M")),
+)
+
+# `demo`: the Counter alone on 24-token strings, one seed; the README's main command (≤ 5 min).
+DEMO = _pcfg_preset(
+    "demo",
+    etas={"L": 3e-4, "M": 1e-4, "S": 1e-5},
+    task=PCFGTaskConfig(text_length=24, count_window=12, token_offset=12, families=("C",)),
+    model=ModelConfig(),
+    pretrain=TrainConfig(steps=1200, eval_every=300, checkpoint_every=300, eval_samples=500),
+    finetune=TrainConfig(steps=300, loss="answer", eval_every=50, checkpoint_every=150,
+                         eval_samples=500),
+    reft=TrainConfig(steps=200, loss="answer", eval_every=20, log_spaced_eval=True,
+                     eval_samples=500),
+    grid=GridConfig(seeds=1, prune_ks=(0, 2, 5, 8, 10, 12, 15), prune_random_draws=2,
+                    probe_etas=("L", "S"), probe_samples=1000),
 )
 
 # Batches of 64 and 300 evaluation samples keep every stage to seconds; pretraining on the
@@ -68,7 +96,7 @@ _TINY_FINETUNE = TrainConfig(steps=100, batch_size=64, loss="answer", eval_every
                              eval_samples=300, checkpoint_every=50)
 TINY = _pcfg_preset(
     "tiny",
-    etas={"L": 3e-3, "M": 1e-3, "S": 1e-4},
+    etas={"L": 1e-3, "M": 3e-4, "S": 1e-4},  # all below the pretraining rate 3e-3
     task=PCFGTaskConfig(text_length=16, count_window=8, index_occurrence=2,
                         pair_index_occurrence=1, token_offset=8),
     model=ModelConfig(n_layers=1, d_model=32, n_heads=2),
@@ -76,6 +104,8 @@ TINY = _pcfg_preset(
                                  checkpoint_every=100),
     finetune=_TINY_FINETUNE,
     reft=dataclasses.replace(_TINY_FINETUNE, log_spaced_eval=True),
+    grid=GridConfig(seeds=1, prune_ks=(0, 5, 10, 15), prune_random_draws=1,
+                    probe_etas=("L",), probe_samples=300),
 )
 
-register_preset(PAPER, CPU, TINY)
+register_preset(PAPER, CPU, DEMO, TINY)

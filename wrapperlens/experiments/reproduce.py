@@ -1,94 +1,169 @@
-"""The main job: pretrain, fine-tune at each named learning rate, print a summary table.
+"""The main job: does the finding hold? Run a preset's grid over seeds and judge each claim.
 
-`wrapperlens reproduce --preset cpu` writes
+`wrapperlens reproduce --preset demo --out DIR` plans the preset's grid
+(`wrapperlens.experiments.grid.plan`), runs it as a sweep (`wrapperlens.sweeps.run_sweep`: every
+run under its run id, a finished run never recomputed, a failed one recorded while the rest go
+on), then measures every claim of docs/claims.md it covers (`wrapperlens.experiments.claims`) and
+writes
 
-    OUT/pretrain/            the pretrained run
-    OUT/finetune-eta_{L,M,S}/ one fine-tuned run per learning rate
-    OUT/summary.json         every final accuracy
+    DIR/results.json   every number behind the report (docs/reproduction.md §2)
+    DIR/report.html    the claims table, the plots and the attention views, one offline file
 
-and prints Acc O_PT / Acc O_FT at C_Te = 0 and 1 per run. A finished stage (its final
-`model.safetensors` and a metrics line at its last step) is reused, so an interrupted job
-continues where it stopped.
+`wrapperlens report DIR` (`rebuild_report`) writes both again from the finished runs, training
+nothing. Interrupted, the same command continues where it stopped.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from wrapperlens import distributed
-from wrapperlens.checkpoints import write_json
-from wrapperlens.config import ConfigError
-from wrapperlens.experiments.pcfg import resolve_configs
-from wrapperlens.presets import get_preset
-from wrapperlens.stages import train_or_reuse
+from tqdm.auto import tqdm
 
-__all__ = ["reproduce"]
+from wrapperlens.checkpoints import read_json, write_json
+from wrapperlens.config import ConfigError
+from wrapperlens.experiments.claims import evaluate_claims
+from wrapperlens.experiments.grid import SEED_ROLES, collect, plan
+from wrapperlens.sweeps import Outcome, make_executor, run_sweep
+
+__all__ = ["reproduce", "rebuild_report", "claims_table"]
+
+RESULTS_FORMAT = 1
+
+
+def _sweep_file(out: Path) -> Path:
+    return out / "sweep.json"
 
 
 def reproduce(
     preset: str,
     out: str | Path,
+    *,
+    seeds: int | None = None,
     overrides: Mapping[str, Any] | None = None,
-    progress: bool = True,
+    executor: str = "local",
+    workers: int | None = None,
+    threads: int = 1,
+    address: str | None = None,
     device: str = "cpu",
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the main job and print its table; returns the summary written to `summary.json`.
+    """Run the grid of `preset` into `out` and write its results and report.
 
     Args:
-        preset: paper | cpu | tiny.
-        out: Output directory.
-        overrides: `task.*`, `model.*` (pretraining) and `finetune.*` (fine-tuning data) keys.
-        progress: Show progress bars.
-        device: Where to train ("cpu", "cuda", "auto").
+        preset: demo | cpu | paper | tiny.
+        out: Output directory (created; an interrupted sweep there is continued).
+        seeds: Seeds per setting (default: the preset's `grid.seeds`).
+        overrides: `task.*`, `model.*` (pretraining), `finetune.*` and `grid.*` keys.
+        executor: "local" (a process per job), "ray" or "inline" (this process).
+        workers: Jobs at once (default: every core, or the Ray cluster's CPUs).
+        threads: Torch threads per job (results depend on it: keep it fixed to compare).
+        address: Ray cluster address (`--executor ray`); None starts a local Ray.
+        device: Where training jobs run ("cpu", "cuda", "auto").
+        progress: Show a progress bar over jobs.
+
+    Returns:
+        The results (also written to `out/results.json`).
     """
     out = Path(out)
     overrides = dict(overrides or {})
-    bad = [k for k in overrides if k.split(".")[0] not in ("task", "model", "finetune")]
-    if bad:
+    if seeds is not None:
+        overrides["grid.seeds"] = seeds
+    planned = plan(preset, overrides)  # refuses bad keys before any run
+    previous = read_json(_sweep_file(out)) if _sweep_file(out).exists() else {}
+    asked = {"preset": preset, "overrides": overrides}
+    if previous and {k: previous.get(k) for k in asked} != asked:
         raise ConfigError(
-            f"reproduce: {bad[0]} cannot be set here (only task.*, model.*, finetune.*); "
-            "use the pretrain / finetune commands for per-stage training settings"
+            f"{_sweep_file(out)} holds a sweep of preset {previous.get('preset')!r} with "
+            f"overrides {previous.get('overrides')}; continue it with the same arguments or "
+            "choose another --out"
         )
-    pt_over = {k: v for k, v in overrides.items() if not k.startswith("finetune.")}
-    ft_over = {k: v for k, v in overrides.items() if k.startswith("finetune.")}
-    p = get_preset(preset)
-    summary: dict[str, Any] = {"preset": preset, "runs": {}}
+    record = {**asked, "executor": executor, "threads": threads,
+              "wall_seconds": previous.get("wall_seconds", 0.0)}
+    write_json(_sweep_file(out), record)
+    start = time.perf_counter()
+    jobs = [g.job for g in planned]
+    bar = tqdm(total=len(jobs), desc=f"reproduce [{preset}]", unit="job", disable=not progress)
 
-    pretrain = resolve_configs("pretrain", preset, overrides=pt_over)
-    records, seconds = train_or_reuse(pretrain.spec(), out / "pretrain", progress=progress,
-                                      device=device)
-    metrics = records[-1]
-    summary["runs"]["pretrain"] = {"metrics": metrics, "seconds": seconds}
-    rows = [("pretrain", metrics)]
-    for eta in p.etas:
-        run = resolve_configs("finetune", preset, parent=out / "pretrain", eta=eta, overrides=ft_over)
-        records, seconds = train_or_reuse(run.spec(), out / f"finetune-eta_{eta}", progress=progress,
-                                          device=device)
-        metrics = records[-1]
-        summary["runs"][f"finetune-eta_{eta}"] = {
-            "lr": run.train_config.lr, "metrics": metrics, "seconds": seconds,
-        }
-        rows.append((f"finetune eta_{eta} (lr {run.train_config.lr:g})", metrics))
-    if not distributed.is_main():
-        return summary  # under torchrun, rank 0 writes and prints
-    write_json(out / "summary.json", summary)
+    def tick(outcome: Outcome) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{outcome.status}: {outcome.key}", refresh=False)
+        if outcome.status == "failed":
+            tqdm.write(f"FAILED {outcome.key}: {outcome.error.splitlines()[0]}")
 
-    pt = summary["runs"]["pretrain"]["metrics"]
-    print(f"\nPretraining ({preset} preset, prior {pretrain.sections['task'].prior}), "
-          f"accuracy per task family and operand:")
-    for key, value in pt.items():
-        if key.startswith("acc/"):
-            print(f"  {key[4:]:12s} {100 * value:6.1f}%")
-    ft = resolve_configs("finetune", preset, parent=out / "pretrain", overrides=ft_over)
-    data = ft.finetune_data
-    print(f"\nFine-tuning to {data.family} {data.operand} (C_Tr = {data.c_tr}); Acc O_PT is "
-          f"{data.family} {data.pretrain_operand}:")
-    columns = ["acc/O_PT/cte0", "acc/O_PT/cte1", "acc/O_FT/cte0", "acc/O_FT/cte1"]
-    width = max(len(r[0]) for r in rows[1:]) + 2
-    print("".ljust(width) + "".join(c[4:].rjust(14) for c in columns))
-    for name, metrics in rows[1:]:
-        print(name.ljust(width) + "".join(f"{100 * metrics[c]:13.1f}%" for c in columns))
-    print(f"\nWritten to {out} (summary.json, one run directory per stage).")
-    return summary
+    try:
+        outcomes = run_sweep(jobs, out / "jobs", make_executor(
+            executor, workers=workers, threads=threads, address=address),
+            common={"out": str(out), "device": device}, on_outcome=tick)
+    finally:
+        bar.close()
+        record["wall_seconds"] += time.perf_counter() - start
+        write_json(_sweep_file(out), record)
+    results = _write_results(out, planned, outcomes, record)
+    print(claims_table(results))
+    print(f"\nWritten to {out}: results.json, report.html, runs/ (one directory per run id).")
+    return results
+
+
+def _write_results(out: Path, planned, outcomes: Mapping[str, Outcome],
+                   record: Mapping[str, Any]) -> dict[str, Any]:
+    from wrapperlens.experiments.report import write_report
+
+    results: dict[str, Any] = {
+        "format": RESULTS_FORMAT, "preset": record["preset"],
+        "executor": record.get("executor", "local"), "threads": record.get("threads"),
+        "wall_seconds": record.get("wall_seconds", 0.0), "seed_roles": SEED_ROLES,
+        **collect(out, planned, outcomes),
+    }
+    results["seeds"] = 1 + max((r["params"].get("seed", 0) for r in results["runs"]), default=0)
+    results = {k: results[k] for k in ("format", "preset", "seeds", *results) if k in results}
+    results["claims"] = evaluate_claims(results)
+    write_json(out / "results.json", results)
+    write_report(out, results)
+    return results
+
+
+def rebuild_report(out: str | Path) -> dict[str, Any]:
+    """results.json and report.html of `out` again, from its finished runs (no training).
+
+    Raises:
+        ConfigError: `out` holds no sweep (no `sweep.json`).
+    """
+    from wrapperlens.sweeps import recorded_outcomes
+
+    out = Path(out)
+    if not _sweep_file(out).exists():
+        raise ConfigError(f"{out}: no {_sweep_file(out).name} here; is it a `wrapperlens "
+                          "reproduce` output directory?")
+    record = read_json(_sweep_file(out))
+    planned = plan(record["preset"], record.get("overrides", {}))
+    outcomes = recorded_outcomes([g.job for g in planned], out / "jobs")
+    results = _write_results(out, planned, outcomes, record)
+    print(claims_table(results))
+    return results
+
+
+def _percent(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def claims_table(results: Mapping[str, Any]) -> str:
+    """The claims as a plain-text table: id, title, mean [min, max] (n), floor, status."""
+    lines = [f"\nClaims ({results['preset']} preset, {results['seeds']} seed(s); rules in "
+             "wrapperlens/experiments/claims.py):",
+             f"{'':3s} {'claim':58s} {'mean [min, max] (n)':>26s} {'floor':>6s}  status"]
+    for c in results["claims"]:
+        if c["status"] == "not covered" and not c["quantity"]:
+            continue
+        measured = ("-" if c["mean"] is None else
+                    f"{c['mean']:.3f} [{c['spread'][0]:.3f}, {c['spread'][1]:.3f}] "
+                    f"({len(c['values'])})")
+        lines.append(f"{c['id']:3d} {c['title'][:58]:58s} {measured:>26s} "
+                     f"{_percent(c['floor']):>6s}  {c['status']} (> {c['threshold']:g})")
+    missing = [r["key"] for r in results["runs"] if r["status"] != "finished"]
+    if missing:
+        lines.append(f"\n{len(missing)} run(s) not finished: " + ", ".join(missing[:5])
+                     + (" ..." if len(missing) > 5 else ""))
+    return "\n".join(lines)

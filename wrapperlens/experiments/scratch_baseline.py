@@ -12,19 +12,21 @@ count O_PT", i.e. a model for which counting `a` is *new*:
 2. **Fine-tune it to count a** with the reFT run's training settings (steps, batch, learning rate,
    schedule, log-spaced evaluation): a fine-tuning stage with ``finetune.operand=a`` (the prompt
    and label), ``finetune.pretrain_operand=b`` and ``finetune.c_tr=0`` — natural strings, exactly
-   the data reFT trains on (reFT draws uncorrelated "count a" strings).
+   the data reFT trains on (reFT draws natural "count a" strings).
 
-**What is compared.** Both curves are *the accuracy of counting a on natural strings (C_Te = 0)
-against training iterations*:
+**What is compared.** Both curves are *the accuracy of counting a on natural strings (the test
+strings as sampled, C_Te = 0) against training iterations*:
 
 | run | metric key in its `metrics.jsonl` | meaning there |
 |---|---|---|
-| reFT of the fine-tuned model | ``acc/O_PT/cte0`` | O_PT = a, the pretraining operand |
-| Scr.+FT fine-tuning | ``acc/O_FT/cte0`` | O_FT = a, the operand it is fine-tuned on |
+| reFT of the fine-tuned model | ``acc/O_PT/natural`` | O_PT = a, the pretraining operand |
+| Scr.+FT fine-tuning | ``acc/O_FT/natural`` | O_FT = a, the operand it is fine-tuned on |
 
 The two evaluation sets are the *same strings*: an evaluation set is seeded by the task's
-`eval_seed`, the question ("C_a") and C_Te, none of which the swapped prior changes (with the
-default ``finetune.uncorrelated="natural"``). `compare_reft_with_scratch` reports the
+`eval_seed`, the question ("C_a"), C_Te and its size, none of which the swapped prior changes.
+The ``.../cte0`` sets would differ: each excludes the strings that carry its own run's
+correlation, count(b) = count(a) + q for reFT but count(a) = count(b) + q for Scr.+FT, whose
+operands are swapped (docs/choices.md §29). `compare_reft_with_scratch` reports the
 iterations-to-threshold of each (the first logged step at or above the threshold) and plots both.
 If reFT reaches the threshold in far fewer steps than Scr.+FT, the fine-tuned model still held the
 capability (paper Fig. 9, docs/claims.md §7: reFT ~0.1–3K iterations vs Scr.+FT ~4.5K at
@@ -74,9 +76,9 @@ __all__ = [
 ]
 
 #: Counting O_PT (= a) on natural strings, in a reFT run.
-REFT_METRIC = "acc/O_PT/cte0"
+REFT_METRIC = "acc/O_PT/natural"
 #: Counting O_FT (= a, after the swap) on natural strings, in the Scr.+FT fine-tuning run.
-SCRATCH_METRIC = "acc/O_FT/cte0"
+SCRATCH_METRIC = "acc/O_FT/natural"
 
 
 def swapped_prior(prior: str, x: str = "a", y: str = "b") -> str:
@@ -206,6 +208,7 @@ def run_scratch_baseline(
     pretrain_overrides: Mapping[str, Any] | None = None,
     finetune_overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> ScratchBaseline:
     """Pretrain with a and b swapped, then fine-tune to count a; see the module docstring.
 
@@ -218,6 +221,7 @@ def run_scratch_baseline(
             run's learning rate (or the preset's default reFT η).
         pretrain_overrides, finetune_overrides: Applied last (e.g. fewer steps for a test).
         progress: Show progress bars.
+        device: Where both stages train ("cpu", "cuda", "auto"; `wrapperlens.stages.run_stage`).
 
     A stage already finished in `out` with the same configs is reused, and one that was killed
     is resumed; a stage directory holding a run of other configs is an error.
@@ -225,12 +229,13 @@ def run_scratch_baseline(
     out = Path(out)
     pt_over = {**scratch_pretrain_overrides(reft_run, preset), **(pretrain_overrides or {})}
     pt_run = resolve_configs("pretrain", preset, overrides=pt_over)
-    train_or_reuse(pt_run.spec(), out / "pretrain", progress=progress)
+    train_or_reuse(pt_run.spec(), out / "pretrain", progress=progress, device=device)
     ft_over = {**scratch_finetune_overrides(reft_run, preset, eta), **(finetune_overrides or {})}
     ft_run: PCFGRun = resolve_configs(
         "finetune", preset, parent=out / "pretrain", overrides=ft_over
     )
-    records, _ = train_or_reuse(ft_run.spec(), out / "finetune", progress=progress)
+    records, _ = train_or_reuse(ft_run.spec(), out / "finetune", progress=progress,
+                                device=device)
     curve = accuracy_curve(records, SCRATCH_METRIC, name="Scr.+FT")
     return ScratchBaseline(out / "pretrain", out / "finetune", curve)
 
@@ -240,11 +245,7 @@ def _same_eval_strings(reft_dir: Path, scratch_dir: Path) -> bool:
     a, b = RunDir(reft_dir).read_config(), RunDir(scratch_dir).read_config()
     task_a = {k: v for k, v in a["task"].items() if k not in ("prior", "seed")}
     task_b = {k: v for k, v in b["task"].items() if k not in ("prior", "seed")}
-    return (
-        task_a == task_b
-        and a["train"]["eval_samples"] == b["train"]["eval_samples"]
-        and a["finetune"]["uncorrelated"] == b["finetune"]["uncorrelated"] == "natural"
-    )
+    return task_a == task_b and a["train"]["eval_samples"] == b["train"]["eval_samples"]
 
 
 def compare_reft_with_scratch(
@@ -274,7 +275,7 @@ def compare_reft_with_scratch(
         "metrics": {
             "reft": REFT_METRIC,
             "scratch": SCRATCH_METRIC,
-            "meaning": "accuracy of counting a on natural strings (C_Te = 0)",
+            "meaning": "accuracy of counting a on natural strings (as sampled, C_Te = 0)",
         },
         "same_eval_strings": {
             n: _same_eval_strings(Path(d), scratch_run) for n, d in reft_runs.items()

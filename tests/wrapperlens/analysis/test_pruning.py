@@ -1,5 +1,7 @@
-"""g·w pruning and hook ablations against hand computations, finite differences, weight edits."""
+"""g·w pruning, its random-unit control and hook ablations against hand computations, finite
+differences, brute force and weight edits."""
 
+import itertools
 import math
 
 import pytest
@@ -21,6 +23,7 @@ from wrapperlens.analysis.pruning import (
     pruned,
     pruning_scores,
 )
+from wrapperlens.analysis.pruning_control import random_prune_sweep
 from wrapperlens.models import ModelConfig, build_model, hooked_transformer
 
 
@@ -147,6 +150,94 @@ def test_bad_configs_and_units_are_refused_with_the_field_named():
             pass
     with pytest.raises(ValueError, match="out of range"):
         answer_loss(tokens, 3, answers)
+
+
+def _zero_entries(model, names):
+    """{(parameter, flat index)} of every exactly-zero weight of `names`."""
+    params = dict(model.named_parameters())
+    return {(n, int(i)) for n in names for i in torch.nonzero(params[n].flatten() == 0)}
+
+
+def _brute_force_units(model, names, config):
+    """Every unit as its set of (parameter, flat index) entries, listed parameter by parameter,
+    each parameter's units in row-major order over the unit axes (independent of the module)."""
+    units = []
+    for name in names:
+        shape = tuple(dict(model.named_parameters())[name].shape)
+        if config.granularity == "weight":
+            unit_shape = shape
+        else:
+            unit_shape = shape[:-1] if config.unit_axis == "input" else shape[:-2] + shape[-1:]
+        for index in itertools.product(*map(range, unit_shape)):
+            mask = torch.zeros(shape, dtype=torch.bool)
+            if config.granularity == "weight":
+                mask[index] = True
+            elif config.unit_axis == "input":
+                mask[index] = True  # the trailing d_out axis is left whole
+            else:
+                mask[(*index[:-1], slice(None), index[-1])] = True
+            units.append({(name, int(i)) for i in torch.nonzero(mask.flatten())})
+    return units
+
+
+@pytest.mark.parametrize("granularity, unit_axis",
+                         [("row", "input"), ("row", "output"), ("weight", "input")])
+def test_random_control_prunes_the_units_a_brute_force_draw_with_the_same_generator_picks(
+        granularity, unit_axis):
+    model = build_model(ModelConfig(n_layers=2, d_model=8, n_heads=2, init_seed=4), n_ctx=5,
+                        d_vocab=7)
+    config = PruneConfig(eligible="mlp_out_and_attn_out", granularity=granularity,
+                         unit_axis=unit_axis)
+    names = eligible_parameters(model, config.eligible)
+    tokens = torch.randint(0, 7, (6, 5), generator=torch.Generator().manual_seed(5))
+    already_zero = _zero_entries(model, names)
+    seen = []
+
+    def evaluate(m):
+        seen.append(_zero_entries(m, names) - already_zero)
+        return {"acc": answer_accuracy(m, tokens, -1, tokens[:, 0]), "zeros": len(seen[-1])}
+
+    before = _state(model)
+    ks = [0, 1, 3, 7]
+    control = random_prune_sweep(model, ks, evaluate, config, draws=1, seed=11)
+    _assert_same_state(model, before)
+
+    units = _brute_force_units(model, names, config)
+    order = torch.randperm(len(units), generator=torch.Generator().manual_seed(11))
+    for k, zeroed in zip(ks, seen):
+        assert zeroed == set().union(*(units[int(i)] for i in order[:k]))
+    assert control.ks == ks and control.metrics == control.per_draw[0].metrics
+    assert control.to_dict()["nested"] and len(control.to_dict()["per_draw"][0]["units"]) == 7
+
+
+def test_random_control_is_seeded_starts_unpruned_and_meets_the_top_sweep_when_all_are_pruned():
+    model = build_model(ModelConfig(n_layers=2, d_model=8, n_heads=2, init_seed=6), n_ctx=5,
+                        d_vocab=7)
+    tokens = torch.randint(0, 7, (12, 5), generator=torch.Generator().manual_seed(7))
+    loss_fn = answer_loss(tokens, -1, tokens[:, 0])
+    config = PruneConfig(eligible="mlp_out")
+    n_units = pruning_scores(model, loss_fn, config).n_units  # 2 layers x d_mlp neurons
+
+    def evaluate(m):
+        with torch.no_grad():
+            return {"loss": loss_fn(m).item(), "acc": answer_accuracy(m, tokens, -1, tokens[:, 0])}
+
+    unpruned = evaluate(model)
+    ks = [0, 2, n_units]
+    first = random_prune_sweep(model, ks, evaluate, config, draws=3, seed=1)
+    assert first.to_dict() == random_prune_sweep(model, ks, evaluate, config, 3, seed=1).to_dict()
+    assert first.to_dict() != random_prune_sweep(model, ks, evaluate, config, 3, seed=2).to_dict()
+    assert all(d.metrics[0] == unpruned for d in first.per_draw) and first.metrics[0] == unpruned
+    for name in ("loss", "acc"):
+        mean = sum(d.metrics[1][name] for d in first.per_draw) / 3
+        assert first.curve(name)[1] == pytest.approx(mean)
+    top = prune_sweep(model, loss_fn, ks, evaluate, config)
+    assert first.metrics[-1] == pytest.approx(top.metrics[-1])  # every neuron pruned either way
+    assert all(len({u.label for u in d.units}) == n_units for d in first.per_draw)
+    with pytest.raises(ValueError, match="the number of units"):
+        random_prune_sweep(model, [n_units + 1], evaluate, config)
+    with pytest.raises(ValueError, match="draws must be a positive integer"):
+        random_prune_sweep(model, [1], evaluate, config, draws=0)
 
 
 def _small_model():

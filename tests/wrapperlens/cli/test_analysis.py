@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from wrapperlens.cli import main
+from wrapperlens.cli import build_parser, main
 from wrapperlens.cli.analysis import ANALYSIS_COMMANDS
 from wrapperlens.experiments.pcfg import resolve_configs
 from wrapperlens.stages import run_stage
@@ -32,15 +32,28 @@ def test_help(command, capsys):
     assert "--from RUN" in text and "--out DIR" in text and "--run" not in text
 
 
+def test_prune_parses_the_random_control_flags():
+    args = build_parser().parse_args(["prune", "--from", "r", "--random-draws", "4",
+                                      "--random-seed", "9"])
+    assert (args.random_draws, args.random_seed) == (4, 9)
+    defaults = build_parser().parse_args(["prune", "--from", "r"])
+    assert (defaults.random_draws, defaults.random_seed) == (0, 0)  # no control unless asked
+
+
 def test_prune_writes_a_sweep_and_leaves_the_run_alone(runs, tmp_path, capsys):
     before = sha(runs / "ft" / "model.safetensors")
     argv = ["prune", "--from", str(runs / "ft"), "--out", str(tmp_path), "--ks", "0-2",
-            "--samples", "32", "--eval-samples", "30", "--eligible", "mlp_out_and_attn_out"]
+            "--samples", "32", "--eval-samples", "30", "--eligible", "mlp_out_and_attn_out",
+            "--random-draws", "2"]
     assert main(argv) == 0
     result = json.loads((tmp_path / "prune.json").read_text())
     assert result["ks"] == [0, 1, 2] and len(result["units"]) == 2
+    control = result["random"]
+    assert control["draws"] == 2 and control["ks"] == [0, 1, 2] and control["seed"] == 0
+    assert control["metrics"][0] == result["metrics"][0]  # K = 0: the same unpruned model
+    assert [len(d["units"]) for d in control["per_draw"]] == [2, 2]
     assert result["grad_samples"] == 32
-    assert set(result["metrics"][0]) == {
+    assert set(result["metrics"][0]) >= {  # (pcfg.py may add further test sets)
         "acc/O_PT/cte0",
         "acc/O_FT/cte0",
         "acc/O_PT/cte1",
@@ -173,3 +186,22 @@ def test_a_list_that_is_not_integers_is_an_argparse_error(runs, capsys):
         main(["prune", "--from", str(runs / "ft"), "--ks", "a-b"])
     assert exit.value.code == 2
     assert "expected integers like '0-15'" in capsys.readouterr().err
+
+
+def test_scratch_baseline_takes_a_device_and_passes_it_to_training(monkeypatch, tmp_path, capsys):
+    from wrapperlens.experiments import scratch_baseline
+
+    with pytest.raises(SystemExit):
+        main(["scratch-baseline", "--help"])
+    assert "--device" in capsys.readouterr().out
+
+    class Called(Exception):
+        pass
+
+    def fake(out, preset, **kwargs):
+        raise Called(kwargs["device"])
+
+    monkeypatch.setattr(scratch_baseline, "run_scratch_baseline", fake)
+    with pytest.raises(Called, match="^cpu$"):
+        main(["scratch-baseline", "--from", str(tmp_path), "--out", str(tmp_path / "s"),
+              "--preset", "tiny", "--device", "cpu"])

@@ -86,16 +86,3 @@ def test_finetune_and_reft_default_to_the_parent_runs_preset(tmp_path):
     assert main(["finetune", "--preset", "cpu", "--from", str(tmp_path / "pt"), "--out",
                  str(tmp_path / "ft_cpu"), "--train.steps=1", *common]) == 0
     assert json.loads((tmp_path / "ft_cpu" / "config.json").read_text())["preset"] == "cpu"
-
-
-@pytest.mark.slow
-def test_reproduce_main_job_on_the_tiny_preset(tmp_path, capsys):
-    assert main(["reproduce", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert "finetune eta_L" in out and "O_PT/cte0" in out
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["runs"]) == {"pretrain", "finetune-eta_L", "finetune-eta_M", "finetune-eta_S"}
-    # a second call reuses the finished runs instead of training again
-    assert main(["reproduce", "--preset", "tiny", "--out", str(tmp_path), "--no-progress"]) == 0
-    again = json.loads((tmp_path / "summary.json").read_text())
-    assert all(r["seconds"] == 0.0 for r in again["runs"].values())

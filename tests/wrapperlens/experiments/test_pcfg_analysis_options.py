@@ -39,6 +39,8 @@ def test_values_are_normalised():
     assert AttributeOptions(components="resid_pre, z").components == ("resid_pre", "z")
     assert AttentionOptions(layers=[1, 0]).layers == (1, 0)
     assert default_of(PruneOptions, "ks") == tuple(range(16))
+    assert default_of(PruneOptions, "random_draws") == 0  # no random-unit control by default
+    assert PruneOptions(random_draws=3, random_seed=7).random_draws == 3
     with pytest.raises(KeyError, match="no field 'nope'"):
         default_of(PruneOptions, "nope")
 
@@ -54,6 +56,9 @@ def test_values_are_normalised():
         (lambda: PruneOptions(grad_c_te=1.5), "PruneOptions.grad_c_te: expected a number in"),
         (lambda: PruneOptions(eval_samples=0), "PruneOptions.eval_samples"),
         (lambda: PruneOptions(eligible=","), "PruneOptions.eligible"),
+        (lambda: PruneOptions(random_draws=-1), "PruneOptions.random_draws: expected an integer"),
+        (lambda: PruneOptions(random_draws=True), "PruneOptions.random_draws"),
+        (lambda: PruneOptions(random_seed=True), "PruneOptions.random_seed: expected an integer"),
         (lambda: ProbeOptions(samples=True), "ProbeOptions.samples"),
         (lambda: ProbeOptions(probe_preset="slow"), "ProbeOptions.probe_preset: expected one of"),
         (lambda: ProbeOptions(prompt=""), "ProbeOptions.prompt"),

@@ -43,7 +43,7 @@ def test_preset_overrides_without_a_reft_run():
         "b",
         0.0,
     )
-    assert ft["train.lr"] == 1e-3 and ft["train.log_spaced_eval"] is True
+    assert ft["train.lr"] == 3e-4 and ft["train.log_spaced_eval"] is True  # tiny's η_M
     assert scratch_finetune_overrides(None, "tiny")["train.lr"] == 1e-4  # the preset's reft_eta S
     with pytest.raises(ConfigError, match="eta 'X'"):
         scratch_finetune_overrides(None, "tiny", eta="X")
@@ -113,3 +113,21 @@ def test_compare_reads_iterations_to_threshold_from_both_runs(runs, tmp_path):
     assert (tmp_path / "reft_vs_scratch.json").exists() and (
         tmp_path / "reft_vs_scratch.png"
     ).exists()
+
+
+def test_the_device_reaches_the_training_of_both_stages(tmp_path, monkeypatch):
+    from wrapperlens.experiments import scratch_baseline
+
+    devices, real = [], scratch_baseline.train_or_reuse
+
+    def recording(spec, out, **kwargs):
+        devices.append(kwargs.get("device"))
+        return real(spec, out, **kwargs)
+
+    monkeypatch.setattr(scratch_baseline, "train_or_reuse", recording)
+    few = {"train.steps": 2, "train.batch_size": 8, "train.eval_every": 2,
+           "train.eval_samples": 20}
+    baseline = run_scratch_baseline(tmp_path, "tiny", pretrain_overrides=few,
+                                    finetune_overrides=few, progress=False, device="auto")
+    assert devices == ["auto", "auto"]
+    assert baseline.curve.steps[-1] == 2

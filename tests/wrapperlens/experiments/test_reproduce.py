@@ -1,0 +1,199 @@
+"""`wrapperlens reproduce` end to end on the `tiny` grid: results, claims, resuming a killed
+sweep, a failing run, the Ray executor, and the report in a browser.
+
+One uninterrupted sweep (`finished`) is the reference every other way of running the grid must
+equal, number for number (CPU training with one thread per run is bit-deterministic).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wrapperlens.checkpoints import read_json
+from wrapperlens.cli import main
+from wrapperlens.config import ConfigError
+from wrapperlens.experiments import grid
+from wrapperlens.experiments.reproduce import rebuild_report, reproduce
+from wrapperlens.runs import RunDir
+
+pytestmark = pytest.mark.slow  # a real sweep (about a minute on 2 cores), then reruns of it
+
+TIMING_KEYS = {"seconds", "wall_seconds"}
+
+
+def numbers(results: dict) -> dict:
+    """Everything in the results but timings: what two ways of running the grid must share."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in TIMING_KEYS}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+    return strip({k: results[k] for k in ("runs", "analyses", "claims")})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("reproduce") / "tiny"
+    return out, reproduce("tiny", out, workers=2, progress=False)
+
+
+def test_the_grid_runs_and_every_covered_claim_is_decided(finished):
+    out, results = finished
+    assert {r["status"] for r in results["runs"]} == {"finished"}
+    assert {a["status"] for a in results["analyses"]} == {"finished"}
+    assert len({r["run_id"] for r in results["runs"]}) == len(results["runs"])
+    for r in results["runs"]:
+        assert RunDir(out / r["dir"]).run_id() == r["run_id"]  # the directory of its run id
+        last = {k: v for k, v in r["curve"][-1].items() if k != grid.COUNT_A_NATURAL}
+        assert last == read_json_lines_last(out / r["dir"])
+        assert all(0.0 <= f <= 1.0 for f in r["floors"].values())
+    ft = next(r for r in results["runs"] if r["stage"] == "finetune")
+    assert {"acc/O_PT/cte0", "acc/O_PT/cte1", "acc/O_PT/natural"} <= set(ft["floors"])
+    claims = {c["id"]: c for c in results["claims"]}
+    assert claims[3]["status"] == "not covered"  # tiny has no C_Tr = 0.8 cell
+    for i in (1, 2, 4, 5, 7):
+        assert claims[i]["status"] in ("reproduced", "not reproduced", "inconclusive")
+        assert claims[i]["values"] and claims[i]["spread"][0] <= claims[i]["mean"] <= claims[i]["spread"][1]
+    # claim 2 recomputed by hand from the two runs it reads
+    runs = [r for r in results["runs"] if r["stage"] == "finetune" and r["params"]["prior"] == "L"
+            and r["params"]["eta"] in ("M", "S")]
+    gaps = sorted(r["final"]["acc/O_FT/cte1"] - r["final"]["acc/O_FT/cte0"] for r in runs)
+    assert sorted(claims[2]["values"]) == gaps
+    assert read_json(out / "results.json") == results
+
+
+def read_json_lines_last(run_dir: Path) -> dict:
+    return [r for r in RunDir(run_dir).metrics() if any(k.startswith("acc/") for k in r)][-1]
+
+
+def test_report_rebuilds_from_the_runs_alone(finished, tmp_path):
+    out, results = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "results.json").unlink()
+    (copy / "report.html").unlink()
+    assert main(["report", str(copy)]) == 0
+    assert numbers(read_json(copy / "results.json")) == numbers(results)
+    assert (copy / "report.html").stat().st_size > 0
+    with pytest.raises(ConfigError, match="no sweep.json"):
+        rebuild_report(tmp_path)
+
+
+def test_a_killed_sweep_resumes_without_recomputing_a_finished_run(finished, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "wrapperlens", "reproduce", "--preset", "tiny", "--out", str(out),
+           "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(_finished_jobs(out)) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended early"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and its worker processes, mid-sweep
+    proc.wait()
+    done = _finished_jobs(out)
+    assert 4 <= len(done) < len(finished[1]["runs"]) + len(finished[1]["analyses"])
+    assert not (out / "results.json").exists()
+    saved = {p: p.read_bytes() for p in done}
+    weights = {w: w.stat().st_mtime_ns for w in _weights(out, done)}
+    assert weights  # some finished runs to watch
+
+    results = reproduce("tiny", out, workers=2, progress=False)  # the CLI's device was "auto"
+    assert [p for p, b in saved.items() if p.read_bytes() != b] == []  # outcomes kept, not rerun
+    assert [w for w, t in weights.items() if w.stat().st_mtime_ns != t] == []  # none retrained
+    assert numbers(results) == numbers(finished[1])
+
+
+def _finished_jobs(out: Path) -> list[Path]:
+    found = []
+    for path in sorted((out / "jobs").rglob("*.json")) if (out / "jobs").exists() else []:
+        try:
+            if read_json(path)["status"] == "finished":
+                found.append(path)
+        except (ValueError, OSError):
+            pass  # being written
+    return found
+
+
+def _weights(out: Path, outcome_files: list[Path]) -> list[Path]:
+    runs = [read_json(p)["value"] for p in outcome_files]
+    return [RunDir(out / v["dir"]).weights_file for v in runs if isinstance(v, dict) and "dir" in v
+            and v["dir"].startswith("runs/")]
+
+
+def test_a_failing_run_is_recorded_and_the_others_finish(finished, tmp_path, monkeypatch):
+    out = tmp_path / "failing"
+    shutil.copytree(finished[0], out)
+    reft = [r for r in finished[1]["runs"] if r["stage"] == "reft"]
+    for r in reft:  # forget the reFT runs, then make them fail
+        (out / "jobs" / f"{r['key']}.json").unlink()
+        shutil.rmtree(out / r["dir"])
+    real = grid.train_job
+
+    def train_job(**kwargs):
+        if kwargs["stage"] == "reft":
+            raise RuntimeError("made to fail")
+        return real(**kwargs)
+
+    monkeypatch.setattr(grid, "train_job", train_job)
+    results = reproduce("tiny", out, executor="inline", progress=False)
+    status = {r["key"]: (r["status"], r["error"] or "") for r in results["runs"]}
+    for r in reft:
+        assert status[r["key"]][0] == "failed" and "RuntimeError: made to fail" in status[r["key"]][1]
+    assert all(s == "finished" for k, (s, _) in status.items() if k not in {r["key"] for r in reft})
+    assert {c["id"]: c["status"] for c in results["claims"]}[7] == "not covered"
+    assert "made to fail" in (out / "report.html").read_text()
+
+
+def test_the_ray_executor_gives_the_local_results(finished, tmp_path):
+    if os.environ.get("CI"):
+        import ray  # CI installs the extra: this test must run there
+    else:
+        ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = reproduce("tiny", tmp_path / "ray", executor="ray", workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert results["executor"] == "ray"
+    assert numbers(results) == numbers(finished[1])
+
+
+def test_a_different_sweep_in_the_same_directory_is_refused(finished, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(finished[0], out)
+    with pytest.raises(ConfigError, match="holds a sweep of preset 'tiny'"):
+        reproduce("tiny", out, seeds=2, progress=False)
+    with pytest.raises(ConfigError, match="train.lr cannot be set here"):
+        reproduce("tiny", tmp_path / "x", overrides={"train.lr": 1.0}, progress=False)
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="needs chromium")
+def test_the_report_of_a_real_grid_draws_its_plots_and_claims(finished, tmp_path):
+    from PIL import Image
+
+    page = finished[0] / "report.html"
+    shot = tmp_path / "shot.png"
+    base = [CHROMIUM or "chromium", "--headless", "--disable-gpu", "--no-sandbox",
+            "--virtual-time-budget=5000", "--window-size=1200,6000"]
+    subprocess.run([*base, f"--screenshot={shot}", page.as_uri()], check=True, timeout=120,
+                   capture_output=True)
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 200  # plots drawn, not a blank page
+    dom = subprocess.run([*base, "--dump-dom", page.as_uri()], check=True, timeout=120,
+                         capture_output=True, text=True).stdout
+    for claim in finished[1]["claims"]:
+        assert claim["title"] in dom
+    assert dom.count("data:image/png;base64,") >= 4

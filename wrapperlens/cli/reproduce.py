@@ -1,0 +1,87 @@
+"""The main job and its report: `wrapperlens reproduce` and `wrapperlens report`.
+
+    wrapperlens reproduce --preset demo --out runs/demo            # ≤ 5 min on 2 cores
+    wrapperlens reproduce --preset cpu --out runs/cpu --seeds 3
+    wrapperlens reproduce --preset paper --out /shared/paper --executor ray --address auto
+    wrapperlens report runs/demo                                   # rebuild, no training
+
+Both live in `wrapperlens.experiments.reproduce`; this module only parses.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from wrapperlens.cli.options import (add_command, add_config, add_device, add_no_progress,
+                                     add_out, add_preset)
+
+__all__ = ["REPRODUCE_COMMANDS", "add_reproduce_commands"]
+
+REPRODUCE_COMMANDS = ("reproduce", "report")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
+    """Register reproduce and report."""
+    p = add_command(
+        sub, "reproduce", _reproduce,
+        "The main job: does the finding hold? Runs the preset's grid (priors x fine-tuning "
+        "cells x seeds, with reFT, Scr.+FT, pruning, probes and attention views), checks each "
+        "claim of docs/claims.md by its rule and writes DIR/results.json and DIR/report.html. "
+        "Every run lives under its run id in DIR/runs; run again, finished runs are reused and "
+        "an interrupted sweep continues where it stopped; a failed run is recorded and the "
+        "others go on.",
+        help="Run a preset's grid over seeds and judge each claim", sections=None,
+    )
+    add_preset(p, from_run=False, names="demo | cpu | paper | tiny", default="demo")
+    add_out(p, "output directory (default: runs/reproduce-PRESET)", required=False)
+    p.add_argument("--seeds", type=_positive, metavar="N",
+                   help="seeds per setting (default: the preset's grid.seeds)")
+    p.add_argument("--executor", choices=("local", "ray", "inline"), default="local",
+                   help="local: one process per run on every core (default); ray: Ray tasks "
+                   "(pip install 'wrapperlens[ray]'); inline: one run at a time in this process")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster address (with --executor ray; default: a local Ray)")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="runs at once (default: every core, or the Ray cluster's CPUs)")
+    p.add_argument("--threads", type=_positive, default=1, metavar="N",
+                   help="torch threads per run (default 1; results depend on it)")
+    add_config(p)
+    add_device(p)
+    add_no_progress(p)
+
+    p = add_command(
+        sub, "report", _report,
+        "Rebuild DIR/results.json and DIR/report.html of a reproduce directory from its "
+        "finished runs, training nothing; runs not finished are marked missing.",
+        help="Rebuild the results and report of a reproduce directory",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="a `wrapperlens reproduce` --out")
+
+
+def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
+    from wrapperlens.experiments.reproduce import reproduce
+
+    preset = args.preset or "demo"
+    out = args.out or Path("runs") / f"reproduce-{preset}"
+    reproduce(preset, out, seeds=args.seeds, overrides=dict(overrides), executor=args.executor,
+              workers=args.workers, threads=args.threads, address=args.address,
+              device=args.device, progress=not args.no_progress)
+    return 0
+
+
+def _report(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
+    from wrapperlens.experiments.reproduce import rebuild_report
+
+    rebuild_report(args.dir)
+    print(f"Written: {args.dir / 'results.json'}, {args.dir / 'report.html'}")
+    return 0

@@ -1,0 +1,291 @@
+"""`report.html`: the results of `wrapperlens reproduce` as one self-contained page.
+
+`write_report(out_dir, results)` turns the results dict (the content of `results.json`, format 1)
+into `out_dir/report.html`, written atomically. The page opens offline: plots are PNG data URIs
+(`report_plots`), and the attention views, HTML pages written with
+`wrapperlens.analysis.attention_views`, are inlined with their circuitsvis bundle, which goes in
+the page head once however many views there are. Nothing on the page is fetched from the network.
+
+Sections, in order: the header (preset, seeds and what they vary, run counts, every failed,
+missing or skipped run with its error); the claims table (docs/claims.md) with the measured mean
+and min-max over seeds next to the chance floor; the plots of the paper's Figs 5-9; the attention
+views; a collapsed table of every run's final accuracies and floors.
+
+Every piece of text from the results is escaped; a figure or view whose data is missing shows a
+note saying so instead of failing the page.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from wrapperlens.experiments.report_plots import FIGURES, render_png
+
+__all__ = ["write_report", "report_page", "REPORT_NAME"]
+
+REPORT_NAME = "report.html"
+RESULTS_NAME = "results.json"
+RESULTS_FORMAT = 1
+STATUS_CLASSES = {"reproduced": "ok", "not reproduced": "bad", "inconclusive": "warn",
+                  "not covered": "none", "finished": "ok", "failed": "bad", "missing": "bad",
+                  "skipped": "none"}
+RUN_STATUSES = ("finished", "failed", "missing", "skipped")
+
+_log = logging.getLogger(__name__)
+_HEAD = re.compile(r"<head\b[^>]*>(?P<head>.*?)</head>", re.DOTALL | re.IGNORECASE)
+_BODY = re.compile(r"<body\b[^>]*>(?P<body>.*)</body>", re.DOTALL | re.IGNORECASE)
+_ASSET = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
+
+
+def write_report(out_dir: str | os.PathLike, results: Mapping) -> Path:
+    """Write `out_dir/report.html` from `results` (atomically) and return its path.
+
+    Args:
+        out_dir: The reproduction's output directory; attention views' paths are relative to it.
+        results: The results dict of `results.json` (format 1).
+    """
+    out_dir = Path(out_dir)
+    page = report_page(results, out_dir)
+    path = out_dir / REPORT_NAME
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The temporary file sits next to the target, so os.replace is a rename: a reader sees the
+    # old page or the new one. (wrapperlens.checkpoints.atomic_write does the same, but importing
+    # it loads transformer_lens, ~10 s, for a page that needs none of it.)
+    fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_NAME}.", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is for anyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def report_page(results: Mapping, out_dir: str | os.PathLike = ".") -> str:
+    """The report as one HTML string (see the module docstring for its sections)."""
+    fmt = results.get("format", RESULTS_FORMAT)
+    if fmt != RESULTS_FORMAT:
+        raise ValueError(f"{RESULTS_NAME}: key 'format' is {fmt!r}; this report reads format "
+                         f"{RESULTS_FORMAT}")
+    assets: list[str] = []
+    attention = _attention_section(Path(out_dir), results.get("analyses") or [], assets)
+    body = [_header(results), _claims_section(results.get("claims") or []),
+            _figures_section(results), attention, _runs_section(results.get("runs") or []),
+            _footer(results)]
+    return _PAGE.format(title=_e(f"wrapperlens reproduction: {results.get('preset', '?')}"),
+                        assets="\n".join(assets), style=_STYLE, body="\n".join(body))
+
+
+def _e(value) -> str:
+    """Escaped text of any value (None as an em dash)."""
+    return "—" if value is None else html.escape(str(value), quote=True)
+
+
+def _num(value) -> str:
+    """A number as the report prints it: 3 decimals, whole numbers past 100, '—' when absent."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "—"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
+def _badge(status) -> str:
+    return f'<span class="badge {STATUS_CLASSES.get(status, "none")}">{_e(status)}</span>'
+
+
+def _duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _counts(records: Iterable[Mapping], statuses: Iterable[str] = RUN_STATUSES) -> str:
+    counts = Counter(r.get("status") for r in records)
+    names = list(statuses) + sorted(str(s) for s in counts if s not in statuses)
+    return " · ".join(f"{_e(s)} {counts.get(s, 0)}" for s in names)
+
+
+def _header(results: Mapping) -> str:
+    runs, analyses = results.get("runs") or [], results.get("analyses") or []
+    roles = "".join(f"<dt>{_e(stage)}</dt><dd>{_e(what)}</dd>"
+                    for stage, what in (results.get("seed_roles") or {}).items())
+    facts = (f"<dt>preset</dt><dd>{_e(results.get('preset'))}</dd>"
+             f"<dt>seeds per cell</dt><dd>{_e(results.get('seeds'))}</dd>"
+             f"<dt>executor</dt><dd>{_e(results.get('executor'))}</dd>"
+             f"<dt>wall time</dt><dd>{_duration(results.get('wall_seconds'))}</dd>"
+             f"<dt>runs</dt><dd>{_counts(runs)}</dd>"
+             f"<dt>analyses</dt><dd>{_counts(analyses)}</dd>")
+    return (f"<h1>{_e('Reproduction of Jain et al. 2024: ' + str(results.get('preset', '?')))}"
+            f"</h1><dl class='facts'>{facts}</dl>"
+            f"<h3>What each seed varies</h3><dl class='facts'>{roles or '<dd>not stated</dd>'}</dl>"
+            + _problems(runs, "runs") + _problems(analyses, "analyses"))
+
+
+def _problems(records: list[Mapping], what: str) -> str:
+    """Failed and missing records, listed open; skipped ones in a collapsed list."""
+    bad = [r for r in records if r.get("status") in ("failed", "missing")]
+    skipped = [r for r in records if r.get("status") == "skipped"]
+
+    def items(rows):
+        return "".join(f"<li>{_badge(r.get('status'))} <code>{_e(r.get('key'))}</code>: "
+                       f"<span class='error'>{_e(r.get('error') or 'no error recorded')}</span></li>"
+                       for r in rows)
+
+    parts = []
+    if bad:
+        parts.append(f"<h3 class='problem'>{what} failed or missing: {len(bad)} (the results "
+                     f"below lack them)</h3><ul>{items(bad)}</ul>")
+    if skipped:
+        parts.append(f"<details><summary>{what} skipped: {len(skipped)}</summary>"
+                     f"<ul>{items(skipped)}</ul></details>")
+    return "".join(parts)
+
+
+def _measured(claim: Mapping) -> str:
+    values = [v for v in claim.get("values") or [] if _num(v) != "—"]
+    mean, spread = claim.get("mean"), claim.get("spread")
+    if _num(mean) == "—":
+        return "—"
+    text = _num(mean)
+    if isinstance(spread, (list, tuple)) and len(spread) == 2:
+        text += f" ({_num(spread[0])}–{_num(spread[1])})"
+    return f"{text}<br><small>n = {len(values)}</small>"
+
+
+def _claims_section(claims: list[Mapping]) -> str:
+    if not claims:
+        return "<h2>Claims</h2><p class='note'>No claims in the results.</p>"
+    rows = "".join(
+        f"<tr class='claim'><td>{_e(c.get('id'))}</td><td>{_e(c.get('title'))}</td>"
+        f"<td>{_e(c.get('paper'))}</td><td>{_e(c.get('rule'))}</td>"
+        f"<td>{_e(c.get('quantity'))}<br><small>seeds vary: {_e(c.get('seeds_vary'))}</small></td>"
+        f"<td class='num'>{_measured(c)}</td><td class='num'>{_num(c.get('floor'))}</td>"
+        f"<td>{_badge(c.get('status'))}</td><td>{_e(c.get('note'))}</td></tr>"
+        for c in claims)
+    head = "".join(f"<th>{h}</th>" for h in ("#", "claim", "paper", "rule", "quantity",
+                                             "measured: mean (min–max)", "chance floor",
+                                             "status", "note"))
+    return (f"<h2>Claims</h2><p>The paper's claims (docs/claims.md), each measured on every seed; "
+            f"the spread is min–max over seeds.</p>"
+            f"<table class='claims'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _figures_section(results: Mapping) -> str:
+    return "\n".join(["<h2>Figures</h2>", *(_figure(build, results) for build in FIGURES)])
+
+
+def _figure(build, results: Mapping) -> str:
+    """One figure as <figure>, or a note saying why it is not drawn."""
+    try:
+        figure = build(results)
+        uri = render_png(figure) if figure.panels else None
+    except Exception as error:  # a malformed record must not cost the rest of the report
+        _log.warning("report: %s failed", build.__name__, exc_info=True)
+        return (f"<h3>{_e(build.__doc__.splitlines()[0])}</h3>"
+                f"<p class='note'>Not drawn: {_e(repr(error))}</p>")
+    if uri is None:
+        return f"<h3>{_e(figure.title)}</h3><p class='note'>Not drawn: {_e(figure.note)}.</p>"
+    return (f"<figure><h3>{_e(figure.title)}</h3><img alt='{_e(figure.title)}' src='{uri}'>"
+            f"<figcaption>{_e(figure.caption)}</figcaption></figure>")
+
+
+def _attention_section(out_dir: Path, analyses: list[Mapping], assets: list[str]) -> str:
+    """Every attention view inlined; its head scripts and styles go once into `assets`."""
+    views = [a for a in analyses if a.get("kind") == "attention"]
+    if not views:
+        return "<h2>Attention views</h2><p class='note'>No attention analyses in the results.</p>"
+    parts = ["<h2>Attention views</h2>"]
+    for view in views:
+        result = view.get("result") or {}
+        title = f"<h3>{_e(result.get('label') or view.get('key'))}</h3>"
+        if view.get("status") != "finished":
+            parts.append(title + f"<p class='note'>{_badge(view.get('status'))} "
+                                 f"{_e(view.get('error') or 'no error recorded')}</p>")
+            continue
+        parts.append(title + _inline_view(out_dir, result.get("html"), assets))
+    return "\n".join(parts)
+
+
+def _inline_view(out_dir: Path, relative, assets: list[str]) -> str:
+    path = out_dir / str(relative)
+    if not relative or not path.is_file():
+        return f"<p class='note'>Attention view file not found: {_e(relative)}</p>"
+    text = path.read_text(encoding="utf-8")
+    head, body = _HEAD.search(text), _BODY.search(text)
+    if body is None:  # a fragment (circuitsvis local_src): self-contained as it is
+        return f"<div class='attention'>{text}</div>"
+    for asset in _ASSET.finditer(head["head"] if head else ""):
+        if asset[0] not in assets:
+            assets.append(asset[0])
+    return f"<div class='attention'>{body['body']}</div>"
+
+
+def _finals(run: Mapping) -> str:
+    final, floors = run.get("final") or {}, run.get("floors") or {}
+    cells = [f"<code>{_e(m)}</code> {_num(v)}"
+             + (f" <small>(floor {_num(floors[m])})</small>" if m in floors else "")
+             for m, v in sorted(final.items()) if m.startswith("acc")]
+    return "<br>".join(cells) or "—"
+
+
+def _runs_section(runs: list[Mapping]) -> str:
+    rows = "".join(
+        f"<tr><td><code>{_e(r.get('key'))}</code></td><td>{_e(r.get('stage'))}</td>"
+        f"<td>{_badge(r.get('status'))}</td><td class='num'>{_num(r.get('seconds'))}</td>"
+        f"<td>{_finals(r)}</td></tr>" for r in runs)
+    head = "".join(f"<th>{h}</th>" for h in ("run", "stage", "status", "seconds",
+                                             "final accuracy (chance floor)"))
+    return (f"<h2>Every run</h2><details><summary>{len(runs)} runs: final accuracies and chance "
+            f"floors</summary><table class='runs'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table></details>")
+
+
+def _footer(results: Mapping) -> str:
+    return (f"<footer>Built by wrapperlens from {RESULTS_NAME} (format "
+            f"{_e(results.get('format', RESULTS_FORMAT))}) in this directory.</footer>")
+
+
+_STYLE = """
+body { font-family: sans-serif; margin: 24px; max-width: 1500px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 4px 6px; vertical-align: top; text-align: left; }
+td.num { text-align: right; white-space: nowrap; }
+dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
+dl.facts dt { font-weight: bold; }
+dl.facts dd { margin: 0; }
+.badge { padding: 1px 6px; border-radius: 4px; white-space: nowrap; font-size: 12px; }
+.badge.ok { background: #c8ecc9; } .badge.bad { background: #f6c6c6; }
+.badge.warn { background: #fbe3a6; } .badge.none { background: #e2e2e2; }
+.note, .problem { color: #a33; } .error { font-family: monospace; white-space: pre-wrap; }
+figure { margin: 16px 0; } figure img { max-width: 100%; }
+figcaption { font-size: 13px; color: #555; }
+.attention { border: 1px solid #ddd; padding: 8px; margin-bottom: 16px; overflow-x: auto; }
+.attention h1 { font-size: 1.1em; }
+footer { margin-top: 32px; font-size: 12px; color: #666; }
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+{assets}
+<style>{style}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
