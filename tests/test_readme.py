@@ -7,7 +7,7 @@ subprocess. The only rewrites, each needed to run them in seconds and offline:
 
 | README | here | why |
 |---|---|---|
-| `--preset cpu`, `--preset paper` | `--preset tiny` | minutes to days on 2 cores |
+| `--preset demo`, `--preset cpu`, `--preset paper` | `--preset tiny` | minutes to days on 2 cores |
 | `--device cuda` | `--device cpu` | no GPU in CI |
 | a hub name (`roneneldan/...`) | run as written, must fail at once naming the hub; then with a local stand-in | nothing can be downloaded |
 | `stories.txt` (plain stories) | 400 stories of the real sample in `shared/data/tinystories` (generated ones without it) | a file the user brings |
@@ -61,7 +61,7 @@ def tiny(argv: list[str]) -> list[str]:
     """The README's rewrites (module docstring): tiny preset, CPU device."""
     out = []
     for i, arg in enumerate(argv):
-        if i and argv[i - 1] == "--preset" and arg in ("cpu", "paper"):
+        if i and argv[i - 1] == "--preset" and arg in ("cpu", "paper", "demo"):
             arg = "tiny"
         if i and argv[i - 1] == "--device" and arg.startswith("cuda"):
             arg = "cpu"

@@ -80,8 +80,9 @@ class TrainConfig:
         deterministic: Train under `torch.use_deterministic_algorithms` (restored afterwards).
             On CPU the embedding backward (`W_E[tokens]`) otherwise accumulates in a
             thread-dependent order and two runs of one seed differ in the last bits.
-        seed: Seed of torch's global generator during training (dropout or any other draw from
-            it; the data order has its own seed in the task / batch config).
+        seed: The stage's seed: torch's global generator during training (dropout or any other
+            draw from it), and the experiment's data order where it reads it (PCFG stages draw
+            batch t from (task.seed, stage, train.seed, t); docs/choices.md §31).
     """
 
     steps: int = 1000

@@ -164,13 +164,18 @@ def _measured(claim: Mapping) -> str:
     return f"{text}<br><small>n = {len(values)}</small>"
 
 
+def _seeds_vary(claim: Mapping) -> str:
+    vary = claim.get("seeds_vary")
+    return f"<br><small>seeds vary: {_e(vary)}</small>" if vary else ""
+
+
 def _claims_section(claims: list[Mapping]) -> str:
     if not claims:
         return "<h2>Claims</h2><p class='note'>No claims in the results.</p>"
     rows = "".join(
         f"<tr class='claim'><td>{_e(c.get('id'))}</td><td>{_e(c.get('title'))}</td>"
         f"<td>{_e(c.get('paper'))}</td><td>{_e(c.get('rule'))}</td>"
-        f"<td>{_e(c.get('quantity'))}<br><small>seeds vary: {_e(c.get('seeds_vary'))}</small></td>"
+        f"<td>{_e(c.get('quantity'))}{_seeds_vary(c)}</td>"
         f"<td class='num'>{_measured(c)}</td><td class='num'>{_num(c.get('floor'))}</td>"
         f"<td>{_badge(c.get('status'))}</td><td>{_e(c.get('note'))}</td></tr>"
         for c in claims)

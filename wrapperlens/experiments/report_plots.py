@@ -262,7 +262,9 @@ def fig8(results: Mapping) -> Figure:
 
 def fig9(results: Mapping) -> Figure:
     """reFT curves of the count-a accuracy against the Scr.+FT baseline, log-x (Fig. 9)."""
-    metric = "acc/O_PT/cte0"
+    # Counting a on natural strings: the same strings in reFT (O_PT = a) and Scr.+FT (O_FT = a)
+    # runs, under one name (`wrapperlens.experiments.grid.COUNT_A_NATURAL`).
+    metric = "acc/count_a/natural"
     runs = results.get("runs") or []
     reft, scratch = _finished(runs, stage="reft"), _finished(runs, stage="scratch_finetune")
     title = "Fig. 9: reverse fine-tuning (reFT) against Scr.+FT"

@@ -62,10 +62,10 @@ def _finetune(prior: str, c_tr: float, eta: str, seed: int, rng: random.Random) 
 
 
 def _revival(stage: str, key: str, params: dict, rate: float, rng: random.Random) -> dict:
-    curve = [{"step": s, "acc/O_PT/cte0": _clip(0.1 + 0.85 * s / (s + rate)
-                                                + rng.uniform(-0.02, 0.02))} for s in REFT_STEPS]
-    final = {"acc/O_PT/cte0": curve[-1]["acc/O_PT/cte0"]}
-    return _run(stage, key, params, final, curve, {"acc/O_PT/cte0": 0.2})
+    count_a = "acc/count_a/natural"  # what the grid names counting a in reFT and Scr.+FT runs
+    curve = [{"step": s, count_a: _clip(0.1 + 0.85 * s / (s + rate) + rng.uniform(-0.02, 0.02))}
+             for s in REFT_STEPS]
+    return _run(stage, key, params, {count_a: curve[-1][count_a]}, curve, {count_a: 0.2})
 
 
 def _runs(rng: random.Random) -> list[dict]:
