@@ -64,25 +64,19 @@ def decide(values: Sequence[float], threshold: float) -> str:
 
 
 # --------------------------------------------------------------------------------- lookups
+def _by_seed(records: Sequence[dict], field: str, value: str, **params: Any) -> dict[int, dict]:
+    """The finished records whose `field` is `value` and whose params match, by seed."""
+    return {r["params"]["seed"]: r for r in records
+            if r[field] == value and r["status"] == "finished"
+            and all(r["params"].get(k) == v for k, v in params.items())}
+
+
 def _runs(results: Results, stage: str, **params: Any) -> dict[int, dict]:
-    """Finished runs of `stage` whose params match, by seed."""
-    out = {}
-    for r in results["runs"]:
-        if r["stage"] == stage and r["status"] == "finished" and all(
-            r["params"].get(k) == v for k, v in params.items()
-        ):
-            out[r["params"]["seed"]] = r
-    return out
+    return _by_seed(results["runs"], "stage", stage, **params)
 
 
 def _analyses(results: Results, kind: str, **params: Any) -> dict[int, dict]:
-    out = {}
-    for a in results["analyses"]:
-        if a["kind"] == kind and a["status"] == "finished" and all(
-            a["params"].get(k) == v for k, v in params.items()
-        ):
-            out[a["params"]["seed"]] = a
-    return out
+    return _by_seed(results["analyses"], "kind", kind, **params)
 
 
 def _mean(values: Sequence[float]) -> float | None:
