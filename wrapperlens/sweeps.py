@@ -286,6 +286,7 @@ def run_sweep(
     jobs_dir = Path(jobs_dir)
     outcomes: dict[str, Outcome] = {}
     running: dict[Any, Job] = {}
+    started_keys: set[str] = set()  # submitted to the executor (running or done)
 
     def record(outcome: Outcome, write: bool = True) -> None:
         outcomes[outcome.key] = outcome
@@ -298,7 +299,7 @@ def run_sweep(
         while len(outcomes) < len(by_key):
             started = False
             for job in jobs:
-                if job.key in outcomes or job in running.values():
+                if job.key in outcomes or job.key in started_keys:
                     continue
                 if len(running) >= executor.workers:
                     break
@@ -318,6 +319,7 @@ def run_sweep(
                 values = {k: o.value for k, o in outcomes.items() if o.status == "finished"}
                 args = {**(common or {}), **_resolve_args(job.args, values)}
                 running[executor.submit(job.target, args)] = job
+                started_keys.add(job.key)
                 started = True
             if running:
                 for handle in executor.wait_any(running):

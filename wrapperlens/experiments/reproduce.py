@@ -111,14 +111,13 @@ def _write_results(out: Path, planned, outcomes: Mapping[str, Outcome],
                    record: Mapping[str, Any]) -> dict[str, Any]:
     from wrapperlens.experiments.report import write_report
 
+    seeds = 1 + max((g.params.get("seed", 0) for g in planned), default=0)
     results: dict[str, Any] = {
-        "format": RESULTS_FORMAT, "preset": record["preset"],
+        "format": RESULTS_FORMAT, "preset": record["preset"], "seeds": seeds,
         "executor": record.get("executor", "local"), "threads": record.get("threads"),
         "wall_seconds": record.get("wall_seconds", 0.0), "seed_roles": SEED_ROLES,
         **collect(out, planned, outcomes),
     }
-    results["seeds"] = 1 + max((r["params"].get("seed", 0) for r in results["runs"]), default=0)
-    results = {k: results[k] for k in ("format", "preset", "seeds", *results) if k in results}
     results["claims"] = evaluate_claims(results)
     write_json(out / "results.json", results)
     write_report(out, results)
