@@ -1,9 +1,10 @@
-"""The procedurally defined PCFG tasks of the paper (§4, App. C): grammar, task families, data.
+"""The procedurally defined tasks of the paper (§4, App. B-C): PCFG grammar, task families, data.
 
 Modules, bottom to top: `vocab` (the tokens), `grammar` (PCFGs and the paper's), `pcfg_sampler`
 (sampling derivations and windows), `families` (the five task families and their labels),
 `config` (the data configs), `correlation` (spurious correlations in fine-tuning strings) and
-`data` (task batches and streams).
+`data` (task batches and streams); `compiled_tasks` holds the compiled models' programs and
+fine-tuning data, over the RASP subset of `tasks.rasp`.
 
 Every name below is imported from its module the first time it is read (PEP 562), so
 `import tasks` imports neither numpy nor torch. This package imports nothing of wrapperlens.
@@ -35,6 +36,8 @@ _MODULE_OF = {name: module for module, names in {
     "config": ("PRIORS", "PCFGTaskConfig", "FinetuneDataConfig", "parse_prior", "parse_alias"),
     # Spurious correlations injected into fine-tuning strings.
     "correlation": ("inject_count_correlation", "inject_index_correlation", "has_correlation"),
+    # The compiled models' programs and fine-tuning data (Counter, Max-identifier).
+    "compiled_tasks": ("PROGRAMS", "CompiledTaskConfig", "CompiledTask"),
     # Task batches, questions and streams.
     "data": ("TaskBatch", "Question", "PCFGTask", "PCFGStream", "freeze"),
 }.items() for name in names}

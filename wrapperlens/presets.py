@@ -126,7 +126,8 @@ _RESERVED = frozenset(f.name for f in dataclasses.fields(Preset)) | {"eta", "wit
 _REGISTRY: dict[str, dict[str, Preset]] = {}
 
 #: Experiments of this package whose presets module is imported on first use.
-_OWN_PRESET_MODULES = {"pcfg": "wrapperlens.experiments.pcfg_presets"}
+_OWN_PRESET_MODULES = {"pcfg": "wrapperlens.experiments.pcfg_presets",
+                       "compiled": "wrapperlens.experiments.compiled_presets"}
 
 
 def register_preset(*new: Preset) -> None:

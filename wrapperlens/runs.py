@@ -6,7 +6,7 @@ Every stage of every experiment (PCFG, compiled programs, TinyStories) writes on
 |---|---|---|
 | `config.json` | the stage runner, before training | every config that made the run, its stage and `parent` |
 | `model.json`, `model.safetensors` | the trainer, at every checkpoint | the TransformerLens config and the latest weights |
-| `trainer_state.safetensors` | the trainer, at every checkpoint | weights, AdamW moments, RNG state and step, in one file |
+| `trainer_state.safetensors` | the trainer, at every checkpoint | weights, optimizer state (AdamW moments or SGD momentum), RNG state and step, in one file |
 | `metrics.jsonl` | the trainer, at every evaluation | one JSON record per logged step |
 | `provenance.json` | the stage runner, when the run finishes | run id, versions, git commit, hash of the final weights |
 

@@ -7,14 +7,16 @@ the stage specs of `wrapperlens.stages` wire up.
 
 One step, in order: (1) the learning rate of the step from `lr_at`; (2) the batch of the step
 (on `W` data-parallel ranks, this rank's rows of it, see `wrapperlens.distributed`); (3) forward,
-loss, backward; (4) gradients summed over ranks; (5) clip, AdamW step; (6) at an evaluation step,
+loss, backward; (4) gradients summed over ranks; (5) clip, optimizer step (AdamW, or SGD
+with momentum for the compiled models); (6) at an evaluation step,
 `evaluate(model, step)` and a `metrics.jsonl` record; (7) at a checkpoint step, the trainer state.
 
 Files (their names and layout belong to `wrapperlens.runs.RunDir`; only rank 0 writes):
 
 - `model.json`, `model.safetensors`: the latest weights (any analysis can open them);
-- `trainer_state.safetensors`: weights, AdamW moments and the RNG state in ONE file, with the
-  step and optimizer scalars in its metadata, so a checkpoint is never half from one step and half
+- `trainer_state.safetensors`: weights, the optimizer's state tensors (AdamW moments, SGD
+  momentum buffers) and the RNG state in ONE file, with the step and optimizer scalars in its
+  metadata, so a checkpoint is never half from one step and half
   from another; written atomically every `checkpoint_every` steps;
 - `metrics.jsonl`: one JSON line per logged step (loss, lr, evaluation metrics).
 
@@ -65,11 +67,15 @@ class TrainConfig:
             "constant" (TinyStories deletion / reFT).
         warmup_frac: Fraction of the steps spent in linear warmup (paper: 0.2).
         min_lr_frac: Final learning rate as a fraction of `lr` (paper: 1/100).
-        weight_decay: AdamW decoupled weight decay, applied as minGPT does to the weight
+        weight_decay: Weight decay (AdamW: decoupled; SGD: L2), applied as minGPT does to the weight
             matrices of linear maps only (attention W_Q / W_K / W_V / W_O, MLP W_in / W_gate /
             W_out, the unembedding W_U; `DECAYED_WEIGHTS`), never to the embeddings W_E and
             W_pos, biases or LayerNorm weights (docs/choices.md §33).
         beta1, beta2: AdamW betas (minGPT: 0.9, 0.95).
+        optimizer: "adamw" (the PCFG and TinyStories stages) or "sgd" (SGD with `momentum`, the
+            paper's optimizer for the compiled models, App. C.1).
+        momentum: SGD momentum (not stated by the paper; 0.9, docs/choices.md §16). Unused by
+            AdamW.
         grad_clip: Max global gradient norm (0 disables clipping).
         loss: "next_token" (every position of the sequence, the paper's pretraining) or
             "answer" (only the answer token, the paper's fine-tuning).
@@ -94,6 +100,8 @@ class TrainConfig:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
+    optimizer: str = "adamw"
+    momentum: float = 0.9
     grad_clip: float = 1.0
     loss: str = "next_token"
     eval_every: int = 250
@@ -111,6 +119,10 @@ class TrainConfig:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"train.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"train.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if self.loss not in ("next_token", "answer"):
             raise ValueError(f"train.loss must be 'next_token' or 'answer', got {self.loss!r}")
         for name in ("warmup_frac", "min_lr_frac"):
@@ -182,17 +194,20 @@ def _is_decayed(name: str) -> bool:
     return name.rsplit(".", 1)[-1].lstrip("_") in DECAYED_WEIGHTS
 
 
-def _make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with two groups: the linear maps' weights decayed, every other parameter not."""
+def _make_optimizer(model: HookedTransformer, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD with two groups: the linear maps' weights decayed, every other parameter not."""
     named = list(model.named_parameters())
     groups = [
         {"params": [p for n, p in named if _is_decayed(n)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in named if not _is_decayed(n)], "weight_decay": 0.0},
     ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def _save_state(run: RunDir, model: HookedTransformer, opt: torch.optim.AdamW, step: int) -> None:
+def _save_state(run: RunDir, model: HookedTransformer, opt: torch.optim.Optimizer,
+                step: int) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     scalars: dict[str, float] = {}
@@ -202,15 +217,22 @@ def _save_state(run: RunDir, model: HookedTransformer, opt: torch.optim.AdamW, s
             if not state:
                 continue
             name = names[id(p)]
-            tensors[f"optim.{name}.exp_avg"] = state["exp_avg"]
-            tensors[f"optim.{name}.exp_avg_sq"] = state["exp_avg_sq"]
-            scalars[name] = float(state["step"])
+            for key, value in state.items():
+                if key == "step":  # AdamW's per-parameter step count
+                    scalars[name] = float(value)
+                elif value is not None:  # SGD's momentum_buffer is None before its first step
+                    tensors[f"optim.{name}.{key}"] = value
     tensors["rng.torch"] = torch.get_rng_state()
     run.save_state(tensors, {"step": str(step), "optimizer_steps": json.dumps(scalars)})
     run.save_model(model)
 
 
-def _load_state(run: RunDir, model: HookedTransformer, opt: torch.optim.AdamW) -> int:
+#: The state tensors each optimizer keeps per parameter (what a checkpoint must hold).
+_STATE_KEYS = {"adamw": ("exp_avg", "exp_avg_sq"), "sgd": ("momentum_buffer",)}
+
+
+def _load_state(run: RunDir, model: HookedTransformer, opt: torch.optim.Optimizer,
+                optimizer: str) -> int:
     tensors, meta = run.load_state()
     path = run.state_file
     if "step" not in meta or "optimizer_steps" not in meta:
@@ -219,23 +241,29 @@ def _load_state(run: RunDir, model: HookedTransformer, opt: torch.optim.AdamW) -
     load_state_dict_checked(model, model_state, source=str(path))
     scalars = json.loads(meta["optimizer_steps"])
     params = dict(model.named_parameters())
+    keys = _STATE_KEYS[optimizer]
     optim_names = {k[len("optim."):].rsplit(".", 1)[0] for k in tensors if k.startswith("optim.")}
     unknown = sorted((set(scalars) | optim_names) - set(params))
     other = sorted(k for k in tensors if not k.startswith(("model.", "optim.")) and k != "rng.torch")
-    if unknown or other:
-        raise CheckpointError(f"{path}: unexpected tensors {(unknown + other)[:5]}")
+    foreign = sorted(k for k in tensors if k.startswith("optim.") and k.rsplit(".", 1)[1] not in keys)
+    if unknown or other or foreign:
+        raise CheckpointError(f"{path}: unexpected tensors {(unknown + other + foreign)[:5]} "
+                              f"(train.optimizer is {optimizer!r})")
     for name in sorted(set(scalars) | optim_names):
         p = params[name]
         try:
-            moments = {k: tensors[f"optim.{name}.{k}"] for k in ("exp_avg", "exp_avg_sq")}
-            step = torch.tensor(scalars[name])
+            state = {k: tensors[f"optim.{name}.{k}"] for k in keys}
+            if optimizer == "adamw":
+                state["step"] = torch.tensor(scalars[name])
         except KeyError as e:
             raise CheckpointError(f"{path}: missing optimizer state {e} of {name!r}") from e
-        for key, value in moments.items():
-            if value.shape != p.shape:
+        for key in keys:
+            if state[key].shape != p.shape:
                 raise CheckpointError(f"{path}: tensor 'optim.{name}.{key}' has shape "
-                                      f"{tuple(value.shape)} but {name!r} is {tuple(p.shape)}")
-        opt.state[p] = {"step": step, **{k: v.to(p.device) for k, v in moments.items()}}
+                                      f"{tuple(state[key].shape)} but {name!r} is "
+                                      f"{tuple(p.shape)}")
+            state[key] = state[key].to(p.device)
+        opt.state[p] = state
     if "rng.torch" not in tensors:
         raise CheckpointError(f"{path}: missing tensor 'rng.torch' (the generator state)")
     torch.set_rng_state(tensors["rng.torch"])
@@ -312,7 +340,7 @@ def _train(model, cfg, batch_fn, run, evaluate, resume, progress, description, s
     opt = _make_optimizer(model, cfg)
     start = 0
     if resume:
-        start = _load_state(run, model, opt)
+        start = _load_state(run, model, opt, cfg.optimizer)
     if main:
         run.path.mkdir(parents=True, exist_ok=True)
         run.truncate_metrics(start if resume else None)

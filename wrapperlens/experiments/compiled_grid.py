@@ -1,0 +1,249 @@
+"""The compiled models' grid (paper App. G, Tables 3-4) as sweep jobs, and its results.
+
+`plan(preset, seeds)` lists the jobs (`wrapperlens.sweeps.Job`) of both programs over seeds:
+
+- per program and seed s: a compile run (noise seed s) and its fine-tunings at every η × C_Tr of
+  Table 3 (train.seed s);
+- Counter only: reFT at η_VS of the η_M and η_L fine-tunings with C_Tr 0 and 1 (claim 10);
+  Scr.+FT (compiled for b, fine-tuned to count a at η_VS); single-weight g·w pruning against as
+  many random weights, after η_M and η_S fine-tuning with C_Tr 1 and 0 (claim 9); the counting
+  head's attention to `a` and to `b` keys in every Counter run (claim 8);
+- Max-identifier only: how well the sorting step still delivers `n_larger` (read from its
+  labelled residual dimensions) in every run (claim 11).
+
+`reproduce_compiled(preset, out)` runs them (`wrapperlens.sweeps.run_sweep`) and writes
+`OUT/results.json`: every run's final metrics and chance floors, every analysis, Table 3 (mean,
+min and max over seeds) and the claims (`wrapperlens.experiments.compiled_claims`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wrapperlens.experiments.compiled_presets import C_TR_GRID
+from wrapperlens.checkpoints import atomic_write
+from wrapperlens.sweeps import Job, make_executor, recorded_outcomes, run_sweep
+
+__all__ = ["plan", "reproduce_compiled", "table3", "train_job", "prune_job", "readout_job",
+           "PROGRAMS", "PRUNE_KS"]
+
+_HERE = "wrapperlens.experiments.compiled_grid"
+PROGRAMS = ("counter", "max_identifier")
+PRUNE_KS = (0, 1, 2, 3, 4, 10, 20)
+_REFT_FROM = ("M", "L")  # claim 10: revival after η_M, none after η_L
+_PRUNE_ETAS = ("M", "S")
+
+
+def _key(**parts: Any) -> str:
+    return "/".join(f"{k}={v}" for k, v in parts.items())
+
+
+def plan(preset: str, seeds: int = 3, programs: tuple[str, ...] = PROGRAMS,
+         c_trs: tuple[float, ...] = C_TR_GRID) -> list[Job]:
+    """Every job of the grid (see the module docstring); keys name program, stage, η, C_Tr, seed."""
+    from wrapperlens.presets import get_preset
+
+    etas = tuple(get_preset(preset, "compiled").etas)
+    jobs: list[Job] = []
+
+    def train(key: str, stage: str, parent: str | None, eta: str | None, over: dict) -> str:
+        args = {"stage": stage, "preset": preset, "eta": eta, "overrides": over,
+                "parent": {"$value": parent} if parent else None}
+        jobs.append(Job(key, f"{_HERE}:train_job", args, (parent,) if parent else ()))
+        return key
+
+    def analysis(kind: str, run: str, **args: Any) -> None:
+        jobs.append(Job(f"{kind}/{run}", f"{_HERE}:{kind}_job", {"run": {"$value": run}, **args},
+                        (run,)))
+
+    for program in programs:
+        for seed in range(seeds):
+            # The presets' task.length is the Counter's; Max-identifier keeps the paper's 10.
+            length = {} if program == "counter" else {"task.length": 0}
+            base = {"task.program": program, **length, "compile.seed": seed}
+            compiled = train(_key(program=program, stage="compile", seed=seed), "compile", None,
+                             None, base)
+            analysis("readout", compiled)
+            for eta in etas:
+                for c_tr in c_trs:
+                    ft = train(_key(program=program, stage="finetune", eta=eta, c_tr=c_tr,
+                                    seed=seed), "finetune", compiled, eta,
+                               {"finetune.c_tr": c_tr, "train.seed": seed})
+                    analysis("readout", ft)
+                    if program != "counter":
+                        continue
+                    if eta in _PRUNE_ETAS and c_tr in (0.0, 1.0):
+                        analysis("prune", ft, ks=list(PRUNE_KS), random_seed=seed)
+                    if eta in _REFT_FROM and c_tr in (0.0, 1.0):
+                        reft = train(_key(program=program, stage="reft", after=eta, c_tr=c_tr,
+                                          seed=seed), "reft", ft, "VS", {"train.seed": seed})
+                        analysis("readout", reft)
+            if program == "counter":
+                scratch = train(_key(program=program, stage="scratch_compile", seed=seed),
+                                "compile", None, None, {**base, "compile.operand": "b"})
+                train(_key(program=program, stage="scratch_finetune", seed=seed), "finetune",
+                      scratch, "VS", {"finetune.target": "pt", "finetune.c_tr": 0.0,
+                                      "train.seed": seed})
+    return sorted(jobs, key=lambda j: bool(j.after))
+
+
+# ------------------------------------------------------------------------- job functions
+def train_job(out: str, stage: str, preset: str, eta: str | None, overrides: dict,
+              parent: dict | None, device: str = "cpu") -> dict[str, Any]:
+    """Run one stage into `out/runs/<run id>`; returns its directory, final metrics, floors."""
+    from wrapperlens.experiments.compiled_runs import resolve_compiled, run_compiled_stage
+    from wrapperlens.runs import run_id
+
+    parent_dir = str(Path(out) / parent["dir"]) if parent else None
+    run = resolve_compiled(stage, preset, parent=parent_dir, eta=eta, overrides=overrides)
+    rel = f"runs/{run_id(run.to_json())}"
+    records, seconds = run_compiled_stage(run, Path(out) / rel, progress=False, device=device)
+    final = {k: v for k, v in records[-1].items() if k.startswith("acc/")}
+    return {"dir": rel, "final": final, "floors": run.chance_floors(), "seconds": seconds,
+            "lr": run.train_config.lr if run.train_config else None,
+            "curve": [{k: v for k, v in r.items() if k == "step" or k.startswith("acc/")}
+                      for r in records]}
+
+
+def _open(out: str, run: dict):
+    from wrapperlens.experiments.compiled_runs import load_compiled_run
+
+    return load_compiled_run(Path(out) / run["dir"])
+
+
+def _eval_inputs(compiled_run, c_te: int) -> tuple[torch.Tensor, np.ndarray]:
+    n = compiled_run.train_config.eval_samples if compiled_run.train_config else 1000
+    task = compiled_run.task
+    letters, _ = task.batch(task.eval_rng(f"cte{c_te}", n), n, float(c_te))
+    return compiled_run.token_ids(letters), letters
+
+
+def readout_job(out: str, run: dict) -> dict[str, Any]:
+    """What the run's compiled circuit still delivers (claims 8 and 11), on C_Te = 0 inputs.
+
+    Counter: the counting head's (block 0, head 0) attention from the last position to keys
+    holding `a` and to keys holding `b` (summed over those keys, mean over inputs).
+    Max-identifier: the fraction of positions whose `n_larger` (the sorting step's output, read
+    as the argmax of its labelled residual dimensions after the last block) is the true number
+    of larger letters.
+    """
+    from wrapperlens.components import hook_name
+
+    compiled_run, model = _open(out, run)
+    tokens, letters = _eval_inputs(compiled_run, 0)
+    task = compiled_run.task
+    if task.config.program == "counter":
+        name = hook_name("pattern", 0)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens, names_filter=name)
+        pattern = cache[name][:, 0, -1, 1:].double().numpy()  # [batch, key letters]
+        out_ = {}
+        for letter in (task.config.o_pt, task.config.o_ft):
+            mask = letters == task.vocab.index(letter)
+            out_[f"attention_to_{letter}"] = float((pattern * mask).sum(1).mean())
+        return out_
+    name = hook_name("resid_post", model.cfg.n_layers - 1)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=name)
+    labels = compiled_run.description.residual_labels
+    dims = [i for i, label in enumerate(labels)
+            if label.startswith("n_larger:") and label.split(":")[1].isdigit()]
+    values = np.array([int(labels[i].split(":")[1]) for i in dims])
+    read = values[cache[name][:, 1:, dims].argmax(-1).numpy()]
+    truth = (letters[:, None, :] < letters[:, :, None]).sum(-1)  # keys smaller index = larger
+    return {"sorting_accuracy": float((read == truth).mean())}
+
+
+def prune_job(out: str, run: dict, ks: list[int], random_seed: int,
+              random_draws: int = 5) -> dict[str, Any]:
+    """Single-weight g·w pruning for the O_PT loss on C_Te = 0 inputs (paper App. G, Fig. 55),
+    against pruning as many random weights; every block linear map is eligible."""
+    from wrapperlens.analysis.pruning import PruneConfig, answer_loss, prune_sweep
+    from wrapperlens.analysis.pruning_control import random_prune_sweep
+
+    compiled_run, model = _open(out, run)
+    tokens, letters = _eval_inputs(compiled_run, 0)
+    grad_tokens, grad_letters = tokens[:512], letters[:512]
+    loss_fn = answer_loss(grad_tokens, tokens.shape[1] - 1,
+                          compiled_run.classes(grad_letters, compiled_run.task.config.o_pt))
+    config = PruneConfig(granularity="weight")
+
+    def evaluate(m) -> dict[str, float]:
+        return compiled_run.evaluate(m)
+
+    top = prune_sweep(model, loss_fn, ks, evaluate, config)
+    rand = random_prune_sweep(model, ks, evaluate, config, draws=random_draws, seed=random_seed)
+    return {"ks": top.ks, "top": top.metrics, "random": rand.metrics,
+            "weights": [u.label for u in top.units]}
+
+
+# ---------------------------------------------------------------------------- the sweep
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
+
+
+def table3(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table 3's rows: per program × η × C_Tr, each accuracy's mean, min and max over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in results["runs"]:
+        p = run["params"]
+        if p["stage"] == "finetune" and run["status"] == "finished":
+            groups.setdefault((p["program"], p["eta"], float(p["c_tr"])), []).append(run)
+    rows = []
+    for (program, eta, c_tr), runs in sorted(groups.items()):
+        row = {"program": program, "eta": eta, "c_tr": c_tr, "seeds": len(runs)}
+        for name in runs[0]["value"]["final"]:
+            values = [r["value"]["final"][name] for r in runs]
+            row[name] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
+        rows.append(row)
+    return rows
+
+
+def _params(key: str) -> dict[str, Any]:
+    parts = dict(part.split("=", 1) for part in key.split("/"))
+    return parts
+
+
+def reproduce_compiled(preset: str, out: str | Path, *, seeds: int = 3,
+                       programs: tuple[str, ...] = PROGRAMS, executor: str = "local",
+                       workers: int | None = None, threads: int = 1, address: str | None = None,
+                       device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Run the grid of `preset` into `out` (resuming a killed sweep) and write results.json."""
+    from wrapperlens.experiments.compiled_claims import evaluate_compiled_claims
+    from wrapperlens.presets import get_preset
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan(preset, seeds, programs)
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc=f"compiled grid [{preset}]", disable=not progress)
+    run_sweep(jobs, out / "jobs", make_executor(executor, workers=workers, threads=threads,
+                                                address=address),
+              common={"out": str(out)}, on_outcome=lambda _: bar.update())
+    bar.close()
+    outcomes = recorded_outcomes(jobs, out / "jobs")
+    runs, analyses = [], []
+    for job in jobs:
+        outcome = outcomes.get(job.key)
+        record = {"key": job.key, "status": outcome.status if outcome else "missing",
+                  "value": outcome.value if outcome else None,
+                  "error": outcome.error if outcome else None}
+        if job.target.endswith(":train_job"):
+            runs.append({**record, "params": _params(job.key)})
+        else:
+            kind, run_key = job.key.split("/", 1)
+            analyses.append({**record, "kind": kind, "run": run_key, "params": _params(run_key)})
+    results = {"preset": preset, "seeds": seeds, "programs": list(programs),
+               "etas": dict(get_preset(preset, "compiled").etas),
+               "wall_seconds": time.perf_counter() - start, "runs": runs, "analyses": analyses}
+    results["table3"] = table3(results)
+    results["claims"] = evaluate_compiled_claims(results)
+    _write_json(out / "results.json", results)
+    return results

@@ -1,0 +1,67 @@
+"""The compiled-model presets: `paper`, `cpu` and `tiny` (experiment "compiled").
+
+`paper` is the paper's setting (App. B.1, C.1; docs/paper-settings.md): the Counter on 48 letters
+(or `--task.program=max_identifier`, 10 distinct letters), N(0, 1e-3) noise on the compiled
+weights, SGD with momentum 0.9 (docs/choices.md §16), batch 96, 10K iterations with a 2K-step
+warmup then cosine to 1/100 of the peak, η_L / η_M / η_S / η_VS = 1e-1 / 1e-2 / 1e-3 / 1e-4, and
+the grid C_Tr ∈ {0, 0.2, 0.5, 0.6, 0.8, 0.9, 1}.
+
+`cpu` keeps every setting of `paper` but the length of the Counter's inputs (24 letters: a
+quarter of the paper's cost per step) and the steps (600, with the same 20 % warmup), so that the
+whole grid of both programs over 3 seeds fits 30 minutes on 2 cores (docs/choices.md §S13).
+
+`tiny` is for tests and notebooks: 12 letters, 60 steps, 200 evaluation samples.
+
+Every stage's gradient norm is clipped at 1 (the engine's default): the compiled models' large
+attention and MLP gains give gradients of norm ~1e4 at the first step, which SGD at η_L turns into
+NaNs without it (the paper adds the noise "to avoid gradient spikes" and states no clipping).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tasks.compiled_tasks import CompiledTaskConfig
+from wrapperlens.experiments.compiled_runs import CompileConfig, CompiledFinetuneConfig
+from wrapperlens.presets import Preset, register_preset
+from wrapperlens.training import TrainConfig
+
+__all__ = ["PAPER", "CPU", "TINY", "ETAS", "C_TR_GRID"]
+
+#: The paper's learning rates (App. C.1): η_L, η_M, η_S, η_VS.
+ETAS = {"L": 1e-1, "M": 1e-2, "S": 1e-3, "VS": 1e-4}
+#: The C_Tr values of Table 3.
+C_TR_GRID = (0.0, 0.2, 0.5, 0.6, 0.8, 0.9, 1.0)
+
+
+def _compiled_preset(name: str, **sections: Any) -> Preset:
+    """Fine-tuning at η_M and reFT at η_VS by default (paper App. G: reFT with η_VS revives)."""
+    sections.setdefault("compile", CompileConfig())
+    sections.setdefault("finetune_data", CompiledFinetuneConfig())
+    return Preset(name, "compiled", sections, ETAS, default_eta={"finetune": "M", "reft": "VS"})
+
+
+def _sgd(steps: int, **changes: Any) -> TrainConfig:
+    """SGD with momentum on the answer at the last position; 20 % warmup then cosine."""
+    base = TrainConfig(steps=steps, batch_size=96, optimizer="sgd", momentum=0.9,
+                       weight_decay=0.0, loss="answer", eval_every=max(1, steps // 10),
+                       checkpoint_every=max(1, steps // 2))
+    return dataclasses.replace(base, **changes)
+
+
+PAPER = _compiled_preset(
+    "paper", task=CompiledTaskConfig(program="counter"),
+    finetune=_sgd(10_000, eval_every=500, checkpoint_every=1000),
+    reft=_sgd(10_000, eval_every=500, checkpoint_every=1000, log_spaced_eval=True),
+)
+CPU = _compiled_preset(
+    "cpu", task=CompiledTaskConfig(program="counter", length=24),
+    finetune=_sgd(600), reft=_sgd(600, log_spaced_eval=True),
+)
+TINY = _compiled_preset(
+    "tiny", task=CompiledTaskConfig(program="counter", length=12),
+    finetune=_sgd(60, eval_samples=200), reft=_sgd(60, eval_samples=200, log_spaced_eval=True),
+)
+
+register_preset(PAPER, CPU, TINY)
