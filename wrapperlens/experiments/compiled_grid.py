@@ -1,6 +1,7 @@
 """The compiled models' grid (paper App. G, Tables 3-4) as sweep jobs, and its results.
 
-`plan(preset, seeds)` lists the jobs (`wrapperlens.sweeps.Job`) of both programs over seeds:
+`plan(preset)` lists the jobs (`wrapperlens.sweeps.Job`) of the preset's `grid` section
+(`wrapperlens.experiments.compiled_presets.CompiledGridConfig`: programs, seeds, ηs, C_Trs):
 
 - per program and seed s: a compile run (noise seed s) and its fine-tunings at every η × C_Tr of
   Table 3 (train.seed s);
@@ -18,6 +19,7 @@ min and max over seeds) and the claims (`wrapperlens.experiments.compiled_claims
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,16 +29,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wrapperlens.experiments.compiled_presets import C_TR_GRID
+from wrapperlens.experiments.compiled_presets import CompiledGridConfig
 from wrapperlens.checkpoints import atomic_write
 from wrapperlens.sweeps import Job, make_executor, recorded_outcomes, run_sweep
 
-__all__ = ["plan", "reproduce_compiled", "table3", "train_job", "prune_job", "readout_job",
-           "PROGRAMS", "PRUNE_KS"]
+__all__ = ["plan", "preset_grid", "reproduce_compiled", "table3", "train_job", "prune_job",
+           "readout_job"]
 
 _HERE = "wrapperlens.experiments.compiled_grid"
-PROGRAMS = ("counter", "max_identifier")
-PRUNE_KS = (0, 1, 2, 3, 4, 10, 20)
 _REFT_FROM = ("M", "L")  # claim 10: revival after η_M, none after η_L
 _PRUNE_ETAS = ("M", "S")
 
@@ -45,12 +45,21 @@ def _key(**parts: Any) -> str:
     return "/".join(f"{k}={v}" for k, v in parts.items())
 
 
-def plan(preset: str, seeds: int = 3, programs: tuple[str, ...] = PROGRAMS,
-         c_trs: tuple[float, ...] = C_TR_GRID) -> list[Job]:
-    """Every job of the grid (see the module docstring); keys name program, stage, η, C_Tr, seed."""
+def preset_grid(preset: str, seeds: int | None = None,
+                programs: tuple[str, ...] | None = None) -> CompiledGridConfig:
+    """The preset's grid section, with `seeds` and `programs` replaced when given."""
     from wrapperlens.presets import get_preset
 
-    etas = tuple(get_preset(preset, "compiled").etas)
+    grid = get_preset(preset, "compiled").grid
+    changes = {k: v for k, v in (("seeds", seeds), ("programs", programs)) if v is not None}
+    return dataclasses.replace(grid, **changes) if changes else grid
+
+
+def plan(preset: str, seeds: int | None = None,
+         programs: tuple[str, ...] | None = None) -> list[Job]:
+    """Every job of the preset's grid (see the module docstring); keys name program, stage, η,
+    C_Tr and seed."""
+    grid = preset_grid(preset, seeds, programs)
     jobs: list[Job] = []
 
     def train(key: str, stage: str, parent: str | None, eta: str | None, over: dict) -> str:
@@ -63,16 +72,16 @@ def plan(preset: str, seeds: int = 3, programs: tuple[str, ...] = PROGRAMS,
         jobs.append(Job(f"{kind}/{run}", f"{_HERE}:{kind}_job", {"run": {"$value": run}, **args},
                         (run,)))
 
-    for program in programs:
-        for seed in range(seeds):
+    for program in grid.programs:
+        for seed in range(grid.seeds):
             # The presets' task.length is the Counter's; Max-identifier keeps the paper's 10.
             length = {} if program == "counter" else {"task.length": 0}
             base = {"task.program": program, **length, "compile.seed": seed}
             compiled = train(_key(program=program, stage="compile", seed=seed), "compile", None,
                              None, base)
             analysis("readout", compiled)
-            for eta in etas:
-                for c_tr in c_trs:
+            for eta in grid.etas:
+                for c_tr in grid.c_trs:
                     ft = train(_key(program=program, stage="finetune", eta=eta, c_tr=c_tr,
                                     seed=seed), "finetune", compiled, eta,
                                {"finetune.c_tr": c_tr, "train.seed": seed})
@@ -80,8 +89,9 @@ def plan(preset: str, seeds: int = 3, programs: tuple[str, ...] = PROGRAMS,
                     if program != "counter":
                         continue
                     if eta in _PRUNE_ETAS and c_tr in (0.0, 1.0):
-                        analysis("prune", ft, ks=list(PRUNE_KS), random_seed=seed)
-                    if eta in _REFT_FROM and c_tr in (0.0, 1.0):
+                        analysis("prune", ft, ks=list(grid.prune_ks), random_seed=seed,
+                                 random_draws=grid.prune_random_draws)
+                    if eta in _REFT_FROM and c_tr in (0.0, 1.0) and "VS" in grid.etas:
                         reft = train(_key(program=program, stage="reft", after=eta, c_tr=c_tr,
                                           seed=seed), "reft", ft, "VS", {"train.seed": seed})
                         analysis("readout", reft)
@@ -190,15 +200,24 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def table3(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Table 3's rows: per program × η × C_Tr, each accuracy's mean, min and max over seeds."""
+    """Table 3's rows: per program × η × C_Tr, each accuracy's mean, min and max over seeds,
+    after the program's compile row (η "-", C_Tr None: the noisy compiled model, before any
+    fine-tuning)."""
     groups: dict[tuple, list[dict]] = {}
     for run in results["runs"]:
         p = run["params"]
-        if p["stage"] == "finetune" and run["status"] == "finished":
+        if run["status"] != "finished":
+            continue
+        if p["stage"] == "finetune":
             groups.setdefault((p["program"], p["eta"], float(p["c_tr"])), []).append(run)
+        elif p["stage"] == "compile":  # the starting point: compiled, plus the noise
+            groups.setdefault((p["program"], "-", -1.0), []).append(run)
     rows = []
-    for (program, eta, c_tr), runs in sorted(groups.items()):
-        row = {"program": program, "eta": eta, "c_tr": c_tr, "seeds": len(runs)}
+    order = {"-": 0, "L": 1, "M": 2, "S": 3, "VS": 4}
+    for (program, eta, c_tr), runs in sorted(groups.items(),
+                                             key=lambda kv: (kv[0][0], order[kv[0][1]], kv[0][2])):
+        row = {"program": program, "eta": eta, "c_tr": None if c_tr < 0 else c_tr,
+               "seeds": len(runs)}
         for name in runs[0]["value"]["final"]:
             values = [r["value"]["final"][name] for r in runs]
             row[name] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
@@ -211,8 +230,8 @@ def _params(key: str) -> dict[str, Any]:
     return parts
 
 
-def reproduce_compiled(preset: str, out: str | Path, *, seeds: int = 3,
-                       programs: tuple[str, ...] = PROGRAMS, executor: str = "local",
+def reproduce_compiled(preset: str, out: str | Path, *, seeds: int | None = None,
+                       programs: tuple[str, ...] | None = None, executor: str = "local",
                        workers: int | None = None, threads: int = 1, address: str | None = None,
                        device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Run the grid of `preset` into `out` (resuming a killed sweep) and write results.json."""
@@ -221,7 +240,8 @@ def reproduce_compiled(preset: str, out: str | Path, *, seeds: int = 3,
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan(preset, seeds, programs)
+    grid = preset_grid(preset, seeds, programs)
+    jobs = plan(preset, grid.seeds, grid.programs)
     start = time.perf_counter()
     bar = tqdm(total=len(jobs), desc=f"compiled grid [{preset}]", disable=not progress)
     run_sweep(jobs, out / "jobs", make_executor(executor, workers=workers, threads=threads,
@@ -240,7 +260,7 @@ def reproduce_compiled(preset: str, out: str | Path, *, seeds: int = 3,
         else:
             kind, run_key = job.key.split("/", 1)
             analyses.append({**record, "kind": kind, "run": run_key, "params": _params(run_key)})
-    results = {"preset": preset, "seeds": seeds, "programs": list(programs),
+    results = {"preset": preset, "seeds": grid.seeds, "programs": list(grid.programs),
                "etas": dict(get_preset(preset, "compiled").etas),
                "wall_seconds": time.perf_counter() - start, "runs": runs, "analyses": analyses}
     results["table3"] = table3(results)

@@ -10,7 +10,8 @@ the grid C_Tr ∈ {0, 0.2, 0.5, 0.6, 0.8, 0.9, 1}.
 quarter of the paper's cost per step) and the steps (600, with the same 20 % warmup), so that the
 whole grid of both programs over 3 seeds fits 30 minutes on 2 cores (docs/choices.md §S13).
 
-`tiny` is for tests and notebooks: 12 letters, 60 steps, 200 evaluation samples.
+`tiny` is for tests and notebooks: 12 letters, 60 steps, 200 evaluation samples, a grid of one
+seed and C_Tr 0 and 1.
 
 Every stage's gradient norm is clipped at 1 (the engine's default): the compiled models' large
 attention and MLP gains give gradients of norm ~1e4 at the first step, which SGD at η_L turns into
@@ -20,6 +21,7 @@ NaNs without it (the paper adds the noise "to avoid gradient spikes" and states 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from tasks.compiled_tasks import CompiledTaskConfig
@@ -27,7 +29,7 @@ from wrapperlens.experiments.compiled_runs import CompileConfig, CompiledFinetun
 from wrapperlens.presets import Preset, register_preset
 from wrapperlens.training import TrainConfig
 
-__all__ = ["PAPER", "CPU", "TINY", "ETAS", "C_TR_GRID"]
+__all__ = ["PAPER", "CPU", "TINY", "ETAS", "C_TR_GRID", "CompiledGridConfig"]
 
 #: The paper's learning rates (App. C.1): η_L, η_M, η_S, η_VS.
 ETAS = {"L": 1e-1, "M": 1e-2, "S": 1e-3, "VS": 1e-4}
@@ -35,10 +37,46 @@ ETAS = {"L": 1e-1, "M": 1e-2, "S": 1e-3, "VS": 1e-4}
 C_TR_GRID = (0.0, 0.2, 0.5, 0.6, 0.8, 0.9, 1.0)
 
 
+@dataclass(frozen=True)
+class CompiledGridConfig:
+    """What `wrapperlens compiled grid` runs (`wrapperlens.experiments.compiled_grid.plan`).
+
+    Attributes:
+        seeds: Seeds per cell (each: the compile noise and every stage's data order).
+        programs: "counter" and / or "max_identifier".
+        etas: The fine-tuning learning rates, by name.
+        c_trs: The C_Tr values (Table 3's).
+        prune_ks: Numbers of single weights pruned (0 = unpruned).
+        prune_random_draws: Random-weight draws per K (the control).
+    """
+
+    seeds: int = 3
+    programs: tuple[str, ...] = ("counter", "max_identifier")
+    etas: tuple[str, ...] = ("L", "M", "S", "VS")
+    c_trs: tuple[float, ...] = C_TR_GRID
+    prune_ks: tuple[int, ...] = (0, 1, 2, 3, 4, 10, 20)
+    prune_random_draws: int = 5
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"grid.seeds={self.seeds} must be >= 1")
+        bad = [p for p in self.programs if p not in ("counter", "max_identifier")] or \
+            [e for e in self.etas if e not in ETAS]
+        if bad or not self.programs or not self.etas:
+            raise ValueError(f"grid: unknown or empty programs / etas: {bad or 'empty'} "
+                             f"(programs: counter, max_identifier; etas: {', '.join(ETAS)})")
+        if not self.c_trs or any(not 0.0 <= c <= 1.0 for c in self.c_trs):
+            raise ValueError(f"grid.c_trs={self.c_trs}: values in [0, 1], at least one")
+        if 0 not in self.prune_ks or self.prune_random_draws < 1:
+            raise ValueError("grid.prune_ks must include 0 (the unpruned model) and "
+                             "grid.prune_random_draws must be >= 1")
+
+
 def _compiled_preset(name: str, **sections: Any) -> Preset:
     """Fine-tuning at η_M and reFT at η_VS by default (paper App. G: reFT with η_VS revives)."""
     sections.setdefault("compile", CompileConfig())
     sections.setdefault("finetune_data", CompiledFinetuneConfig())
+    sections.setdefault("grid", CompiledGridConfig())
     return Preset(name, "compiled", sections, ETAS, default_eta={"finetune": "M", "reft": "VS"})
 
 
@@ -62,6 +100,8 @@ CPU = _compiled_preset(
 TINY = _compiled_preset(
     "tiny", task=CompiledTaskConfig(program="counter", length=12),
     finetune=_sgd(60, eval_samples=200), reft=_sgd(60, eval_samples=200, log_spaced_eval=True),
+    grid=CompiledGridConfig(seeds=1, c_trs=(0.0, 1.0), prune_ks=(0, 1, 2, 4),
+                            prune_random_draws=2),
 )
 
 register_preset(PAPER, CPU, TINY)
