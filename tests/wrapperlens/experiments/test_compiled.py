@@ -1,0 +1,189 @@
+"""The compiled models' stages, grid and claims 8-12 (wrapperlens.experiments.compiled_*)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.rasp import evaluate
+from wrapperlens.config import ConfigError
+from wrapperlens.experiments.compiled_claims import evaluate_compiled_claims
+from wrapperlens.experiments.compiled_grid import plan, readout_job, reproduce_compiled
+from wrapperlens.experiments.compiled_runs import (
+    load_compiled_run,
+    resolve_compiled,
+    run_compiled_stage,
+)
+from wrapperlens.runs import RunDir
+from wrapperlens.stages import run_stage
+
+FAST = {"train.steps": 12, "train.eval_every": 6, "train.eval_samples": 100,
+        "train.checkpoint_every": 4}
+
+
+def _compile(root, **overrides):
+    run = resolve_compiled("compile", "tiny", overrides=overrides)
+    run_compiled_stage(run, root / "compiled", progress=False)
+    return run, root / "compiled"
+
+
+def test_without_noise_the_compile_run_is_the_exact_program(tmp_path):
+    run, path = _compile(tmp_path, **{"compile.noise_std": 0.0})
+    record = RunDir(path).metrics()[0]
+    assert record["acc/O_PT/cte0"] == record["acc/O_PT/cte1"] == 1.0
+    # and its weights answer as the RASP evaluator on fresh inputs
+    _, model = load_compiled_run(path)
+    letters = run.task.natural(np.random.default_rng(5), 50)
+    with torch.no_grad():
+        predicted = model(run.token_ids(letters))[:, -1].argmax(-1)
+    values = [run.description.output_values[i] for i in predicted]
+    expected = [evaluate(run.task.program("a"), [run.task.vocab[i] for i in row])[-1]
+                for row in letters]
+    assert values == expected
+
+
+def test_noise_is_seeded_and_changes_every_weight(tmp_path):
+    _, a = _compile(tmp_path / "a", **{"compile.seed": 3})
+    _, b = _compile(tmp_path / "b", **{"compile.seed": 3})
+    _, c = _compile(tmp_path / "c", **{"compile.seed": 4})
+    exact = resolve_compiled("compile", "tiny").new_model().state_dict()
+    wa, wb, wc = (load_compiled_run(p)[1].state_dict() for p in (a, b, c))
+    for name, value in exact.items():
+        if name in dict(load_compiled_run(a)[1].named_parameters()):
+            assert torch.equal(wa[name], wb[name]) and not torch.equal(wa[name], wc[name])
+            assert 0 < (wa[name] - value).std() < 2e-3
+
+
+def test_finetune_and_reft_chain_resumes_to_the_same_weights(tmp_path):
+    _, compiled = _compile(tmp_path)
+    ft = resolve_compiled("finetune", "tiny", parent=compiled, overrides=FAST)
+    assert ft.train_config.optimizer == "sgd" and ft.train_config.lr == 1e-2  # η_M
+    run_compiled_stage(ft, tmp_path / "ft", progress=False)
+    # killed after 5 steps, then resumed: the momentum buffers come back from the checkpoint
+    run_stage(ft.spec(), tmp_path / "killed", progress=False, stop_after=5)
+    run_stage(ft.spec(), tmp_path / "killed", progress=False, resume=True)
+    whole = RunDir(tmp_path / "ft").load_model().state_dict()
+    resumed = RunDir(tmp_path / "killed").load_model().state_dict()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    reft = resolve_compiled("reft", "tiny", parent=tmp_path / "ft", overrides=FAST)
+    records, _ = run_compiled_stage(reft, tmp_path / "reft", progress=False)
+    assert reft.train_config.lr == 1e-4 and reft.sections["finetune"] == ft.sections["finetune"]
+    # the logged metrics are those of the saved weights, recomputed independently
+    run, model = load_compiled_run(tmp_path / "reft")
+    assert run.evaluate(model) == {k: v for k, v in records[-1].items() if k.startswith("acc/")}
+
+
+def test_training_rows_end_with_the_answer_class(tmp_path):
+    _, compiled = _compile(tmp_path)
+    for target, operand in (("ft", "b"), ("pt", "a")):
+        over = {**FAST, "finetune.target": target, "finetune.c_tr": 1.0 if target == "ft" else 0}
+        run = resolve_compiled("finetune", "tiny", parent=compiled, overrides=over)
+        batch = run.batch(0)
+        letters = batch.tokens[:, 1:-1].numpy() - 1  # BOS is id 0, letter i is id i + 1
+        values = [run.description.output_values[i] for i in batch.tokens[:, -1]]
+        assert values == list(run.task.answers(letters, operand))
+        assert batch.loss_mask.sum() == len(letters) and batch.loss_mask[:, -1].all()
+
+
+@pytest.mark.parametrize("stage,parent,overrides,match", [
+    ("compile", "x", {}, "--from is not allowed"),
+    ("finetune", None, {}, "needs --from"),
+    ("reft", "compiled", {}, "starts from a compiled finetune run"),
+    ("finetune", "compiled", {"task.length": 5}, "fixed by the parent run"),
+    ("finetune", "compiled", {"finetune.target": "pt", "finetune.c_tr": 0.5}, "natural inputs"),
+])
+def test_bad_stages_are_refused(tmp_path, stage, parent, overrides, match):
+    _compile(tmp_path)
+    parent_dir = tmp_path / parent if parent else None
+    with pytest.raises((ConfigError, ValueError), match=match):
+        resolve_compiled(stage, "tiny", parent=parent_dir, overrides=overrides)
+
+
+def test_reft_must_use_a_smaller_rate(tmp_path):
+    _, compiled = _compile(tmp_path)
+    run_compiled_stage(resolve_compiled("finetune", "tiny", parent=compiled, eta="S",
+                                        overrides=FAST), tmp_path / "ft", progress=False)
+    with pytest.raises(ConfigError, match="not below train.lr=0.001"):
+        resolve_compiled("reft", "tiny", parent=tmp_path / "ft", eta="M")
+
+
+def test_counter_readout_sums_attention_to_each_letter(tmp_path):
+    _, path = _compile(tmp_path, **{"compile.noise_std": 0.0})
+    value = readout_job(str(tmp_path), {"dir": "compiled"})
+    # the exact counting head splits the last query's attention between BOS and the a's: a
+    # fraction count(a) / (count(a) + 1) goes to a, nothing to b (mean over inputs)
+    run, _ = load_compiled_run(path)
+    n = run.train_config.eval_samples if run.train_config else 1000
+    letters, _ = run.task.batch(run.task.eval_rng("cte0", n), n, 0.0)
+    count = (letters == 0).sum(1)
+    assert value["attention_to_a"] == pytest.approx(np.mean(count / (count + 1)), abs=1e-5)
+    assert value["attention_to_b"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sorting_readout_of_the_exact_max_identifier_is_perfect(tmp_path):
+    _compile(tmp_path, **{"compile.noise_std": 0.0, "task.program": "max_identifier",
+                          "task.length": 0})
+    assert readout_job(str(tmp_path), {"dir": "compiled"}) == {"sorting_accuracy": 1.0}
+
+
+def test_the_plan_covers_table3_and_its_analyses():
+    jobs = {j.key: j for j in plan("cpu")}
+    ft = [k for k in jobs if "stage=finetune" in k and k.startswith("program=")]
+    assert len(ft) == 2 * 4 * 7 * 3  # programs × η × C_Tr × seeds
+    assert sum(k.startswith("prune/") for k in jobs) == 2 * 2 * 3  # η_M, η_S × C_Tr 0, 1
+    assert sum("stage=reft" in k and k.startswith("program=") for k in jobs) == 2 * 2 * 3
+    for job in jobs.values():
+        assert set(job.after) <= set(jobs)
+
+
+@pytest.mark.slow
+def test_the_tiny_grid_runs_and_decides_every_claim(tmp_path):
+    results = reproduce_compiled("tiny", tmp_path, executor="inline", progress=False)
+    assert all(r["status"] == "finished" for r in results["runs"] + results["analyses"])
+    rows = {(r["program"], r["eta"], r["c_tr"]): r for r in results["table3"]}
+    assert ("counter", "-", None) in rows and ("max_identifier", "VS", 1.0) in rows
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["table3"] == results["table3"]
+    statuses = {c["id"]: c["status"] for c in results["claims"]}
+    assert set(statuses) == {8, 9, 10, 11, 12} and "not covered" not in statuses.values()
+    # a rerun recomputes nothing: every run directory is reused
+    again = reproduce_compiled("tiny", tmp_path, executor="inline", progress=False)
+    assert again["table3"] == results["table3"]
+
+
+def _run(program, stage, final, **params):
+    return {"status": "finished", "params": {"program": program, "stage": stage, **params},
+            "value": {"final": final, "floors": {"acc/O_FT/cte1": 0.2}}}
+
+
+def test_claim_rules_on_hand_made_results():
+    ok = {"acc/O_FT/cte1": 0.95, "acc/O_FT/cte0": 0.01, "acc/O_PT/cte0": 0.9}
+    runs = [_run("counter", "finetune", ok, eta="S", c_tr=c, seed="0") for c in (0.5, 1.0)]
+    runs += [_run("counter", "reft", {"acc/O_PT/cte0": v}, after=a, c_tr=1.0, seed="0")
+             for a, v in (("M", 0.9), ("L", 0.1))]
+    readout = lambda program, value, **p: {  # noqa: E731
+        "kind": "readout", "status": "finished", "value": value,
+        "params": {"program": program, "stage": "finetune", "seed": "0", **p}}
+    analyses = [readout("counter", {"attention_to_a": 0.8, "attention_to_b": 0.1}, eta="S",
+                        c_tr=1.0),
+                readout("counter", {"attention_to_a": 0.2, "attention_to_b": 0.7}, eta="M",
+                        c_tr=0.0)]
+    analyses += [readout("max_identifier", {"sorting_accuracy": v}, eta=e, c_tr=0.0)
+                 for e, v in (("VS", 0.95), ("L", 0.2), ("M", 0.3), ("S", 0.1))]
+    prune = {"ks": [0, 1, 2], "top": [{"acc/O_PT/cte0": a} for a in (0.1, 0.8, 0.85)],
+             "random": [{"acc/O_PT/cte0": a} for a in (0.1, 0.1, 0.12)]}
+    analyses.append({"kind": "prune", "status": "finished", "value": prune,
+                     "params": {"program": "counter", "stage": "finetune", "eta": "M",
+                                "c_tr": 1.0, "seed": "0"}})
+    claims = {c["id"]: c for c in evaluate_compiled_claims({"runs": runs, "analyses": analyses})}
+    assert {i: c["status"] for i, c in claims.items()} == {i: "reproduced" for i in range(8, 13)}
+    # K = 2 gains 0.75 against 0.02 at random, more than K = 1 (0.7 against 0)
+    assert claims[9]["values"] == [pytest.approx(0.73)] and "[2]" in claims[9]["note"]
+    assert claims[10]["values"] == [pytest.approx(0.8)]
+    # the same claim with a failed shortcut is not reproduced
+    runs[0]["value"]["final"] = {**ok, "acc/O_FT/cte1": 0.3}
+    runs[1]["value"]["final"] = {**ok, "acc/O_FT/cte1": 0.3}
+    assert evaluate_compiled_claims({"runs": runs, "analyses": analyses})[4]["status"] == \
+        "not reproduced"
+    assert evaluate_compiled_claims({"runs": [], "analyses": []})[0]["status"] == "not covered"
