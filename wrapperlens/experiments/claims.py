@@ -231,7 +231,8 @@ def _not_covered(why: str) -> Callable[[Results], Measured]:
 
 
 _APPENDIX = "an appendix experiment the grid does not run yet"
-_TRACR = "compiled (Tracr-style) models: not part of this grid yet"
+_TRACR = ("compiled (Tracr-style) models: decided by `wrapperlens compiled grid` "
+          "(docs/reproduction.md §5)")
 _STORIES = "TinyStories: run `wrapperlens tinystories pipeline` (not joined to this table yet)"
 
 CLAIMS: tuple[Claim, ...] = (
