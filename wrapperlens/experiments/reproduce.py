@@ -118,10 +118,26 @@ def _write_results(out: Path, planned, outcomes: Mapping[str, Outcome],
         "wall_seconds": record.get("wall_seconds", 0.0), "seed_roles": SEED_ROLES,
         **collect(out, planned, outcomes),
     }
-    results["claims"] = evaluate_claims(results)
+    results["claims"] = _join_compiled_claims(out, evaluate_claims(results))
     write_json(out / "results.json", results)
     write_report(out, results)
     return results
+
+
+#: Where a compiled models' grid (`wrapperlens compiled grid --out DIR/compiled`) joins claims
+#: 8-12 to this table (docs/reproduction.md §5).
+COMPILED_DIR = "compiled"
+
+
+def _join_compiled_claims(out: Path, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claims 8-12 from `out/compiled/results.json` when that grid has run, else as they are."""
+    path = out / COMPILED_DIR / "results.json"
+    if not path.exists():
+        return claims
+    grid = read_json(path)
+    source = f"(from {COMPILED_DIR}/results.json, preset {grid['preset']})"
+    compiled = {c["id"]: {**c, "note": f"{c['note']} {source}".strip()} for c in grid["claims"]}
+    return [compiled.get(c["id"], c) for c in claims]
 
 
 def rebuild_report(out: str | Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ equal, number for number (CPU training with one thread per run is bit-determinis
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -86,6 +87,23 @@ def test_report_rebuilds_from_the_runs_alone(finished, tmp_path):
     assert (copy / "report.html").stat().st_size > 0
     with pytest.raises(ConfigError, match="no sweep.json"):
         rebuild_report(tmp_path)
+
+
+def test_a_compiled_grid_beside_the_sweep_joins_claims_8_to_12(finished, tmp_path):
+    out, results = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert all(c["status"] == "not covered" for c in results["claims"] if 8 <= c["id"] <= 12)
+    compiled = [{"id": i, "title": f"claim {i}", "paper": "", "quantity": "q", "threshold": 0.0,
+                 "rule": "", "values": [0.5], "mean": 0.5, "spread": [0.5, 0.5], "floor": None,
+                 "status": "reproduced", "seeds_vary": "", "note": ""} for i in range(8, 13)]
+    (copy / "compiled").mkdir()
+    (copy / "compiled" / "results.json").write_text(json.dumps({"preset": "tiny",
+                                                                "claims": compiled}))
+    joined = {c["id"]: c for c in rebuild_report(copy)["claims"]}
+    assert all(joined[i]["status"] == "reproduced" and "compiled/results.json" in joined[i]["note"]
+               for i in range(8, 13))
+    assert [joined[i] for i in (1, 2, 7)] == [c for c in results["claims"] if c["id"] in (1, 2, 7)]
 
 
 def test_a_killed_sweep_resumes_without_recomputing_a_finished_run(finished, tmp_path):
