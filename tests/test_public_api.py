@@ -41,6 +41,11 @@ NOT_EXPORTED: dict[str, dict[str, set[str] | None]] = {  # None: the whole modul
             "STAGES", "SECTION_TYPES",  # each experiment has its own
         },
         "pcfg_presets": None,  # PAPER / CPU / DEMO / TINY: read through wrapperlens.get_preset
+        "compiled_presets": None,  # as pcfg_presets: get_preset(name, "compiled")
+        "compiled_runs": {"STAGES", "SECTION_TYPES"},  # each experiment has its own
+        # the PCFG grid's names (`grid`) are the package's; the compiled grid's are reached
+        # through their module
+        "compiled_grid": {"plan", "preset_grid", "train_job", "prune_job", "prune_run"},
         "report_plots": None,  # the report's own drawing (Figure, Panel, Series, spread)
     },
     "tinystories": {

@@ -9,6 +9,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 PCFG = NOTEBOOKS / "01_pcfg_wrapper.ipynb"
+COMPILED = NOTEBOOKS / "02_compiled_counter.ipynb"
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
@@ -49,3 +50,39 @@ def test_pcfg_notebook_runs_at_tiny_scale(tmp_path, monkeypatch):
         assert (out / "analysis" / name).stat().st_size > 0, name
     # Every code cell ran.
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_compiled_counter_notebook_runs_at_tiny_scale(tmp_path, monkeypatch):
+    from wrapperlens.experiments.compiled_grid import preset_grid
+    from wrapperlens.experiments.compiled_runs import EVAL_SETS
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("WRAPPERLENS_NOTEBOOK_PRESET", "tiny")
+    monkeypatch.setenv("WRAPPERLENS_NOTEBOOK_OUT", str(out))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    nb = nbformat.read(COMPILED, as_version=4)
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError naming the failing cell (its asserts included)
+    assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "tiny"
+    # The noise-free compiled Counter counts a exactly, whatever the noise does to the other row.
+    exact = summary["compile"]["noise_std=0"]
+    assert exact["acc/O_PT/cte0"] == exact["acc/O_PT/cte1"] == 1.0
+    assert set(summary["finetune"]) == {"c_tr=1", "c_tr=0"}
+    for run in summary["finetune"].values():
+        assert set(EVAL_SETS) <= set(run["final"]) and run["final"]["step"] > 0
+    # Both fine-tunings start from the same compiled run, evaluated on the same sets.
+    assert summary["finetune"]["c_tr=1"]["step0"] == summary["finetune"]["c_tr=0"]["step0"]
+    assert set(summary["attention"]) == {"compiled + noise", "fine-tuned, C_Tr = 1",
+                                         "fine-tuned, C_Tr = 0"}
+    prune = summary["prune"]
+    assert prune["ks"] == list(preset_grid("tiny").prune_ks)
+    # K = 0 prunes nothing: both sweeps then measure the fine-tuned model of the C_Tr = 1 run.
+    unpruned = {k: summary["finetune"]["c_tr=1"]["final"][k] for k in EVAL_SETS}
+    assert prune["top"][0] == prune["random"][0] == pytest.approx(unpruned)
+    assert len(prune["weights"]) == max(prune["ks"])
+    assert (out / "prune.png").stat().st_size > 0

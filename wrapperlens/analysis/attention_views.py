@@ -70,15 +70,19 @@ def _view(
     layer: int,
     min_value: float,
     max_value: float,
+    causal: bool = True,
 ) -> tuple[str, str, str]:
-    """(div id, library JS, render call) for one layer's heads, from circuitsvis's local_src."""
+    """(div id, library JS, render call) for one layer's heads, from circuitsvis's local_src.
+
+    `causal` hides the keys after each query (they get no attention); a bidirectional model (the
+    compiled ones) attends to them, so they are drawn."""
     rendered = circuitsvis.attention.attention_heads(
         attention=pattern,
         tokens=str_tokens,
         attention_head_names=[f"L{layer}H{h}" for h in range(pattern.shape[0])],
         min_value=min_value,
         max_value=max_value,
-        mask_upper_tri=True,
+        mask_upper_tri=causal,
     )
     match = _LOCAL_SRC.match(rendered.local_src)
     if match is None:
@@ -133,7 +137,8 @@ def attention_page(
         for name, pattern in columns.items():
             diff = name not in patterns
             div_id, js, call = _view(pattern[i], [str(t) for t in str_tokens], layer,
-                                     -max_value if diff else 0.0, max_value)
+                                     -max_value if diff else 0.0, max_value,
+                                     causal=first.cfg.attention_dir == "causal")
             library = library or js
             cells.append(f'<div class="cell"><h3>{html.escape(name)}</h3>'
                          f'<div id="{div_id}"></div><script>{call}</script></div>')

@@ -8,9 +8,11 @@
 Modules: `options` (the options every command shares, defined once: `--from`, `--out`,
 `--preset`, `--config`, `--resume`, `--device`, `--no-progress`, and the `--SECTION.KEY=VALUE`
 overrides), `stages` (pretrain, finetune, reft, eval), `reproduce` (reproduce, report),
-`analysis` (prune, probe, patch, attribute, attention, wrapper-map, scratch-baseline). The TinyStories commands live with
-their experiment in `tinystories.cli`, built from the same options; this package imports it only
-inside `build_parser` (`wrapperlens` never imports `tinystories` at import time).
+`analysis` (prune, probe, patch, attribute, attention, wrapper-map, scratch-baseline), `compiled`
+(`wrapperlens compiled compile | finetune | reft | grid | prune | attention`, the compiled RASP
+models). The TinyStories commands live with their experiment in `tinystories.cli`, built from the
+same options; this package imports it only inside `build_parser` (`wrapperlens` never imports
+`tinystories` at import time).
 
 Conventions: a command that reads a run takes it as `--from RUN`; `--preset` defaults to that
 run's preset (else `cpu`); any config value is `--SECTION.KEY=VALUE` or comes from
@@ -42,6 +44,7 @@ __all__ = ["main", "build_parser", "USER_ERRORS"]
 def build_parser() -> Parser:
     """The `wrapperlens` parser with every command (imports no torch, TransformerLens, tasks)."""
     from wrapperlens.cli.analysis import add_analysis_commands
+    from wrapperlens.cli.compiled import add_compiled_commands
     from wrapperlens.cli.reproduce import add_reproduce_commands
     from wrapperlens.cli.stages import add_stage_commands
 
@@ -55,6 +58,7 @@ def build_parser() -> Parser:
     add_stage_commands(sub)  # pretrain, finetune, reft, eval
     add_reproduce_commands(sub)  # reproduce, report
     add_analysis_commands(sub)  # prune, probe, patch, attribute, attention, wrapper-map, ...
+    add_compiled_commands(sub)  # wrapperlens compiled compile | finetune | reft | grid | ...
     from tinystories.cli import add_tinystories_commands  # light: its commands import lazily
 
     add_tinystories_commands(sub)  # wrapperlens tinystories prepare | tokenizer | pretrain | ...

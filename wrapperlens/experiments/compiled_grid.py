@@ -34,7 +34,7 @@ from wrapperlens.checkpoints import atomic_write
 from wrapperlens.sweeps import Job, make_executor, recorded_outcomes, run_sweep
 
 __all__ = ["plan", "preset_grid", "reproduce_compiled", "table3", "train_job", "prune_job",
-           "readout_job"]
+           "prune_run", "readout_job"]
 
 _HERE = "wrapperlens.experiments.compiled_grid"
 _REFT_FROM = ("M", "L")  # claim 10: revival after η_M, none after η_L
@@ -135,14 +135,14 @@ def _eval_inputs(compiled_run, c_te: int) -> tuple[torch.Tensor, np.ndarray]:
     return compiled_run.token_ids(letters), letters
 
 
-def readout_job(out: str, run: dict) -> dict[str, Any]:
+def readout_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:
     """What the run's compiled circuit still delivers (claims 8 and 11), on C_Te = 0 inputs.
 
     Counter: the counting head's (block 0, head 0) attention from the last position to keys
     holding `a` and to keys holding `b` (summed over those keys, mean over inputs).
     Max-identifier: the fraction of positions whose `n_larger` (the sorting step's output, read
     as the argmax of its labelled residual dimensions after the last block) is the true number
-    of larger letters.
+    of larger letters. Runs on the CPU, whatever the sweep's `device`.
     """
     from wrapperlens.components import hook_name
 
@@ -172,13 +172,30 @@ def readout_job(out: str, run: dict) -> dict[str, Any]:
 
 
 def prune_job(out: str, run: dict, ks: list[int], random_seed: int,
+              random_draws: int = 5, device: str = "cpu") -> dict[str, Any]:
+    """`prune_run` of the grid's run `out/run["dir"]` (on the CPU, whatever the sweep's
+    `device`: the compiled models are small)."""
+    return prune_run(Path(out) / run["dir"], ks, random_seed, random_draws)
+
+
+def prune_run(run_dir: str | Path, ks: list[int], random_seed: int = 0,
               random_draws: int = 5) -> dict[str, Any]:
     """Single-weight g·w pruning for the O_PT loss on C_Te = 0 inputs (paper App. G, Fig. 55),
-    against pruning as many random weights; every block linear map is eligible."""
+    against pruning as many random weights; every block linear map is eligible.
+
+    The gradient is taken on the first 512 inputs of the run's C_Te = 0 evaluation set; every K
+    is evaluated on all of the run's evaluation sets (`CompiledRun.evaluate`).
+
+    Returns:
+        {"ks": the sorted Ks, "top": metrics after zeroing the top-K weights, per K, "random":
+        the mean metrics after zeroing K random weights (`random_draws` nested draws from
+        `random_seed`), per K, "weights": the labels of the top-max(K) weights, best first}.
+    """
     from wrapperlens.analysis.pruning import PruneConfig, answer_loss, prune_sweep
     from wrapperlens.analysis.pruning_control import random_prune_sweep
+    from wrapperlens.experiments.compiled_runs import load_compiled_run
 
-    compiled_run, model = _open(out, run)
+    compiled_run, model = load_compiled_run(run_dir)
     tokens, letters = _eval_inputs(compiled_run, 0)
     grad_tokens, grad_letters = tokens[:512], letters[:512]
     loss_fn = answer_loss(grad_tokens, tokens.shape[1] - 1,
@@ -246,7 +263,7 @@ def reproduce_compiled(preset: str, out: str | Path, *, seeds: int | None = None
     bar = tqdm(total=len(jobs), desc=f"compiled grid [{preset}]", disable=not progress)
     run_sweep(jobs, out / "jobs", make_executor(executor, workers=workers, threads=threads,
                                                 address=address),
-              common={"out": str(out)}, on_outcome=lambda _: bar.update())
+              common={"out": str(out), "device": device}, on_outcome=lambda _: bar.update())
     bar.close()
     outcomes = recorded_outcomes(jobs, out / "jobs")
     runs, analyses = [], []
