@@ -334,8 +334,8 @@ def _percent(cell: Mapping[str, float] | None) -> str:
 
 def table3_text(results: Mapping[str, Any]) -> str:
     """Table 3 of a grid's results (`results["table3"]`) as aligned text: per program, η and
-    C_Tr, each accuracy's mean [min, max] over seeds in %; η "-" is the noisy compiled model
-    before fine-tuning."""
+    C_Tr, each accuracy's mean [min, max] over seeds in %; η "floor" is each set's chance floor,
+    η "-" the noisy compiled model before fine-tuning."""
     header = ["program", "η", "C_Tr", "O_PT C_Te=1", "O_FT C_Te=1", "O_PT C_Te=0",
               "O_FT C_Te=0", "seeds"]
     rows = [[r["program"], r["eta"], "-" if r["c_tr"] is None else f"{r['c_tr']:g}",
@@ -347,7 +347,8 @@ def table3_text(results: Mapping[str, Any]) -> str:
         return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
-    title = "Table 3: Acc (%), mean [min, max] over seeds; η '-': the compiled model + noise"
+    title = ("Table 3: Acc (%), mean [min, max] over seeds; η 'floor': the majority answer's "
+             "rate (chance), η '-': the compiled model + noise, before fine-tuning")
     return "\n".join([title, line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 

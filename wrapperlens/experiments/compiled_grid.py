@@ -217,9 +217,12 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def table3(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Table 3's rows: per program × η × C_Tr, each accuracy's mean, min and max over seeds,
-    after the program's compile row (η "-", C_Tr None: the noisy compiled model, before any
-    fine-tuning)."""
+    """Table 3's rows: per program × η × C_Tr, each accuracy's mean, min and max over seeds.
+
+    Each program starts with two rows of C_Tr None: η "floor", the chance floor of each
+    evaluation set (the rate of its most common answer, over the fine-tuning runs), and η "-",
+    the noisy compiled model before any fine-tuning.
+    """
     groups: dict[tuple, list[dict]] = {}
     for run in results["runs"]:
         p = run["params"]
@@ -227,14 +230,17 @@ def table3(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         if p["stage"] == "finetune":
             groups.setdefault((p["program"], p["eta"], float(p["c_tr"])), []).append(run)
+            floor = {**run, "value": {"final": run["value"]["floors"]}}
+            groups.setdefault((p["program"], "floor", -1.0), []).append(floor)
         elif p["stage"] == "compile":  # the starting point: compiled, plus the noise
             groups.setdefault((p["program"], "-", -1.0), []).append(run)
     rows = []
-    order = {"-": 0, "L": 1, "M": 2, "S": 3, "VS": 4}
+    order = {"floor": -1, "-": 0, "L": 1, "M": 2, "S": 3, "VS": 4}
     for (program, eta, c_tr), runs in sorted(groups.items(),
                                              key=lambda kv: (kv[0][0], order[kv[0][1]], kv[0][2])):
+        seeds = len({r["params"]["seed"] for r in runs})
         row = {"program": program, "eta": eta, "c_tr": None if c_tr < 0 else c_tr,
-               "seeds": len(runs)}
+               "seeds": seeds}
         for name in runs[0]["value"]["final"]:
             values = [r["value"]["final"][name] for r in runs]
             row[name] = {"mean": float(np.mean(values)), "min": min(values), "max": max(values)}
