@@ -23,18 +23,22 @@ def test_notebook_is_stored_without_outputs(path):
             )
 
 
+def execute_tiny(path: Path, tmp_path: Path, monkeypatch, **env: str) -> tuple[Path, object]:
+    """Run notebook `path` at the tiny preset with its outputs in tmp_path/out; returns both.
+    Raises CellExecutionError naming the failing cell (the notebook's own asserts included)."""
+    out = tmp_path / "out"
+    for name, value in {"PRESET": "tiny", "OUT": str(out), **env}.items():
+        monkeypatch.setenv(f"WRAPPERLENS_NOTEBOOK_{name}", value)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return out, nb
+
+
 @pytest.mark.slow
 def test_pcfg_notebook_runs_at_tiny_scale(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    monkeypatch.setenv("WRAPPERLENS_NOTEBOOK_PRESET", "tiny")
-    monkeypatch.setenv("WRAPPERLENS_NOTEBOOK_MAX_STEPS", "4")
-    monkeypatch.setenv("WRAPPERLENS_NOTEBOOK_OUT", str(out))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    nb = nbformat.read(PCFG, as_version=4)
-    client = NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()  # raises CellExecutionError naming the failing cell
+    out, nb = execute_tiny(PCFG, tmp_path, monkeypatch, MAX_STEPS="4")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["preset"] == "tiny" and summary["max_steps"] == 4
     assert set(summary["iterations_to_threshold"]) == {"reFT", "Scr.+FT"}
@@ -57,15 +61,7 @@ def test_compiled_counter_notebook_runs_at_tiny_scale(tmp_path, monkeypatch):
     from wrapperlens.experiments.compiled_grid import preset_grid
     from wrapperlens.experiments.compiled_runs import EVAL_SETS
 
-    out = tmp_path / "out"
-    monkeypatch.setenv("WRAPPERLENS_NOTEBOOK_PRESET", "tiny")
-    monkeypatch.setenv("WRAPPERLENS_NOTEBOOK_OUT", str(out))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    nb = nbformat.read(COMPILED, as_version=4)
-    client = NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()  # raises CellExecutionError naming the failing cell (its asserts included)
+    out, nb = execute_tiny(COMPILED, tmp_path, monkeypatch)
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["preset"] == "tiny"

@@ -28,7 +28,7 @@ from typing import Any
 
 from wrapperlens.cli.options import (add_command, add_config, add_device, add_from,
                                      add_no_progress, add_out, add_preset, format_ints, int_list,
-                                     is_main_process, resolve_preset)
+                                     is_main_process, resolve_preset, section_keys_help)
 
 __all__ = ["COMPILED_COMMANDS", "add_compiled_commands", "table3_text", "claims_text"]
 
@@ -82,8 +82,6 @@ def _epilog(name: str) -> Callable[[], str]:
         lines = ["example:", f"  {COMPILED_COMMANDS[name][1]}"]
         if name not in STAGES:
             return "\n".join(lines)
-        import dataclasses
-
         from wrapperlens.experiments.compiled_runs import SECTION_TYPES
         from wrapperlens.presets import presets
 
@@ -100,13 +98,10 @@ def _epilog(name: str) -> Callable[[], str]:
                              f"{p.default_eta[name]} of {etas} optimizer={t.optimizer} "
                              f"momentum={t.momentum} schedule={t.schedule}")
         sections = ("task", "compile") if name == "compile" else ("train", "finetune")
-        for section in sections:
-            keys = ", ".join(f.name for f in dataclasses.fields(SECTION_TYPES[section]))
-            lines.append(f"[{section}] keys: {keys}")
-        if name != "compile":
-            lines.append("task and compile are the parent run's (reft also keeps its "
-                         "[finetune]); --train.seed varies the data order")
-        return "\n".join(lines)
+        note = "" if name == "compile" else ("task and compile are the parent run's (reft also "
+                                             "keeps its [finetune]); --train.seed varies the "
+                                             "data order")
+        return "\n".join(lines + section_keys_help(SECTION_TYPES, sections, note))
 
     return build
 

@@ -221,6 +221,17 @@ def is_main_process() -> bool:
     return distributed.is_main()
 
 
+def section_keys_help(section_types: Mapping[str, type], sections: Sequence[str],
+                      note: str) -> list[str]:
+    """Help lines listing each section's keys (`--SECTION.KEY=VALUE`), then `note`."""
+    import dataclasses
+
+    lines = [f"[{section}] keys: " + ", ".join(f.name for f in
+                                                dataclasses.fields(section_types[section]))
+             for section in sections]
+    return lines + ([note] if note else [])
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """An argparse type: "0-15" -> 0..15, "0,1,2,5,10" -> that list, "0-3,8" -> 0,1,2,3,8."""
     values: list[int] = []

@@ -14,12 +14,12 @@ rank 0 alone prints.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from wrapperlens.cli.options import (add_command, add_from, add_out, add_preset,
-                                     add_training_options, is_main_process, resolve_preset)
+                                     add_training_options, is_main_process, resolve_preset,
+                                     section_keys_help)
 
 __all__ = ["STAGE_COMMANDS", "add_stage_commands"]
 
@@ -52,13 +52,10 @@ def _defaults_epilog(stage: str):
                 f"{p.model.n_layers}x{p.model.d_model} ({p.model.n_heads} heads)"
             )
         sections = ("task", "model", "train") if stage == "pretrain" else ("train", "finetune")
-        for section in sections:
-            keys = ", ".join(f.name for f in dataclasses.fields(SECTION_TYPES[section]))
-            lines.append(f"[{section}] keys: {keys}")
-        if stage != "pretrain":
-            lines.append("task and model are the parent run's (--train.seed varies the data "
-                         "order); reft also keeps its [finetune]")
-        return "\n".join(lines)
+        note = "" if stage == "pretrain" else ("task and model are the parent run's (--train.seed "
+                                               "varies the data order); reft also keeps its "
+                                               "[finetune]")
+        return "\n".join(lines + section_keys_help(SECTION_TYPES, sections, note))
 
     return build
 

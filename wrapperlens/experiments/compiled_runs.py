@@ -22,7 +22,6 @@ input's token ids followed by the answer's output-class id, which the model neve
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,10 +323,3 @@ def resolve_compiled(stage: str, preset: str = "cpu", parent: str | Path | None 
             "(docs/choices.md §34)")
     return CompiledRun(stage, sections, preset, str(parent))
 
-
-def with_stage_fields(run: CompiledRun, **changes: Any) -> CompiledRun:
-    """A copy of `run` with section fields replaced, e.g. `finetune={"c_tr": 0.5}`."""
-    sections = dict(run.sections)
-    for name, fields in changes.items():
-        sections[name] = dataclasses.replace(sections[name], **fields)
-    return CompiledRun(run.stage, sections, run.preset, run.parent)
