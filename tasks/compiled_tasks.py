@@ -109,6 +109,7 @@ class CompiledTaskConfig:
 
 
 def _stable_seed(*parts: object) -> list[int]:
+    # tasks.data's rule (crc32 of strings), kept here so this module does not import torch
     return [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
 
 

@@ -269,6 +269,7 @@ def _prune(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _attention(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
+    import numpy as np
     import torch
 
     from wrapperlens.analysis.attention_views import write_attention_html
@@ -277,18 +278,18 @@ def _attention(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     run, model = load_compiled_run(args.run)
     d, task = run.description, run.task
     if args.input is None:
-        tokens = run.eval_sets()["acc/O_PT/cte0"][0][0]
+        letters = [task.vocab[i] for i in run.eval_letters(0)[0]]
     else:
-        tokens = torch.tensor(d.encode(_checked_letters(args.input, run)))
-    names = {i: v for v, i in d.token_ids.items()}
-    str_tokens = ["BOS" if names[int(i)] == d.bos else str(names[int(i)]) for i in tokens]
-    letters = "".join(str_tokens[1:])
+        letters = _checked_letters(args.input, run)
+    tokens = torch.tensor(d.encode(letters))
+    str_tokens = ["BOS", *letters]
+    letters = "".join(letters)
     with torch.no_grad():
         answer = d.output_values[int(model(tokens[None].to(model.cfg.device))[0, -1].argmax())]
     truth = ""  # a Counter counts any prefix; Max-identifier's rank needs the full input
     if task.config.program == "counter" or len(letters) == task.length:
-        value = task.answers(_indices(str_tokens[1:], task.vocab), task.config.o_pt)[0]
-        truth = f" (O_PT {task.config.o_pt!r}: {value})"
+        indices = np.array([[task.vocab.index(c) for c in letters]])
+        truth = f" (O_PT {task.config.o_pt!r}: {task.answers(indices, task.config.o_pt)[0]})"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     title = f"{args.run}: {task.config.program} ({run.stage}), input {letters}"
     write_attention_html(args.out, model, tokens, str_tokens, title=title)
@@ -296,12 +297,6 @@ def _attention(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
           f"BOS {letters}")
     print(f"  answer at the last position: {answer}{truth}")
     return 0
-
-
-def _indices(letters: Sequence[str], vocab: Sequence[str]):
-    import numpy as np
-
-    return np.array([[vocab.index(c) for c in letters]])
 
 
 def _checked_letters(text: str, run) -> list[str]:

@@ -38,7 +38,7 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "GridJob", "preset_grid", "plan", "collect", "train_job", "prune_job", "probe_job",
         "attention_job", "SEED_ROLES", "COUNT_A_NATURAL",
     ),
-    "claims": ("Claim", "CLAIMS", "evaluate_claims", "decide"),
+    "claims": ("Claim", "CLAIMS", "evaluate_claims", "claim_record", "decide"),
     "reproduce": ("rebuild_report", "claims_table"),
     "report": ("write_report", "report_page", "REPORT_NAME"),
     # The compiled models (docs/compiled.md): their stages, grid, claims 8-12, and the optional

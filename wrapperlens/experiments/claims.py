@@ -23,7 +23,7 @@ from typing import Any
 
 from wrapperlens.experiments.grid import COUNT_A_NATURAL, SEED_ROLES
 
-__all__ = ["Claim", "CLAIMS", "evaluate_claims", "decide"]
+__all__ = ["Claim", "CLAIMS", "evaluate_claims", "claim_record", "decide"]
 
 Results = Mapping[str, Any]
 
@@ -277,20 +277,21 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
+def claim_record(claim: Claim, m: Measured) -> dict[str, Any]:
+    """One claim's entry of results.json: its rule, values (NaNs left out), spread and status."""
+    values = [v for v in m.values if not math.isnan(v)]
+    return {
+        "id": claim.id, "title": claim.title, "paper": claim.paper,
+        "rule": claim.rule if claim.quantity else "", "quantity": claim.quantity,
+        "threshold": claim.threshold if claim.quantity else None,
+        "values": values, "mean": _mean(values),
+        "spread": [min(values), max(values)] if values else None, "floor": m.floor,
+        "status": decide(values, claim.threshold), "seeds_vary": m.seeds_vary,
+        "note": m.note if len(values) == len(m.values) else
+        f"{m.note} ({len(m.values) - len(values)} undefined values left out)",
+    }
+
+
 def evaluate_claims(results: Results) -> list[dict[str, Any]]:
     """One record per claim (the "claims" of results.json)."""
-    records = []
-    for claim in CLAIMS:
-        m = claim.measure(results)
-        values = [v for v in m.values if not math.isnan(v)]
-        records.append({
-            "id": claim.id, "title": claim.title, "paper": claim.paper,
-            "rule": claim.rule if claim.quantity else "", "quantity": claim.quantity,
-            "threshold": claim.threshold if claim.quantity else None,
-            "values": values, "mean": _mean(values),
-            "spread": [min(values), max(values)] if values else None, "floor": m.floor,
-            "status": decide(values, claim.threshold), "seeds_vary": m.seeds_vary,
-            "note": m.note if len(values) == len(m.values) else
-            f"{m.note} ({len(m.values) - len(values)} undefined values left out)",
-        })
-    return records
+    return [claim_record(claim, claim.measure(results)) for claim in CLAIMS]

@@ -17,11 +17,10 @@ reproduced when none is, inconclusive when they straddle it, not covered without
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from wrapperlens.experiments.claims import Measured, _mean, decide
+from wrapperlens.experiments.claims import Claim, Measured, claim_record
 
 __all__ = ["COMPILED_CLAIMS", "evaluate_compiled_claims"]
 
@@ -37,10 +36,6 @@ def _finished(records, **params: Any) -> list[dict]:
         if all(str(r["params"].get(k)) == str(v) for k, v in params.items()):
             out.append(r)
     return out
-
-
-def _by_seed(records, **params: Any) -> dict[str, dict]:
-    return {r["params"]["seed"]: r for r in _finished(records, **params)}
 
 
 def _claim8(results: Results) -> Measured:
@@ -125,44 +120,33 @@ def _claim12(results: Results) -> Measured:
                          "C_Te 1")
 
 
-#: (id, title, paper, quantity, threshold, measure)
-COMPILED_CLAIMS: tuple[tuple[int, str, str, str, float, Callable[[Results], Measured]], ...] = (
-    (8, "Counter attention stays on a",
-     "after η_S, or any correlated fine-tuning, the counting attention is on a; only η_M with "
-     "C_Tr = 0 moves it to b (Fig. 10, Figs 40-42, 45, 48)",
-     "attention to a minus to b (η_S; C_Tr ≥ 0.5), and b minus a (η_M, C_Tr 0); worst per seed",
-     0.0, _claim8),
-    (9, "One or a few weights hold the wrapper",
-     "pruning one weight of a Counter fine-tuned on correlated data gains > 60 points on "
-     "counting a (Fig. 55)",
-     "best gain in Acc O_PT (C_Te 0) over K = 1..4 weights, top-K g·w minus K random "
-     "(C_Tr 1, η_M and η_S)", 0.6, _claim9),
-    (10, "Tracr reFT needs a capability that survived",
-     "reFT at η_VS revives counting a after η_M fine-tuning, not after η_L (Figs 39, 43, 49)",
-     "Acc O_PT (C_Te 0) after reFT at η_VS: from η_M minus from η_L fine-tuning", 0.3, _claim10),
-    (11, "Max-identifier sorting breaks unless the rate is very small",
-     "η_L / η_M / η_S break the Block-0 sorting; η_VS keeps it (Figs 44, 50-54)",
-     "sorting accuracy (n_larger read from its residual labels, C_Tr 0): η_VS minus the best "
-     "of η_L, η_M, η_S", 0.3, _claim11),
-    (12, "A small rate learns the shortcut, not count b",
-     "Counter at η_S: with C_Tr ≥ 0.5, ~91-98 % Acc O_FT on C_Te 1 and ~0-2 % on C_Te 0 (Tab. 3)",
-     "Acc O_FT on C_Te 1 minus on C_Te 0 (η_S, each C_Tr ≥ 0.5)", 0.5, _claim12),
+COMPILED_CLAIMS: tuple[Claim, ...] = (
+    Claim(8, "Counter attention stays on a",
+          "after η_S, or any correlated fine-tuning, the counting attention is on a; only η_M "
+          "with C_Tr = 0 moves it to b (Fig. 10, Figs 40-42, 45, 48)",
+          "attention to a minus to b (η_S; C_Tr ≥ 0.5), and b minus a (η_M, C_Tr 0); worst "
+          "per seed",
+          0.0, _claim8),
+    Claim(9, "One or a few weights hold the wrapper",
+          "pruning one weight of a Counter fine-tuned on correlated data gains > 60 points on "
+          "counting a (Fig. 55)",
+          "best gain in Acc O_PT (C_Te 0) over K = 1..4 weights, top-K g·w minus K random "
+          "(C_Tr 1, η_M and η_S)", 0.6, _claim9),
+    Claim(10, "Tracr reFT needs a capability that survived",
+          "reFT at η_VS revives counting a after η_M fine-tuning, not after η_L (Figs 39, 43, 49)",
+          "Acc O_PT (C_Te 0) after reFT at η_VS: from η_M minus from η_L fine-tuning", 0.3,
+          _claim10),
+    Claim(11, "Max-identifier sorting breaks unless the rate is very small",
+          "η_L / η_M / η_S break the Block-0 sorting; η_VS keeps it (Figs 44, 50-54)",
+          "sorting accuracy (n_larger read from its residual labels, C_Tr 0): η_VS minus the best "
+          "of η_L, η_M, η_S", 0.3, _claim11),
+    Claim(12, "A small rate learns the shortcut, not count b",
+          "Counter at η_S: with C_Tr ≥ 0.5, ~91-98 % Acc O_FT on C_Te 1 and ~0-2 % on C_Te 0 "
+          "(Tab. 3)",
+          "Acc O_FT on C_Te 1 minus on C_Te 0 (η_S, each C_Tr ≥ 0.5)", 0.5, _claim12),
 )
 
 
 def evaluate_compiled_claims(results: Results) -> list[dict[str, Any]]:
     """One record per claim 8-12, in the layout of `wrapperlens.experiments.claims`."""
-    records = []
-    for cid, title, paper, quantity, threshold, measure in COMPILED_CLAIMS:
-        m = measure(results)
-        values = [v for v in m.values if not math.isnan(v)]
-        records.append({
-            "id": cid, "title": title, "paper": paper, "quantity": quantity,
-            "threshold": threshold,
-            "rule": f"reproduced if {quantity} > {threshold:g} for every value, not reproduced "
-                    "if for none, else inconclusive",
-            "values": values, "mean": _mean(values),
-            "spread": [min(values), max(values)] if values else None, "floor": m.floor,
-            "status": decide(values, threshold), "seeds_vary": m.seeds_vary, "note": m.note,
-        })
-    return records
+    return [claim_record(claim, claim.measure(results)) for claim in COMPILED_CLAIMS]

@@ -20,7 +20,6 @@ min and max over seeds) and the claims (`wrapperlens.experiments.compiled_claims
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wrapperlens.experiments.compiled_presets import CompiledGridConfig
-from wrapperlens.checkpoints import atomic_write
+from wrapperlens.checkpoints import write_json
 from wrapperlens.sweeps import Job, make_executor, recorded_outcomes, run_sweep
 
 __all__ = ["plan", "preset_grid", "reproduce_compiled", "table3", "train_job", "prune_job",
@@ -128,13 +127,6 @@ def _open(out: str, run: dict):
     return load_compiled_run(Path(out) / run["dir"])
 
 
-def _eval_inputs(compiled_run, c_te: int) -> tuple[torch.Tensor, np.ndarray]:
-    n = compiled_run.train_config.eval_samples if compiled_run.train_config else 1000
-    task = compiled_run.task
-    letters, _ = task.batch(task.eval_rng(f"cte{c_te}", n), n, float(c_te))
-    return compiled_run.token_ids(letters), letters
-
-
 def readout_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:
     """What the run's compiled circuit still delivers (claims 8 and 11), on C_Te = 0 inputs.
 
@@ -147,7 +139,8 @@ def readout_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:
     from wrapperlens.components import hook_name
 
     compiled_run, model = _open(out, run)
-    tokens, letters = _eval_inputs(compiled_run, 0)
+    letters = compiled_run.eval_letters(0)
+    tokens = compiled_run.token_ids(letters)
     task = compiled_run.task
     if task.config.program == "counter":
         name = hook_name("pattern", 0)
@@ -196,15 +189,12 @@ def prune_run(run_dir: str | Path, ks: list[int], random_seed: int = 0,
     from wrapperlens.experiments.compiled_runs import load_compiled_run
 
     compiled_run, model = load_compiled_run(run_dir)
-    tokens, letters = _eval_inputs(compiled_run, 0)
-    grad_tokens, grad_letters = tokens[:512], letters[:512]
-    loss_fn = answer_loss(grad_tokens, tokens.shape[1] - 1,
-                          compiled_run.classes(grad_letters, compiled_run.task.config.o_pt))
+    letters = compiled_run.eval_letters(0)[:512]
+    tokens = compiled_run.token_ids(letters)
+    loss_fn = answer_loss(tokens, tokens.shape[1] - 1,
+                          compiled_run.classes(letters, compiled_run.task.config.o_pt))
     config = PruneConfig(granularity="weight")
-
-    def evaluate(m) -> dict[str, float]:
-        return compiled_run.evaluate(m)
-
+    evaluate = compiled_run.evaluate
     top = prune_sweep(model, loss_fn, ks, evaluate, config)
     rand = random_prune_sweep(model, ks, evaluate, config, draws=random_draws, seed=random_seed)
     return {"ks": top.ks, "top": top.metrics, "random": rand.metrics,
@@ -212,10 +202,6 @@ def prune_run(run_dir: str | Path, ks: list[int], random_seed: int = 0,
 
 
 # ---------------------------------------------------------------------------- the sweep
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
-
-
 def table3(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Table 3's rows: per program × η × C_Tr, each accuracy's mean, min and max over seeds.
 
@@ -249,8 +235,8 @@ def table3(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _params(key: str) -> dict[str, Any]:
-    parts = dict(part.split("=", 1) for part in key.split("/"))
-    return parts
+    """A job key's `name=value` parts (`_key`'s inverse)."""
+    return dict(part.split("=", 1) for part in key.split("/"))
 
 
 def reproduce_compiled(preset: str, out: str | Path, *, seeds: int | None = None,
@@ -288,5 +274,5 @@ def reproduce_compiled(preset: str, out: str | Path, *, seeds: int | None = None
                "wall_seconds": time.perf_counter() - start, "runs": runs, "analyses": analyses}
     results["table3"] = table3(results)
     results["claims"] = evaluate_compiled_claims(results)
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     return results

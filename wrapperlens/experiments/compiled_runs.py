@@ -37,7 +37,7 @@ from wrapperlens.compiled import compiled_model
 from wrapperlens.config import ConfigError, apply_overrides, replace, sections_from_dict, to_dict
 from wrapperlens.presets import get_preset
 from wrapperlens.runs import RunDir, as_saved
-from wrapperlens.stages import StageSpec
+from wrapperlens.stages import StageSpec, train_or_reuse
 from wrapperlens.training import TrainBatch, TrainConfig
 
 __all__ = [
@@ -133,6 +133,10 @@ class CompiledRun:
                               f"{cfg.o_pt!r} or O_FT {cfg.o_ft!r}")
         self.description = self.task.compile(self.compiled_operand, self.sections["compile"].scale)
         self._classes = {v: i for i, v in enumerate(self.description.output_values)}
+        ids = self.description.token_ids
+        self._letter_ids = np.array([ids[v] for v in self.task.vocab])  # letter index -> id
+        self._bos_id = ids[self.description.bos]
+        self._eval_letters: dict[int, np.ndarray] = {}
         self._eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
@@ -156,10 +160,8 @@ class CompiledRun:
 
     def token_ids(self, letters: np.ndarray) -> torch.Tensor:
         """BOS, then each letter's embedding row."""
-        ids = self.description.token_ids
-        table = np.array([ids[v] for v in self.task.vocab])
-        bos = np.full((len(letters), 1), ids[self.description.bos])
-        return torch.from_numpy(np.concatenate([bos, table[letters]], axis=1))
+        bos = np.full((len(letters), 1), self._bos_id)
+        return torch.from_numpy(np.concatenate([bos, self._letter_ids[letters]], axis=1))
 
     def batch(self, step: int) -> TrainBatch:
         """Training batch of `step`: token ids + the answer's class id; loss at the last input."""
@@ -176,32 +178,41 @@ class CompiledRun:
         mask[:, -1] = True
         return TrainBatch(tokens, mask)
 
-    def eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Metric name -> (token ids, answer classes), fixed by `task.eval_seed`."""
-        if self._eval_sets is None:
+    def eval_letters(self, c_te: int) -> np.ndarray:
+        """The fixed evaluation inputs of C_Te = `c_te` (letter indices), seeded by
+        `task.eval_seed`: every analysis of the run reads these."""
+        if c_te not in self._eval_letters:
             n = self.train_config.eval_samples if self.train_config else 1000
-            self._eval_sets = {}
-            for c in (1, 0):
-                letters, _ = self.task.batch(self.task.eval_rng(f"cte{c}", n), n, float(c))
-                for role in ("O_PT", "O_FT"):
-                    self._eval_sets[f"acc/{role}/cte{c}"] = (
-                        self.token_ids(letters), self.classes(letters, self.operand(role)))
+            rng = self.task.eval_rng(f"cte{c_te}", n)
+            self._eval_letters[c_te] = self.task.batch(rng, n, float(c_te))[0]
+        return self._eval_letters[c_te]
+
+    def eval_sets(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Metric name (`EVAL_SETS`) -> (token ids, answer classes); the sets of one C_Te share
+        their token tensor."""
+        if self._eval_sets is None:
+            tokens = {c: self.token_ids(self.eval_letters(c)) for _, c in EVAL_SETS.values()}
+            self._eval_sets = {
+                name: (tokens[c], self.classes(self.eval_letters(c), self.operand(role)))
+                for name, (role, c) in EVAL_SETS.items()}
         return self._eval_sets
 
     def chance_floors(self) -> dict[str, float]:
         """Per evaluation set: the accuracy of always giving its most common answer."""
-        floors = {}
-        for name, (_, classes) in self.eval_sets().items():
-            floors[name] = float(np.bincount(classes.numpy()).max()) / len(classes)
-        return floors
+        return {name: float(np.bincount(classes.numpy()).max()) / len(classes)
+                for name, (_, classes) in self.eval_sets().items()}
 
     def evaluate(self, model: HookedTransformer, step: int | None = None) -> dict[str, float]:
-        """Accuracy of the answer at the last position on every evaluation set."""
+        """Accuracy of the answer at the last position on every evaluation set (one forward
+        pass per C_Te: O_PT and O_FT are read from the same inputs)."""
+        predicted: dict[int, torch.Tensor] = {}  # id of a shared token tensor -> predictions
         out = {}
         with torch.no_grad():
             for name, (tokens, classes) in self.eval_sets().items():
-                logits = model(tokens.to(model.cfg.device))[:, -1]
-                out[name] = (logits.argmax(-1).cpu() == classes).float().mean().item()
+                if id(tokens) not in predicted:
+                    logits = model(tokens.to(model.cfg.device))[:, -1]
+                    predicted[id(tokens)] = logits.argmax(-1).cpu()
+                out[name] = (predicted[id(tokens)] == classes).float().mean().item()
         return out
 
     # -------------------------------------------------------------------------------- models
@@ -230,9 +241,8 @@ class CompiledRun:
 def run_compiled_stage(run: CompiledRun, out: str | Path, *, progress: bool = True,
                        device: str = "cpu") -> tuple[list[dict], float]:
     """Run (or reuse) one stage into `out`: compile writes the noisy compiled model, the others
-    train through `wrapperlens.stages.train_or_reuse`. Returns its metrics and the seconds spent."""
-    from wrapperlens.stages import train_or_reuse
-
+    train through `wrapperlens.stages.train_or_reuse`. Returns its metrics and the seconds
+    spent."""
     if run.stage != "compile":
         return train_or_reuse(run.spec(), out, progress=progress, device=device)
     target = RunDir(out)
