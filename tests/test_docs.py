@@ -1,17 +1,20 @@
 """The project stands alone: what its files cite is inside the repository, and it exists.
 
 Code, docstrings, notebooks, the README and `docs/` cite the paper (section, figure, table) or a
-page of `docs/`, never a file outside the repository (docs/architecture.md §1). These tests scan
+page of `docs/`, never a file outside the repository (docs/architecture.md#packages-and-layering).
+These tests scan
 every tracked (or new, not ignored) text file of the packages, tests, benchmarks, notebooks, docs
 and the README and check that
 
 - no file mentions the project's private notes outside the repository (the note files' names are
   assembled at run time below, so this file does not match its own patterns);
-- every page of `docs/` that is mentioned exists, and so does every section cited after it, as
-  `docs/choices.md §11` (a heading of that file starting with "11"), `docs/claims.md §17 to §20`
-  or `docs/architecture.md, "Run engine"` (a heading containing those words);
-- inside `docs/`, relative Markdown links and `NAME.md §N` references resolve the same way;
+- every page of `docs/` that is mentioned exists, and so does a heading cited after it as
+  `docs/architecture.md, "Run engine"` (a heading containing those words);
+- inside `docs/`, relative Markdown links resolve, to a heading when they carry an anchor;
 - the docs index links every page.
+
+Anchors (`docs/choices.md#seeds-per-stage`), the docs index's sections and the absence of old
+numbered references are checked in `tests/test_docs_index.py`.
 """
 
 from __future__ import annotations
@@ -38,9 +41,8 @@ OUTSIDE_REFERENCE = re.compile(
     rf"|\b{_NOTES}\.md\b|\b{_SCALE}\b|\b{_DESIGN}\.md\b"
 )
 
-_SECTION = r"§([A-Z]?\d+(?:\.\d+)*)"
-# A page path under docs/ (the prefix is optional inside docs/), then any "§N", ", §N", " and §N",
-# " to §N", and optionally `, "Heading words"`.
+# A page path under docs/ (the prefix is optional inside docs/), then any old numbered sections
+# (read past, they are tests/test_docs_index.py's), and optionally `, "Heading words"`.
 DOC_REFERENCE = re.compile(
     r"(?<![\w/.-])(docs/)?([A-Za-z0-9_-]+\.md)"
     r"((?:\s*(?:,|and|to|or)?\s*§[A-Z]?\d+(?:\.\d+)*)*)"
@@ -48,7 +50,6 @@ DOC_REFERENCE = re.compile(
 )
 MARKDOWN_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
-HEADING_ID = re.compile(r"^§?([A-Z]?\d+(?:\.\d+)*)(?:\.(?!\d)|\s|:|$)")
 
 
 # ------------------------------------------------------------------------------------ files
@@ -92,9 +93,9 @@ def file_text(path: Path) -> str:
 
 
 @lru_cache(maxsize=None)
-def headings(page: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(section ids, heading texts) of a Markdown page; "### 2.3 Probes" has id "2.3"."""
-    ids, texts = [], []
+def headings(page: Path) -> tuple[str, ...]:
+    """The heading texts of a Markdown page, outside code blocks."""
+    texts = []
     in_code = False
     for line in page.read_text(encoding="utf-8").splitlines():
         if line.lstrip().startswith("```"):
@@ -104,10 +105,7 @@ def headings(page: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if in_code or not match:
             continue
         texts.append(match.group(1))
-        id_match = HEADING_ID.match(match.group(1))
-        if id_match:
-            ids.append(id_match.group(1))
-    return tuple(ids), tuple(texts)
+    return tuple(texts)
 
 
 def github_slug(heading: str) -> str:
@@ -135,8 +133,8 @@ def doc_reference_problems(text: str, in_docs: bool, docs: Path = DOCS) -> list[
     Args:
         text: The file's text.
         in_docs: The file is a page of `docs/`: references without the `docs/` prefix
-            ("choices.md §4") and relative Markdown links count too; outside `docs/` only a
-            path that starts with `docs/` does.
+            (`choices.md, "Seeds per stage"`) and relative Markdown links count too; outside
+            `docs/` only a path that starts with `docs/` does.
         docs: The docs folder the references point into.
     """
     problems = []
@@ -149,10 +147,7 @@ def doc_reference_problems(text: str, in_docs: bool, docs: Path = DOCS) -> list[
         if not page.is_file():
             problems.append(f"{where}: docs/{name} does not exist")
             continue
-        ids, texts = headings(page)
-        for section in re.findall(_SECTION, sections or ""):
-            if section not in ids:
-                problems.append(f"{where}: docs/{name} has no heading numbered {section}")
+        texts = headings(page)
         if heading and not any(heading.lower() in t.lower() for t in texts):
             problems.append(f"{where}: docs/{name} has no heading containing {heading!r}")
     if in_docs:
@@ -166,7 +161,7 @@ def doc_reference_problems(text: str, in_docs: bool, docs: Path = DOCS) -> list[
             if not linked.exists():
                 problems.append(f"{where}: {path} does not exist")
             elif anchor and linked.suffix == ".md":
-                if anchor not in {github_slug(t) for t in headings(linked)[1]}:
+                if anchor not in {github_slug(t) for t in headings(linked)}:
                     problems.append(f"{where}: {path} has no heading with anchor #{anchor}")
     return problems
 
@@ -222,23 +217,20 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
     docs.mkdir()
     d = "do" + "cs/"  # references that must fail, kept from failing this file's own scan
     (docs / "choices.md").write_text(
-        "# Choices\n\n## Part 1\n\n### 11. Metric\n\n### S7. Pruning units\n\n"
-        "```\n### 12. inside a code block\n```\n", encoding="utf-8")
-    (docs / "architecture.md").write_text("# A\n\n## 2. Run engine\n", encoding="utf-8")
+        "# Choices\n\n## Part one\n\n### The metric\n\n### Pruning units\n\n"
+        "```\n### Inside a code block\n```\n", encoding="utf-8")
+    (docs / "architecture.md").write_text("# A\n\n## Run engine\n", encoding="utf-8")
 
     def problems(text: str, in_docs: bool = False) -> list[str]:
         return doc_reference_problems(text, in_docs, docs)
 
-    assert not problems("(docs/choices.md §11) and docs/choices.md §S7, docs/choices.md")
+    assert not problems(f"({d}choices.md#the-metric) and docs/choices.md, docs/architecture.md")
     assert not problems('sweeps key on it (docs/architecture.md, "Run engine").')
-    assert not problems("docs/choices.md\n§11 across a line break")
-    assert not problems("README.md §3 outside docs/ is not a docs reference")
-    assert problems(f"{d}choices.md §1")  # "### 11." is not section 1
-    assert problems(f"{d}choices.md §12")  # a code block is not a heading
-    assert problems(f"{d}choices.md §11 to §13")
+    assert not problems('docs/choices.md,\n"Pruning units" across a line break')
+    assert not problems("README.md outside docs/ is not a docs reference")
+    assert problems(f'{d}choices.md, "Inside a code block"')  # a code block is not a heading
     assert problems(f"{d}missing.md")
     assert problems(f'{d}architecture.md, "No such heading"')
-    assert problems("see [choices.md §9](choices.md)", in_docs=True)
-    assert problems("see [the metric](choices.md#12-metric)", in_docs=True)
-    assert not problems("see [the metric](choices.md#11-metric)", in_docs=True)
+    assert problems("see [the metric](choices.md#metric)", in_docs=True)
+    assert not problems("see [the metric](choices.md#the-metric)", in_docs=True)
     assert problems("see [x](nowhere.md)", in_docs=True)

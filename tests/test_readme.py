@@ -15,7 +15,9 @@ subprocess. The only rewrites, each needed to run them in seconds and offline:
 The set-up commands (`python3 -m venv`, `. .venv/bin/activate`, `pip install ...`,
 `python -m pytest`) are what CI itself runs on a fresh machine (`.ci/run`); they are skipped here.
 Python blocks are executed as they are, with `PRESET = "cpu"` read as `"tiny"`. Inline code
-spans that start with `wrapperlens ` must parse.
+spans that start with `wrapperlens ` must parse, in the README and in the docs pages that hold what
+moved out of it (`MOVED_PAGES`: measured results, TinyStories details, benchmarks); those pages
+hold no shell blocks, every command block stays in the README.
 """
 
 import contextlib
@@ -35,6 +37,8 @@ SAMPLE = (README.parent / ".." / "shared" / "data" / "tinystories"
           / "tinystories_v1_train_head2MiB.txt")
 SETUP = ("python3 -m venv", ". .venv/bin/activate", "pip install", "python -m pytest")
 HUB_NAMES = ("roneneldan/TinyStoriesInstruct", "roneneldan/TinyStories-33M")
+MOVED_PAGES = tuple(README.parent / "docs" / name
+                    for name in ("measured.md", "tinystories.md", "benchmarks.md"))
 
 pytestmark = pytest.mark.slow
 
@@ -157,11 +161,20 @@ def test_every_readme_command_runs_at_the_tiny_scale(tmp_path, monkeypatch):
         exec(compile(code, "README.md (python block)", "exec"), {"__name__": "readme"})
 
 
+def test_the_moved_pages_hold_no_command_blocks():
+    for page in MOVED_PAGES:
+        assert not re.findall(r"```(?:bash|sh|shell|console)\n", page.read_text()), (
+            f"{page.name}: a shell block outside the README is not run by this test; keep "
+            "command blocks in the README")
+
+
 def test_every_inline_readme_command_parses():
     from wrapperlens.cli import build_parser
 
     spans = re.findall(r"`(wrapperlens [^`]+)`", README.read_text())
     assert spans
+    for page in MOVED_PAGES:
+        spans += re.findall(r"`(wrapperlens [^`]+)`", page.read_text())
     for span in spans:
         argv = shlex.split(span)[1:]
         if any(a.isupper() for a in argv):  # a placeholder such as SUBCOMMAND
