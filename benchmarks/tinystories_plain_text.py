@@ -9,8 +9,10 @@ pretraining data only: plain stories have no deletion protocols), the run's BPE 
 `cpu`-preset pretraining per seed (`model.init_seed` and `batches.seed` set to the seed), and a
 checkpoint comparison of the seeds' models on held-out stories. It prints one table row per
 seed (held-out loss at step 0 and at the end, last training loss, seconds) and the mean ± spread
-(half the range) of the final held-out loss, and writes `OUT/summary.json`. Other jobs on the
-cores inflate the seconds: run it on an otherwise idle machine.
+(half the range) of the final held-out loss, and writes `OUT/summary.json`. Without the sample
+it runs on the repository's excerpt of it, `tests/data/tinystories/` (its first 400 stories;
+the numbers are then not the README's). Other jobs on the cores inflate the seconds: run it on
+an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pathlib import Path
 
 import torch
 
-SAMPLE = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinystories"
-          / "tinystories_v1_train_head2MiB.txt")
+REPO = Path(__file__).resolve().parents[1]
+FULL_SAMPLE = REPO / ".." / "shared" / "data" / "tinystories" / "tinystories_v1_train_head2MiB.txt"
+EXCERPT = REPO / "tests" / "data" / "tinystories" / "tinystories_v1_train_head330000B.txt"
+SAMPLE = FULL_SAMPLE if FULL_SAMPLE.is_file() else EXCERPT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu", help="cpu (default; the README's table) or tiny")
     args = parser.parse_args(argv)
     if not args.data.is_file():
-        parser.error(f"{args.data}: no such file (the real sample lives in shared/data/tinystories)")
+        parser.error(f"{args.data}: no such file")
+    if args.data.resolve() == EXCERPT.resolve():
+        print(f"running on the excerpt {EXCERPT} (400 stories): the full sample "
+              f"{FULL_SAMPLE} is not there, or was not asked for", file=sys.stderr)
     torch.set_num_threads(args.threads)
 
     from tinystories.compare import compare_checkpoints, comparison_inputs

@@ -10,7 +10,7 @@ subprocess. The only rewrites, each needed to run them in seconds and offline:
 | `--preset demo`, `--preset cpu`, `--preset paper` | `--preset tiny` | minutes to days on 2 cores |
 | `--device cuda` | `--device cpu` | no GPU in CI |
 | a hub name (`roneneldan/...`) | run as written, must fail at once naming the hub; then with a local stand-in | nothing can be downloaded |
-| `stories.txt` (plain stories) | 400 stories of the real sample in `shared/data/tinystories` (generated ones without it) | a file the user brings |
+| `stories.txt` (plain stories) | 400 real stories, the excerpt in `tests/data/tinystories` (generated ones without it) | a file the user brings |
 
 The set-up commands (`python3 -m venv`, `. .venv/bin/activate`, `pip install ...`,
 `python -m pytest`) are what CI itself runs on a fresh machine (`.ci/run`); they are skipped here.
@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SAMPLE = (README.parent / ".." / "shared" / "data" / "tinystories"
-          / "tinystories_v1_train_head2MiB.txt")
+SAMPLE = (README.parent / "tests" / "data" / "tinystories"  # real stories shipped for the tests
+          / "tinystories_v1_train_head330000B.txt")
 SETUP = ("python3 -m venv", ". .venv/bin/activate", "pip install", "python -m pytest")
 HUB_NAMES = ("roneneldan/TinyStoriesInstruct", "roneneldan/TinyStories-33M")
 MOVED_PAGES = tuple(README.parent / "docs" / name

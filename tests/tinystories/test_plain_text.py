@@ -1,13 +1,17 @@
-"""Plain TinyStories text (no instruction, no Feature labels) on the real sample in shared/data.
+"""Plain TinyStories text (no instruction, no Feature labels) on real stories.
 
-The sample (its README describes it): `tinystories_v1_train_head2MiB.txt`, the first 2 MiB of
-`TinyStories-train.txt` (2,316 complete stories, then one cut off), and
-`tinystories_hf_train_first1000_ge128tok.json`, 1,000 of the same stories as the hub's `datasets`
-rows serve them, 83 with mojibake. The expected counts and stories are read from the raw files
-here, independently of the loader.
+The tests read the excerpt shipped in `tests/data/tinystories` (its README gives the provenance
+and the CDLA-Sharing-1.0 notice), so they run on a fresh clone:
+`tinystories_v1_train_head330000B.txt`, the first 330,000 bytes of `TinyStories-train.txt`
+(400 complete stories, then one cut off), and `tinystories_hf_train_first100_ge128tok.json`,
+100 of the same stories as the hub's `datasets` rows serve them, 11 with mojibake. The expected
+counts and stories are read from the raw files here, independently of the loader. The larger
+sample the excerpt was cut from (`shared/data/tinystories` beside the repository) is optional:
+one test checks the excerpt against it where it is present.
 """
 
 import collections
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -27,13 +31,12 @@ from tinystories.prepare import (
     training_texts,
 )
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tinystories"
-TXT = DATA / "tinystories_v1_train_head2MiB.txt"
-HF_JSON = DATA / "tinystories_hf_train_first1000_ge128tok.json"
-needs_sample = pytest.mark.skipif(
-    not TXT.is_file() or not HF_JSON.is_file(),
-    reason=f"the real TinyStories sample is not in {DATA} (shared/ beside the repository)",
-)
+DATA = Path(__file__).resolve().parents[1] / "data" / "tinystories"
+TXT = DATA / "tinystories_v1_train_head330000B.txt"
+HF_JSON = DATA / "tinystories_hf_train_first100_ge128tok.json"
+FULL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tinystories"
+FULL_TXT = FULL / "tinystories_v1_train_head2MiB.txt"
+FULL_HF_JSON = FULL / "tinystories_hf_train_first1000_ge128tok.json"
 DELETION_PROTOCOLS = ("filter", "F+R", "filter_mix_match", "reft")
 
 
@@ -47,21 +50,45 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
+def test_the_excerpt_is_the_files_its_readme_names():
+    """The licence notice travels with the data: the README names each file and its sha256."""
+    readme = (DATA / "README.md").read_text(encoding="utf-8")
+    assert "CDLA-Sharing-1.0" in readme and "roneneldan/TinyStories" in readme
+    for path in (TXT, HF_JSON):
+        assert f"`{path.name}`" in readme
+        assert hashlib.sha256(path.read_bytes()).hexdigest() in readme, path.name
+
+
+@pytest.mark.skipif(
+    not FULL_TXT.is_file() or not FULL_HF_JSON.is_file(),
+    reason=f"optional: the full TinyStories sample the excerpt was cut from is not in {FULL}",
+)
+def test_the_excerpt_is_cut_from_the_full_sample_unchanged():
+    """As the excerpt's README says: a byte prefix of the .txt, the .json's first 100 strings."""
+    assert FULL_TXT.read_bytes()[:330_000] == TXT.read_bytes()
+    full_rows = json.loads(FULL_HF_JSON.read_text(encoding="utf-8"))
+    assert len(full_rows) == 1000
+    assert json.dumps(full_rows[:100], indent=1, ensure_ascii=False) == HF_JSON.read_text(
+        encoding="utf-8")
+    # The same serialisation gives the full file back, so the excerpt keeps its format.
+    assert json.dumps(full_rows, indent=1, ensure_ascii=False) == FULL_HF_JSON.read_text(
+        encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def plain_txt(tmp_path_factory):
     out = tmp_path_factory.mktemp("plain")
     return out, prepare_stories(PrepareConfig(source=str(TXT), test_fraction=0.1), out)
 
 
-@needs_sample
 def test_plain_text_prepares_every_complete_story_as_unlabelled_pretraining_data(plain_txt):
     out, summary = plain_txt
     stories = _raw_stories()
-    assert len(stories) == 2316  # the sample's README
+    assert len(stories) == 400  # the excerpt's README
     assert summary["data"] == {"format": "plain", "labelled": False, "feature": "Twist",
-                               "protocols": ["all"], "n_stories": 2316}
-    assert summary["records"]["all.train"] + summary["records"]["all.test"] == 2316
-    assert 150 < summary["records"]["all.test"] < 320
+                               "protocols": ["all"], "n_stories": 400}
+    assert summary["records"]["all.train"] + summary["records"]["all.test"] == 400
+    assert 20 < summary["records"]["all.test"] < 65  # 10 % of 400, by a hash of each story
     # The story cut off after the last separator is reported and dropped, not trained on.
     assert summary["parse"]["reasons"] == {"unterminated record": 1}
     assert json.loads((out / "prepare.json").read_text())["data"]["labelled"] is False
@@ -71,7 +98,6 @@ def test_plain_text_prepares_every_complete_story_as_unlabelled_pretraining_data
     assert (info.text_format, info.labelled, info.protocols) == ("plain", False, ("all",))
 
 
-@needs_sample
 def test_training_texts_of_plain_stories_are_the_stories(plain_txt):
     out, _ = plain_txt
     train, test = training_texts(out, "all", "train"), training_texts(out, "all", "test")
@@ -82,7 +108,6 @@ def test_training_texts_of_plain_stories_are_the_stories(plain_txt):
     assert not any(t.startswith(("Story:", "Features:", "Summary:")) for t in train + test)
 
 
-@needs_sample
 @pytest.mark.parametrize("protocol", DELETION_PROTOCOLS)
 def test_deletion_protocols_are_refused_naming_the_directory_and_the_labels(plain_txt, protocol):
     out, _ = plain_txt
@@ -94,7 +119,6 @@ def test_deletion_protocols_are_refused_naming_the_directory_and_the_labels(plai
     assert isinstance(error.value, ValueError)  # the CLI's error boundary prints ValueErrors
 
 
-@needs_sample
 def test_a_labelled_prepare_after_a_plain_one_and_back_leaves_no_stale_protocol(tmp_path):
     out = tmp_path / "prepared"
     labelled = prepare_stories(PrepareConfig(n_stories=60, story_seed=1), out)
@@ -107,18 +131,17 @@ def test_a_labelled_prepare_after_a_plain_one_and_back_leaves_no_stale_protocol(
         load_prepared(out, "filter", "test")
 
 
-@needs_sample
 def test_datasets_form_repairs_its_mojibake_into_the_original_stories(tmp_path):
     rows = json.loads(HF_JSON.read_text(encoding="utf-8"))
     damaged = [r for r in rows if "\u00e2\u20ac" in r]  # "â€": UTF-8 punctuation read as cp1252
-    assert (len(rows), len(damaged)) == (1000, 83)  # the sample's README
+    assert (len(rows), len(damaged)) == (100, 11)  # the excerpt's README
     originals = {_norm(s) for s in _raw_stories()}
     summary = prepare_stories(PrepareConfig(source=str(HF_JSON)), tmp_path / "hf")
-    assert summary["data"]["n_stories"] == 1000 and summary["data"]["format"] == "plain"
-    assert summary["parse"]["n_repaired"] == 83 and summary["parse"]["n_malformed"] == 0
+    assert summary["data"]["n_stories"] == 100 and summary["data"]["format"] == "plain"
+    assert summary["parse"]["n_repaired"] == 11 and summary["parse"]["n_malformed"] == 0
     texts = training_texts(tmp_path / "hf", "all", "train") + training_texts(tmp_path / "hf",
                                                                              "all", "test")
-    assert len(texts) == 1000
+    assert len(texts) == 100
     # Every repaired row is now its story as the .txt holds it (whitespace aside).
     assert all(_norm(t) in originals for t in texts)
     assert not any("\u00e2\u20ac" in t for t in texts)
@@ -128,7 +151,7 @@ def test_datasets_form_repairs_its_mojibake_into_the_original_stories(tmp_path):
     assert report.n_repaired == 0
     kept = prepare_stories(PrepareConfig(source=str(HF_JSON), fix_mojibake=False), tmp_path / "raw")
     assert kept["parse"]["n_repaired"] == 0  # --prepare.fix_mojibake=false
-    assert sum(_norm(s) in originals for s in unrepaired["story"]) == 917  # the README's overlap
+    assert sum(_norm(s) in originals for s in unrepaired["story"]) == 89  # the README's overlap
 
 
 def test_repair_mojibake_decodes_cp1252_read_utf8_and_leaves_good_text_alone():
@@ -142,14 +165,12 @@ def test_repair_mojibake_decodes_cp1252_read_utf8_and_leaves_good_text_alone():
     assert repair_mojibake(plain) is plain
 
 
-@needs_sample
 def test_the_real_stories_have_no_mojibake_to_repair():
     stories = _raw_stories()
-    assert sum(bool(re.search("[“”’]", s)) for s in stories) > 100  # proper Unicode quotes
+    assert sum(bool(re.search("[“”’]", s)) for s in stories) == 56  # proper Unicode quotes
     assert all(repair_mojibake(s) == s for s in stories)
 
 
-@needs_sample
 def test_plain_evaluator_logs_held_out_test_loss_and_no_twist_scores(tmp_path):
     from tinystories.evaluation import (
         EvalConfig,
@@ -199,16 +220,14 @@ def test_plain_evaluator_logs_held_out_test_loss_and_no_twist_scores(tmp_path):
     assert (tmp_path / "run" / "generations" / "step_000000.jsonl").is_file()
 
 
-@needs_sample
 @pytest.mark.slow
 def test_plain_text_runs_prepare_tokenizer_pretrain_generate_compare_through_the_cli(tmp_path):
-    """The issue's path on real text, as a user types it (tiny scale, 400 stories)."""
+    """The issue's path on real text, as a user types it (tiny scale, the excerpt's 400 stories)."""
     from tinystories.cli import main
     from wrapperlens.runs import RunDir
 
     tiny = ["--preset", "tiny"]
-    assert main(["prepare", *tiny, "--out", str(tmp_path / "prep"), f"--prepare.source={TXT}",
-                 "--prepare.n_stories=400"]) == 0
+    assert main(["prepare", *tiny, "--out", str(tmp_path / "prep"), f"--prepare.source={TXT}"]) == 0
     assert prepared_info(tmp_path / "prep").labelled is False
     assert main(["tokenizer", *tiny, "--data", str(tmp_path / "prep"),
                  "--out", str(tmp_path / "tok")]) == 0
