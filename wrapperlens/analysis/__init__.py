@@ -33,11 +33,15 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "AblationHook", "mean_activations", "head_ablation_hooks", "neuron_ablation_hooks",
         "ablated",
     ),
-    # Single-step g·w pruning and its sweeps.
+    # The units of g·w pruning, their scores and zeroing, and sweeps over K of them.
+    "pruning_units": (
+        "ELIGIBLE_PRESETS", "PruneConfig", "PruneUnit", "PruneScores", "PruneSweep",
+        "eligible_parameters", "sum_per_unit", "pruned", "sorted_ks", "evaluate_prefixes",
+    ),
+    # Single-step g·w pruning: the gradient scores, the top-K sweep and its plot.
     "pruning": (
-        "LossFn", "ELIGIBLE_PRESETS", "PruneConfig", "PruneUnit", "PruneScores", "PruneSweep",
-        "answer_loss", "answer_accuracy", "eligible_parameters", "pruning_scores", "pruned",
-        "prune_sweep", "plot_prune_sweep",
+        "LossFn", "answer_loss", "answer_accuracy", "pruning_scores", "prune_sweep",
+        "plot_prune_sweep",
     ),
     # The random-unit control of a pruning sweep.
     "pruning_control": ("RandomPruneSweep", "random_prune_sweep"),

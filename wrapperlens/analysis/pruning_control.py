@@ -6,7 +6,7 @@ only if pruning K *random* units of the same kind does not do the same: zeroing 
 just as well disrupt the fine-tuned behaviour anywhere and let a default answer through.
 `random_prune_sweep` measures that baseline with the same eligible units, granularity and unit
 axis, and the same reversible masking (`pruned`), so the two curves differ only in which units
-were chosen.
+were chosen. Both sweeps are built on the units of `wrapperlens.analysis.pruning_units`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass
 import torch
 from transformer_lens import HookedTransformer
 
-from wrapperlens.analysis.pruning import (
+from wrapperlens.analysis.pruning_units import (
     PruneConfig,
     PruneScores,
     PruneSweep,
-    _evaluate_prefixes,
-    _per_unit,
-    _sorted_ks,
     eligible_parameters,
+    evaluate_prefixes,
+    sorted_ks,
+    sum_per_unit,
 )
 
 __all__ = ["RandomPruneSweep", "random_prune_sweep"]
@@ -92,21 +92,22 @@ def random_prune_sweep(
     Returns:
         A `RandomPruneSweep`: the mean `metrics` per K and every draw in `per_draw`.
     """
-    ks = _sorted_ks(ks)
+    ks = sorted_ks(ks)
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
     params = dict(model.named_parameters())
     names = eligible_parameters(model, config.eligible)
     # One zero per unit: the table `PruneScores.unit` turns a position into a unit's index.
-    table = PruneScores({n: _per_unit(n, torch.zeros(params[n].shape), config) for n in names},
-                        config)
+    table = PruneScores(
+        {n: sum_per_unit(n, torch.zeros(params[n].shape), config) for n in names}, config
+    )
     if ks[-1] > table.n_units:
         raise ValueError(f"k={ks[-1]} must be in [0, {table.n_units}] (the number of units)")
     generator, per_draw = torch.Generator().manual_seed(seed), []
     for _ in range(draws):
         order = torch.randperm(table.n_units, generator=generator)[: ks[-1]]
         units = [table.unit(int(i)) for i in order]
-        metrics = _evaluate_prefixes(model, units, ks, evaluate)
+        metrics = evaluate_prefixes(model, units, ks, evaluate)
         per_draw.append(PruneSweep(ks=ks, metrics=metrics, units=units, config=config))
     mean = [{name: sum(d.metrics[i][name] for d in per_draw) / draws for name in metrics_k}
             for i, metrics_k in enumerate(per_draw[0].metrics)]
