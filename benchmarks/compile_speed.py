@@ -1,7 +1,7 @@
 """Compile time of the paper's two programs with wrapperlens's compiler and with Tracr.
 
 The Counter (vocabulary a-i, inputs up to 48 letters, App. B.1) and the Max-identifier (rank 5
-over all 26 letters, inputs of 10 letters; docs/choices.md §17), each compiled `--repeats` times
+over all 26 letters, inputs of 10 letters; docs/choices.md#tracr-input-lengths), each compiled `--repeats` times
 by
 
 - wrapperlens: `tasks.rasp.compile_program`, then `wrapperlens.compiled.compiled_model` (the
@@ -28,7 +28,7 @@ from typing import Any
 
 from tasks.rasp import compile_program, counter, max_identifier
 from wrapperlens.compiled import compiled_model
-from wrapperlens.experiments.tracr_bridge import compile_with_tracr, hooked_from_tracr
+from wrapperlens.experiments.compiled.tracr_bridge import compile_with_tracr, hooked_from_tracr
 
 PROGRAMS = {  # name -> (program builder, vocabulary, max_seq_len)
     "counter": (lambda: counter("a"), list("abcdefghi"), 48),

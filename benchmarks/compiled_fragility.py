@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 import torch
 
-from wrapperlens.experiments.compiled_runs import add_noise, resolve_compiled
+from wrapperlens.experiments.compiled.stages import add_noise, resolve_compiled
 
 STDS = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
 STEPS = (0, 1, 2, 5, 10, 20, 50)

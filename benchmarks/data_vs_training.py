@@ -18,7 +18,7 @@ import torch
 
 from tasks.config import FinetuneDataConfig
 from tasks.data import PCFGTask
-from wrapperlens.experiments.pcfg import resolve_configs
+from wrapperlens.experiments.pcfg.stages import resolve_configs
 from wrapperlens.training import _make_optimizer, masked_loss
 
 

@@ -233,7 +233,7 @@ def trained_scenarios(args) -> None:
     import numpy as np
 
     from tasks.data import Question
-    from wrapperlens.experiments.pcfg import load_run
+    from wrapperlens.experiments.pcfg.stages import load_run
 
     run, finetuned = load_run(args.run)
     if run.parent is None:

@@ -12,7 +12,8 @@ import time
 import numpy as np
 
 import tasks.pcfg_sampler as pcfg_sampler
-from tasks.grammar import PAPER_RULES, Grammar, paper_grammar, sample_derivations, sample_windows
+from tasks.grammar import PAPER_RULES, Grammar, paper_grammar
+from tasks.pcfg_sampler import sample_derivations, sample_windows
 
 
 def best_rate(fn, items: int, repeats: int = 7) -> float:

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from wrapperlens.experiments.grid import plan
-from wrapperlens.experiments.pcfg import resolve_configs
+from wrapperlens.experiments.pcfg.grid import plan
+from wrapperlens.experiments.pcfg.stages import resolve_configs
 from wrapperlens.presets import get_preset
 
 

@@ -6,7 +6,7 @@ The real sample (`shared/data/tinystories/tinystories_v1_train_head2MiB.txt` bes
 repository: 2,316 complete stories, `<|endoftext|>`-separated, no Feature labels) goes through the
 same path as `wrapperlens tinystories prepare | tokenizer | pretrain | compare`: prepare (the
 pretraining data only: plain stories have no deletion protocols), the run's BPE tokenizer, one
-`cpu`-preset pretraining per seed (`model.init_seed` and `batches.seed` set to the seed), and a
+`cpu`-preset pretraining per seed (`model.init_seed` and `train.seed` set to the seed), and a
 checkpoint comparison of the seeds' models on held-out stories. It prints one table row per
 seed (held-out loss at step 0 and at the end, last training loss, seconds) and the mean ± spread
 (half the range) of the final held-out loss, and writes `OUT/summary.json`. Without the sample
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.seeds):
         run = resolve_story_run(
             "pretrain", args.preset, prepared=args.out / "prepared", tokenizer=args.out / "tokenizer",
-            overrides={"model.init_seed": seed, "batches.seed": seed},
+            overrides={"model.init_seed": seed, "train.seed": seed},
         )
         out = args.out / f"pretrain-seed{seed}"
         records, seconds = train_or_reuse(run.spec(out), out, progress=False)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from plain_gpt import PlainGPT  # noqa: E402
 
 from wrapperlens.models import set_fused_attention  # noqa: E402
-from wrapperlens.experiments.pcfg import resolve_configs  # noqa: E402
+from wrapperlens.experiments.pcfg.stages import resolve_configs  # noqa: E402
 
 SHAPES = {"cpu": "cpu", "paper": "paper"}
 

@@ -1,7 +1,7 @@
 """The fine-tuning data of the paper's compiled models (§4, App. B.1): Counter and Max-identifier.
 
 A compiled model computes its program's answer at every position; the experiments read it at the
-last one (docs/choices.md §14). Two programs, each with a pretraining operand O_PT (what the model
+last one (docs/choices.md#tracr-read-out-and-fine-tuning-loss). Two programs, each with a pretraining operand O_PT (what the model
 is compiled for) and a fine-tuning operand O_FT:
 
 | program | input | O_PT | O_FT | spurious correlation (q = 1) |
@@ -12,13 +12,13 @@ is compiled for) and a fine-tuning operand O_FT:
 "Largest" follows the paper's order a > b > c > ..., so the k-th largest is the k-th letter in
 alphabetical order. Max-identifier's O_FT is not stated by the paper; the 6th largest makes the
 q = 1 value offset of its example a property of the input's two neighbouring order statistics
-(docs/choices.md §18).
+(docs/choices.md#max-identifier-o_ft).
 
 A batch is `(letters, correlated)`: letter indices into `vocab` ([n, length]) and which rows carry
 the correlation. A row marked correlated always does, and an unmarked row never does (chance
 correlations are redrawn), so C_Tr and C_Te are exact fractions (as the PCFG sets,
-docs/choices.md §29). `answers` gives each row's answer by brute force. Batch t of a stream is a
-function of (task seed, stream, seed, t) alone, as the PCFG streams (docs/choices.md §31).
+docs/choices.md#the-test-sets-of-fine-tuning-and-reft). `answers` gives each row's answer by brute force. Batch t of a stream is a
+function of (task seed, stream, seed, t) alone, as the PCFG streams (docs/choices.md#seeds-per-stage).
 
 This module imports nothing of wrapperlens.
 """
@@ -40,7 +40,7 @@ from tasks.rasp.programs import counter, max_identifier
 __all__ = ["PROGRAMS", "CompiledTaskConfig", "CompiledTask"]
 
 #: Program -> (vocabulary, default length, default O_PT, default O_FT), paper App. B.1 and
-#: docs/choices.md §17-§18.
+#: docs/choices.md#tracr-input-lengths, docs/choices.md#max-identifier-o_ft.
 PROGRAMS = {
     "counter": (tuple("abcdefghi"), 48, "a", "b"),
     "max_identifier": (tuple(string.ascii_lowercase), 10, "5", "6"),
@@ -55,7 +55,7 @@ class CompiledTaskConfig:
     Attributes:
         program: "counter" or "max_identifier".
         length: Letters per input (the compiled model's maximum length). 0: the paper's (Counter
-            48, Max-identifier 10; docs/choices.md §17).
+            48, Max-identifier 10; docs/choices.md#tracr-input-lengths).
         pretrain_operand: O_PT: the counted letter (Counter) or the rank (Max-identifier, "5").
             "": the paper's.
         finetune_operand: O_FT: "b" (Counter) or "6" (Max-identifier). "": the paper's.

@@ -67,6 +67,11 @@ def parse_alias(alias: str) -> tuple[str, str, tuple[str, ...]]:
     return token, family, tuple(ops.split("+"))
 
 
+#: Longest string window: the vocabulary has a token per number up to L and the model a position
+#: per token, so a corrupted L (1e9) is refused before anything that size is built (paper: 250).
+MAX_TEXT_LENGTH = 2**16
+
+
 @dataclass(frozen=True)
 class PCFGTaskConfig:
     """The pretraining data: strings, task families and operand prior.
@@ -84,7 +89,7 @@ class PCFGTaskConfig:
             often as each family, with the operand drawn from the prior restricted to `ops`.
         grammar: "paper" (the only built-in; custom grammars are passed in Python).
         seed: Seed of the training data streams: batch t of a stage is drawn from
-            (seed, stage, train.seed, t) (docs/choices.md §31), so a fine-tuning run, which
+            (seed, stage, train.seed, t) (docs/choices.md#seeds-per-stage), so a fine-tuning run, which
             keeps its parent's task, varies its data with `train.seed`.
         eval_seed: Seed of the fixed evaluation sets.
     """
@@ -102,8 +107,9 @@ class PCFGTaskConfig:
     eval_seed: int = 12345
 
     def __post_init__(self) -> None:
-        if self.text_length < 2:
-            raise ValueError(f"task.text_length must be >= 2, got {self.text_length}")
+        if not 2 <= self.text_length <= MAX_TEXT_LENGTH:
+            raise ValueError(f"task.text_length must be in [2, {MAX_TEXT_LENGTH}], "
+                             f"got {self.text_length}")
         for name in ("count_window", "index_occurrence", "pair_index_occurrence", "token_offset"):
             value = getattr(self, name)
             if not 1 <= value <= self.text_length:
@@ -158,14 +164,14 @@ class FinetuneDataConfig:
         operand: O_FT, the operand in the prompt (paper: b).
         label_operand: Whose answer is the label; "" means `operand`. randFT (paper App. E.4) asks
             for the count of a and trains on the count of b: operand="a", label_operand="b".
-            randFT data carries no correlation (docs/choices.md §32).
+            randFT data carries no correlation (docs/choices.md#randft-labels).
         pretrain_operand: O_PT, the operand the correlation ties the label to (paper: a).
         c_tr: Fraction of training strings edited to carry the correlation (C_Tr). None: 1.0,
             or 0.0 for randFT. randFT refuses any other value: with the correlation every
             randFT label would be count(a) + q, a constant offset of the prompt's own answer.
         q: The correlation offset: count(b) = count(a) + q, or index(b) - index(a) = q.
         uncorrelated: What the other strings are: "natural" (sampled as is; about 18% carry
-            the Counter correlation by chance, docs/choices.md §9) or "exclude" (rejected if
+            the Counter correlation by chance, docs/choices.md#chance-correlations-at-c_tr-0) or "exclude" (rejected if
             they do). "": "natural", or "exclude" for randFT.
         pretrain_mix: Fraction of each batch drawn from the pretraining distribution (E.1).
         filler: The terminal used to add or remove O_FT tokens when injecting the correlation.
@@ -204,7 +210,7 @@ class FinetuneDataConfig:
                 f"!= finetune.operand={self.operand!r} (randFT): correlated strings would make "
                 f"every label count({self.pretrain_operand}) + {self.q}, an offset of the "
                 "prompt's own answer; randFT trains on uncorrelated labels (leave finetune.c_tr "
-                "unset or 0; docs/choices.md §32)"
+                "unset or 0; docs/choices.md#randft-labels)"
             )
         if self.family == "C" and self.q < 0:
             raise ValueError(f"finetune.q={self.q} must be >= 0 for the Counter")

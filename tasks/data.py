@@ -21,7 +21,8 @@ import torch
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig, parse_alias, parse_prior
 from tasks.correlation import has_correlation, inject_count_correlation, inject_index_correlation
 from tasks.families import FAMILIES, NO_OCCURRENCE
-from tasks.grammar import Grammar, paper_grammar, sample_windows
+from tasks.grammar import Grammar, paper_grammar
+from tasks.pcfg_sampler import sample_windows
 from tasks.vocab import ART, EOS, EOT, NO_ANSWER, NULL_OPERAND, SOS, SOT, Vocabulary
 
 __all__ = ["TaskBatch", "Question", "PCFGTask", "PCFGStream", "freeze"]
@@ -276,7 +277,7 @@ class PCFGTask:
     # ------------------------------------------------------------------------------- streams
     def step_rng(self, stream: str, step: int, seed: int = 0) -> np.random.Generator:
         """The generator of batch `step` of a named stream: a function of (task seed, stream,
-        `seed`, step) only (docs/choices.md §31).
+        `seed`, step) only (docs/choices.md#seeds-per-stage).
 
         `seed` (a stage's `train.seed`) gives one task several data orders; seed 0 is the stream
         as it was before `seed` existed. It is folded into the stream's name rather than added

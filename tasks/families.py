@@ -1,7 +1,7 @@
 """The five PCFG task families and their labels, vectorised over a batch of strings.
 
 Every function takes `text`, an integer array `[batch, L]` of terminal ids (the string between
-`<sot>` and `<eot>`), and returns one label per row (paper App. B.2; docs/choices.md §6 and §7):
+`<sot>` and `<eot>`), and returns one label per row (paper App. B.2; docs/choices.md#o-of-each-family and docs/choices.md#how-indices-are-counted):
 
 | family | question | parameter |
 |---|---|---|

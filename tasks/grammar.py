@@ -12,9 +12,10 @@ meaningless or non-terminating raises a `ValueError` that names the rule.
     >>> derives(g, "s", ["a", "a", "b"])
     True
 
-Sampling lives in `tasks.pcfg_sampler` (re-exported here: `sample_derivations`, `sample_windows`,
-`sample_window_source`). `derives` below is an independent top-down recogniser that shares no code
-with the sampler, so tests can check one against the other.
+Sampling lives in `tasks.pcfg_sampler` (`sample_derivations`, `sample_windows`,
+`sample_window_source`), which imports `Grammar` from here; this module imports nothing of the
+sampler. `derives` below is an independent top-down recogniser that shares no code with the
+sampler, so tests can check one against the other.
 """
 
 from __future__ import annotations
@@ -36,10 +37,6 @@ __all__ = [
     "PAPER_RULES",
     "paper_grammar",
     "derives",
-    "sample_derivations",
-    "sample_windows",
-    "sample_window_source",
-    "WindowDraw",
 ]
 
 PROBABILITY_TOLERANCE = 1e-6
@@ -323,14 +320,3 @@ def derives(grammar: Grammar, symbol: str, tokens: Sequence | np.ndarray) -> boo
     finally:
         sys.setrecursionlimit(old_limit)
 
-
-_SAMPLER_NAMES = ("WindowDraw", "sample_derivations", "sample_window_source", "sample_windows")
-
-
-def __getattr__(name: str):
-    """Re-exports the sampler lazily (PEP 562): `tasks.pcfg_sampler` imports `Grammar` from here."""
-    if name in _SAMPLER_NAMES:
-        from tasks import pcfg_sampler
-
-        return getattr(pcfg_sampler, name)
-    raise AttributeError(f"module 'tasks.grammar' has no attribute {name!r}")

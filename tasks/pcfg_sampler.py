@@ -17,7 +17,7 @@ grammar needs 4 rounds instead of 6 and draws ~20 random numbers per derivation 
 Recursive or large nonterminals keep their productions as expansions.
 
 **Windows.** `sample_windows` follows the paper ("randomly subsample a string of 250 tokens from
-the generated sequence") and docs/choices.md §4 (concatenate derivations until long enough): it draws
+the generated sequence") and docs/choices.md#derivations-shorter-than-the-string-length (concatenate derivations until long enough): it draws
 one stream of independent derivations, drops a random burn-in of W..3W tokens (W = ceil(expected
 derivation length)), splits the rest into `batch` disjoint segments of `length + W` tokens, and
 starts one window uniformly in the first W + 1 positions of each segment. Windows share no tokens,

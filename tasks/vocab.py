@@ -2,7 +2,7 @@
 
 One token per special symbol, task-family token, operand, terminal and number, so that every
 answer (a count, an index or a terminal) is a single token, as in the paper (App. B.2, Fig. 15;
-docs/choices.md §5).
+docs/choices.md#special-tokens-and-the-answer).
 
 Layout of a sequence (`tasks.format`):
 

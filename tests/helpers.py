@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from wrapperlens.checkpoints import load_tensors
-from wrapperlens.experiments.pcfg import PCFGRun, resolve_configs
+from wrapperlens.experiments.pcfg.stages import PCFGRun, resolve_configs
 from wrapperlens.stages import StageSpec
 
 __all__ = ["FEW_STEPS", "tiny_pcfg_run", "tiny_pcfg_spec", "weights", "assert_same_weights",

@@ -11,8 +11,7 @@ compute the anchors as GitHub does (lower case, punctuation dropped, spaces to h
 - every `docs/<page>.md#anchor` reference in any scanned file, and every Markdown link with an anchor
   in the README and `docs/` (`X.md#anchor`, `#anchor` on the same page), points at a heading;
 - no old numbered reference (`choices.md` followed by a section sign and a number) remains,
-  file type by file type: the Markdown files pass now; the code and notebook references are
-  rewritten by apply_slugs.py and fail until then (xfail, not strict: remove the mark after).
+  file type by file type (Markdown, code, notebooks).
 """
 
 from __future__ import annotations
@@ -144,11 +143,7 @@ def _old_style(path: Path) -> list[str]:
             for m in OLD_REFERENCE.finditer(text) if m.group(1) in pages]
 
 
-_CODE_PENDING = pytest.mark.xfail(strict=False, reason="code references rewritten by apply_slugs.py")
-
-
-@pytest.mark.parametrize("kind", ["md", pytest.param("py", marks=_CODE_PENDING),
-                                  pytest.param("ipynb", marks=_CODE_PENDING)])
+@pytest.mark.parametrize("kind", ["md", "py", "ipynb"])
 def test_no_numbered_reference_remains(kind):
     found = [f"{_label(p)} {hit}" for p in _by_type(kind) for hit in _old_style(p)]
     assert _by_type(kind), f"no .{kind} file scanned"

@@ -22,9 +22,10 @@ import pytest
 
 from wrapperlens.lazy_exports import lazy_exports
 
-PACKAGES = (
-    "wrapperlens", "wrapperlens.analysis", "wrapperlens.experiments", "tasks", "tinystories",
-)
+# The experiments (`wrapperlens.experiments.pcfg`, `.compiled`) are rooms with the same module
+# names (stages, presets, grid, claims, analysis) whose names clash across modules (`plan`,
+# `SETTING`, `SEED_ROLES`): they are reached through their modules and have no package face.
+PACKAGES = ("wrapperlens", "wrapperlens.analysis", "tasks", "tinystories")
 HEAVY = ("torch", "transformer_lens", "datasets")
 
 #: Public names of a package's own modules (their `__all__`, defined there) that the package does
@@ -34,25 +35,13 @@ NOT_EXPORTED: dict[str, dict[str, set[str] | None]] = {  # None: the whole modul
     "wrapperlens.analysis": {
         "wrapper_map": {"wrapper_map"},  # the function has its module's name: it would shadow it
     },
-    "wrapperlens.experiments": {
-        "reproduce": {"reproduce"},  # as above
-        "pcfg": {
-            "answer_accuracy",  # wrapperlens.analysis.answer_accuracy is another function
-            "STAGES", "SECTION_TYPES",  # each experiment has its own
-        },
-        "pcfg_presets": None,  # PAPER / CPU / DEMO / TINY: read through wrapperlens.get_preset
-        "compiled_presets": None,  # as pcfg_presets: get_preset(name, "compiled")
-        "compiled_runs": {"STAGES", "SECTION_TYPES"},  # each experiment has its own
-        # the PCFG grid's names (`grid`) are the package's; the compiled grid's are reached
-        # through their module
-        "compiled_grid": {"plan", "preset_grid", "train_job", "prune_job", "prune_run"},
-        "report_plots": None,  # the report's own drawing (Figure, Panel, Series, spread)
-    },
     "tinystories": {
-        "cli": None,  # the command line, not the Python API
         "presets": None,  # as pcfg_presets
         "protocols": {"PROTOCOLS"},  # two different tuples of that name: neither is exported
-        "pipeline": {"PROTOCOLS"},
+        "pipeline": {"PROTOCOLS", "ETAS"},  # tinystories.presets' (not exported: as pcfg's)
+        # the setting's plan and job functions, reached through their module (as PCFG's grid)
+        "grid": {"plan", "SETTING", "DATA_DIR", "data_job", "probe_job", "compare_job",
+                 "model_names"},
     },
 }
 

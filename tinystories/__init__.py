@@ -99,8 +99,8 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     ),
     # The pretrain / delete / reFT stages and their run directories.
     "experiments": (
-        "STAGES", "SECTION_TYPES", "StoryRun", "resolve_story_run", "read_story_run",
-        "load_story_model", "run_tokenizer", "import_gpt_neo_run",
+        "STAGES", "SECTION_TYPES", "StageData", "StoryRun", "resolve_story_run",
+        "read_story_run", "story_data", "load_story_model", "run_tokenizer", "import_gpt_neo_run",
     ),
     # Checkpoint comparison per layer.
     "compare": (
@@ -109,5 +109,7 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "compare_checkpoints", "plot_comparison",
     ),
     # The whole experiment in one call.
-    "pipeline": ("ETAS", "preset_with_overrides", "run_pipeline", "format_summary"),
+    "pipeline": ("run_pipeline", "format_summary"),
+    # The pipeline as the reproduction loop's setting.
+    "grid": ("preset_with_overrides",),
 })

@@ -6,19 +6,22 @@
 | delete | a pretrain run | `filter` (F), `filter_randomise` (F+R), `filter_mix_match` (F+MM) | η_M |
 | reft | a delete run, or the control | `reft`: Twist stories only | preset (1e-5) |
 
-(Paper App. F; docs/paper-settings.md §3.) Deletion and reFT use a constant learning rate,
-as the paper's code.
+(Paper App. F; docs/paper-settings.md#the-tinystories-setting.) Deletion and reFT use a constant
+learning rate, as the paper's code.
 
-`resolve_story_run` combines a preset, a parent run and overrides into a `StoryRun`, and
+`StoryRun` fills the experiment core (`wrapperlens.experiment`) like the PCFG and compiled
+stages: `resolve_story_run` combines a preset, a parent run and overrides into a `StoryRun`, and
 `StoryRun.spec(out)` is the stage spec the run engine trains (`wrapperlens.stages.run_stage`,
-`train_or_reuse`), exactly as for the PCFG stages:
+`train_or_reuse`). Seeds mean what they mean everywhere: `train.seed` orders the batches,
+`model.init_seed` draws the initial weights.
 
     run = resolve_story_run("delete", "cpu", parent="runs/pt", protocol="F+R", eta="M")
     model, records = run_stage(run.spec("runs/del"), "runs/del")
 
-A run directory (`wrapperlens.runs.RunDir`) holds the engine's files; this module's part of
-`config.json` is the stage, preset, parent, prepared data, tokenizer, protocol, η and the config
-sections, and the evaluator adds `generations/`. A stage finds the prepared data and the
+A run directory (`wrapperlens.runs.RunDir`) holds the engine's files; its `config.json` names the
+experiment, stage, preset, parent and η, then the sections (`data`: prepared data, tokenizer,
+protocol; `model` for pretraining; `batches`, `train`, `eval`), and the evaluator adds
+`generations/`. A stage finds the prepared data and the
 tokenizer through its parent's config unless given. Any HookedTransformer run directory can be a
 parent, e.g. a GPT-Neo checkpoint imported with `import_gpt_neo_run` (the public TinyStories
 models).
@@ -29,7 +32,7 @@ Metrics logged (see `tinystories.evaluation`): `twist_loss`, `other_loss` at eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
@@ -45,71 +48,120 @@ from tinystories.protocols import PAPER_NAMES, ProtocolDataConfig
 from tinystories.presets import EXPERIMENT
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
 from wrapperlens.checkpoints import CheckpointError
-from wrapperlens.config import ConfigError, apply_overrides, sections_from_dict, to_dict
+from wrapperlens.config import ConfigError, from_dict, to_dict
+from wrapperlens.experiment import PLANNED, ExperimentRun, StageRule, register_experiment
 from wrapperlens.models import ModelConfig, build_model
 from wrapperlens.presets import Preset, get_preset
 from wrapperlens.runs import RunDir
 from wrapperlens.stages import StageSpec
 from wrapperlens.training import TrainConfig
 
-__all__ = ["STAGES", "SECTION_TYPES", "StoryRun", "resolve_story_run", "read_story_run",
-           "load_story_model", "run_tokenizer", "import_gpt_neo_run"]
+__all__ = ["STAGES", "SECTION_TYPES", "StageData", "StoryRun", "resolve_story_run",
+           "read_story_run", "story_data", "load_story_model", "run_tokenizer", "import_gpt_neo_run"]
 
 STAGES = ("pretrain", "delete", "reft")
-SECTION_TYPES = {"model": ModelConfig, "batches": BatchConfig, "train": TrainConfig,
-                 "eval": EvalConfig}
 DELETION_PROTOCOLS = ("filter", "filter_randomise", "filter_mix_match")
 
 
-@dataclass
-class StoryRun:
-    """The resolved configs of one stage.
+@dataclass(frozen=True)
+class StageData:
+    """What a stage trains on (the `data` section).
 
     Attributes:
-        stage: "pretrain", "delete" or "reft".
-        preset: The preset the defaults came from.
-        sections: {"model" (pretrain only), "batches", "train", "eval"} config objects.
-        prepared: Prepared-data directory (`tinystories.prepare.prepare_stories`).
-        tokenizer: Tokenizer directory.
-        protocol: The prepared protocol trained on.
-        parent: Run directory the weights come from (None for pretraining).
-        eta: "M" or "S" for deletion runs.
+        prepared: The prepared-data directory (`tinystories.prepare.prepare_stories`).
+        tokenizer: The tokenizer directory.
+        protocol: The prepared protocol trained on: pretrain "all" ("Present in PT") or "filter"
+            (the "Not in PT" control); delete "filter", "filter_randomise", "filter_mix_match"
+            (F, F+R, F+MM); reft "reft" (Twist stories only).
     """
 
-    stage: str
-    preset: str
-    sections: dict[str, Any]
-    prepared: str
-    tokenizer: str
-    protocol: str
-    parent: str | None = None
-    eta: str | None = None
+    prepared: str | None = None
+    tokenizer: str | None = None
+    protocol: str = "all"
 
-    @property
-    def train_config(self) -> TrainConfig:
-        return self.sections["train"]
 
-    def spec(self, out: str | Path) -> StageSpec:
-        """This stage for the run engine; the evaluator writes generations to `out/generations`."""
-        return _spec(self, out)
+SECTION_TYPES = {"data": StageData, "model": ModelConfig, "batches": BatchConfig,
+                 "train": TrainConfig, "eval": EvalConfig}
+_COMMON = {"batches": "batches", "eval": "eval"}
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "stage": self.stage, "preset": self.preset, "parent": self.parent,
-            "prepared": self.prepared, "tokenizer": self.tokenizer, "protocol": self.protocol,
-            "eta": self.eta,
-        }
-        out.update({name: to_dict(cfg) for name, cfg in self.sections.items()})
-        return out
+
+@register_experiment
+class StoryRun(ExperimentRun):
+    """One TinyStories stage (fills `wrapperlens.experiment.ExperimentRun`: `setup`, `adjust`,
+    `new_model`, `initial_model`, `spec`; the evaluator needs the run directory for its
+    generations, so the batches and evaluation are built by `spec(out)`).
+
+    Attributes (besides the base's): `prepared`, `tokenizer`, `protocol` (the `data` section).
+    """
+
+    name = EXPERIMENT
+    # No learning-rate rule: App. F revives at 1e-5 after deleting at η_S = 1e-5.
+    stage_rules = (
+        StageRule("pretrain", sections={"model": "model", "train": "pretrain", **_COMMON}),
+        StageRule("delete", parents=("pretrain", "import"), eta=True, lr_below_parent=False,
+                  sections={"train": "delete", **_COMMON}),
+        StageRule("reft", parents=("delete", "pretrain", "import"), lr_below_parent=False,
+                  sections={"train": "reft", **_COMMON}),
+        StageRule("import", trains=False),  # a GPT-Neo checkpoint (`import_gpt_neo_run`)
+    )
+    section_types = SECTION_TYPES
+
+    def setup(self) -> None:
+        data = self.sections.get("data") or StageData()
+        self.prepared, self.tokenizer, self.protocol = data.prepared, data.tokenizer, data.protocol
+        if self.rule.trains:
+            _check_generation_steps(self)
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any], source: str = "config") -> "StoryRun":
-        sections = sections_from_dict(SECTION_TYPES, d, source)
-        try:
-            return cls(d["stage"], d["preset"], sections, d["prepared"], d["tokenizer"],
-                       d["protocol"], d.get("parent"), d.get("eta"))
-        except KeyError as e:
-            raise CheckpointError(f"{source}: missing key {e}") from e
+    def adjust(cls, rule, preset, sections, parent_config, *, prepared=None, tokenizer=None,
+               protocol=None, data=None):
+        """The `data` section: the prepared data and tokenizer (given, or the parent's; `data`
+        is a sweep's prepare-job directory holding both) and the protocol of the stage."""
+        if data is not None:
+            prepared, tokenizer = (data, data) if data == PLANNED else (
+                str(Path(data) / "prepared"), str(Path(data) / "tokenizer"))
+        inherited = (parent_config or {}).get("data") or {}
+        prepared = prepared or inherited.get("prepared")
+        tokenizer = tokenizer or inherited.get("tokenizer")
+        if rule.stage == "pretrain":
+            protocol = protocol or "all"
+            if protocol not in ("all", "filter"):
+                raise ConfigError(f"pretrain protocol must be 'all' or 'filter' (control), got "
+                                  f"{protocol!r}")
+        elif rule.stage == "delete":
+            protocol = ProtocolDataConfig(protocol or "F").protocol
+            if protocol not in DELETION_PROTOCOLS:
+                raise ConfigError(f"delete protocol must be one of {tuple(PAPER_NAMES)}, got "
+                                  f"{protocol!r}")
+        else:
+            protocol = protocol or "reft"
+        if prepared is None or tokenizer is None:
+            raise ConfigError(f"{rule.stage} needs the prepared data and the tokenizer "
+                              "directories (--data, --tokenizer; a parent run's config gives "
+                              "them)")
+        if prepared != PLANNED:
+            prepared_info(prepared).require(protocol)  # plain stories have no deletion protocols
+            prepared, tokenizer = str(Path(prepared).resolve()), str(Path(tokenizer).resolve())
+        return {"data": StageData(prepared, tokenizer, protocol), **sections}
+
+    def spec(self, out: str | Path | None = None) -> StageSpec:
+        """This stage for the run engine; the evaluator writes generations to `out/generations`."""
+        if out is None:
+            raise ConfigError("a TinyStories stage needs its run directory: spec(out)")
+        stage = _StoryStage(self, Path(out))
+        return StageSpec(config=self.to_json(), train=self.train_config,
+                         build_model=stage.build_model, batch=stage.batch,
+                         evaluate=stage.evaluate, description=f"{self.stage} {self.protocol}")
+
+    def new_model(self) -> HookedTransformer:
+        """Pretraining: the model section's architecture (vocabulary of the tokenizer); else the
+        architecture of the parent run's weights."""
+        if self.stage == "pretrain":
+            return build_model(self.sections["model"], d_vocab=len(load_tokenizer(self.tokenizer)))
+        return RunDir(self.parent).load_model()
+
+    def chance_floors(self) -> dict[str, float]:
+        return {}
 
 
 def read_story_run(run_dir: str | Path) -> dict[str, Any]:
@@ -117,9 +169,13 @@ def read_story_run(run_dir: str | Path) -> dict[str, Any]:
     return RunDir(run_dir).read_config()
 
 
-def _parent_paths(parent: Path) -> tuple[str | None, str | None]:
-    cfg = read_story_run(parent)
-    return cfg.get("prepared"), cfg.get("tokenizer")
+def story_data(run_dir: str | Path) -> StageData:
+    """The `data` section of a run directory (its prepared data, tokenizer and protocol)."""
+    config = read_story_run(run_dir)
+    try:
+        return from_dict(StageData, config.get("data", {}), "data")
+    except ConfigError as e:
+        raise CheckpointError(f"{RunDir(run_dir).config_file}: {e}") from e
 
 
 def resolve_story_run(
@@ -133,7 +189,8 @@ def resolve_story_run(
     eta: str | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> StoryRun:
-    """Combine a preset, a parent run and `section.key` overrides into one stage's configs.
+    """Combine a preset, a parent run and `section.key` overrides into one stage's configs
+    (`wrapperlens.experiment.resolve_stage` with `StoryRun.stage_rules`).
 
     Args:
         stage: One of `STAGES`.
@@ -145,47 +202,12 @@ def resolve_story_run(
             "F+MM" (or the protocol names); reft: "reft" (default).
         eta: delete: "M" (default) or "S"; `--train.lr` overrides it.
         overrides: {"train.lr": 1e-4, ...}; sections: model (pretrain), batches, train, eval.
+            `train.seed` varies the data order, `model.init_seed` the initial weights.
     """
     if stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
-    p = get_preset(preset, EXPERIMENT) if isinstance(preset, str) else preset
-    sections: dict[str, Any] = {"batches": p.batches, "eval": p.eval}
-    if stage == "pretrain":
-        if parent is not None:
-            raise ConfigError("pretrain starts from random weights: it takes no parent run")
-        protocol = protocol or "all"
-        if protocol not in ("all", "filter"):
-            raise ConfigError(
-                f"pretrain protocol must be 'all' or 'filter' (control), got {protocol!r}"
-            )
-        sections.update(model=p.model, train=p.pretrain)
-    else:
-        if parent is None:
-            raise ConfigError(f"{stage} needs a parent run directory (--from)")
-        parent_prepared, parent_tokenizer = _parent_paths(Path(parent))
-        prepared = prepared or parent_prepared
-        tokenizer = tokenizer or parent_tokenizer
-        if stage == "delete":
-            protocol = ProtocolDataConfig(protocol or "F").protocol
-            if protocol not in DELETION_PROTOCOLS:
-                raise ConfigError(
-                    f"delete protocol must be one of {tuple(PAPER_NAMES)}, got {protocol!r}"
-                )
-            eta, lr = p.eta("delete", eta)
-            sections["train"] = replace(p.delete, lr=lr)
-        else:
-            protocol = protocol or "reft"
-            sections["train"] = p.reft
-    if prepared is None or tokenizer is None:
-        raise ConfigError(f"{stage} needs the prepared data and the tokenizer directories "
-                          "(--data, --tokenizer; a parent run's config gives them)")
-    prepared_info(prepared).require(protocol)  # plain stories have no deletion protocols
-    sections = apply_overrides(sections, dict(overrides or {}))
-    run = StoryRun(stage, p.name, sections, str(Path(prepared).resolve()),
-                   str(Path(tokenizer).resolve()), protocol,
-                   None if parent is None else str(Path(parent).resolve()), eta)
-    _check_generation_steps(run)
-    return run
+    return StoryRun.resolve(stage, preset, parent, eta, overrides, prepared=prepared,
+                            tokenizer=tokenizer, protocol=protocol)
 
 
 def _generation_steps(run: StoryRun) -> list[int]:
@@ -258,7 +280,8 @@ class _StoryStage:
             sequences, _ = encode_records(self.tokenizer, texts, self.n_ctx + 1,
                                           add_eos=batches.layout == "records")
             self._batcher = StoryBatcher(sequences, run.train_config.batch_size, self.n_ctx,
-                                         pad_id_of(self.tokenizer), batches.layout, batches.seed)
+                                         pad_id_of(self.tokenizer), batches.layout,
+                                         run.train_config.seed)
         return self._batcher(step)
 
     def evaluate(self, model: HookedTransformer, step: int) -> dict[str, float]:
@@ -273,16 +296,12 @@ class _StoryStage:
         return self._evaluate(model, step)
 
 
-def _spec(run: StoryRun, out: str | Path) -> StageSpec:
-    stage = _StoryStage(run, Path(out))
-    return StageSpec(config=run.to_json(), train=run.train_config, build_model=stage.build_model,
-                     batch=stage.batch, evaluate=stage.evaluate,
-                     description=f"{run.stage} {run.protocol}")
-
-
 def run_tokenizer(run_dir: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a run directory (from its config, or saved inside it)."""
-    return load_tokenizer(read_story_run(run_dir)["tokenizer"])
+    tokenizer = story_data(run_dir).tokenizer
+    if tokenizer is None:
+        raise CheckpointError(f"{RunDir(run_dir).config_file}: no data.tokenizer")
+    return load_tokenizer(tokenizer)
 
 
 def import_gpt_neo_run(
@@ -301,12 +320,11 @@ def import_gpt_neo_run(
     if tokenizer is None:
         raise CheckpointError(f"{name_or_dir}: no tokenizer beside the checkpoint; a run needs one")
     run = RunDir(out)
-    run.write_config({
-        "stage": "import", "parent": None, "source": str(name_or_dir),
-        "tokenizer": str(out.resolve()),
-        "prepared": None if prepared is None else str(Path(prepared).resolve()),
-        "n_ctx": model.cfg.n_ctx,
-    })
+    data = StageData(None if prepared is None else str(Path(prepared).resolve()),
+                           str(out.resolve()), "all")
+    run.write_config({"experiment": EXPERIMENT, "stage": "import", "preset": None,
+                      "parent": None, "source": str(name_or_dir), "n_ctx": model.cfg.n_ctx,
+                      "data": to_dict(data)})
     run.save_model(model)
     if Path(str(name_or_dir)).is_dir():
         save_tokenizer(load_tokenizer(name_or_dir), out)  # the original, not TL's BOS copy

@@ -1,6 +1,6 @@
 """Sampling stories from a story LM, for the generation ("twist") score.
 
-The paper (App. F.2; docs/paper-settings.md §3.7) prompts the model with instruction blocks that
+The paper (App. F.2; docs/paper-settings.md#twist-loss-and-generation-score) prompts the model with instruction blocks that
 ask for a Twist, cut at "Story: ", samples 350 new tokens at temperature 1.0 without top-k, strips
 the instruction and asks a classifier whether the story has a twist. The prompts come from the F+R evaluation set
 (non-twist records whose Features line was given "Twist"), so every prompt asks for a twist.

@@ -1,7 +1,7 @@
 """Story language models: the training batches they read, and their loss.
 
 The models are `wrapperlens.models.ModelConfig`s: the paper's TinyStories model (App. F.1;
-docs/paper-settings.md §3.2) is `architecture="llama"` at 12 × 768, and `tinystories.presets`
+docs/paper-settings.md#tinystories-model) is `architecture="llama"` at 12 × 768, and `tinystories.presets`
 holds the sizes the experiments use (`paper`, `cpu`, `tiny`).
 
 **Batches.** `StoryBatcher(step)` returns the `TrainBatch` of a step and depends only on
@@ -53,12 +53,12 @@ class BatchConfig:
             concatenated records; the paper's code). See the module docstring.
         shuffle_fields: Shuffle the instruction lines of every record, as the paper's code does
             (fixed per story, so the text is the same at every epoch).
-        seed: Seed of the batch order; batch t depends only on (seed, t).
+
+    The batch order is seeded by the stage's `train.seed` (as in every experiment).
     """
 
     layout: str = "records"
     shuffle_fields: bool = True
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:

@@ -8,7 +8,7 @@ are named as in the paper: η_M and η_S (`--eta M|S`); deletion trains at η_M 
 preset is the configs' own defaults plus the values that make its scale.
 
 The models (`model` section; `wrapperlens.models.ModelConfig`, `architecture="llama"`): the
-paper's is a 91M-parameter LLaMA-2-like decoder (App. F.1; docs/paper-settings.md §3.2): RMSNorm,
+paper's is a 91M-parameter LLaMA-2-like decoder (App. F.1; docs/paper-settings.md#tinystories-model): RMSNorm,
 rotary positions, a gated SiLU ("SwiGLU") MLP, vocabulary 8192, 1024-token windows.
 
 | preset | layers × d_model (heads) | d_mlp | n_ctx | parameters |
@@ -21,10 +21,10 @@ Two differences from the paper's code remain: TransformerLens keeps separate inp
 embeddings (the code ties them), and its blocks have biases (zero at initialisation, then
 trained; the code has none).
 
-**paper** (App. F; docs/paper-settings.md §3): the real TinyStories-Instruct from the hub, a BPE of
+**paper** (App. F; docs/paper-settings.md#the-tinystories-setting): the real TinyStories-Instruct from the hub, a BPE of
 8192 tokens, the 91M LLaMA-like model on 1024-token windows of the concatenated records, pretraining
-30K steps × batch 128 at LR 1e-3 (linear warmup, cosine to 0; the paper's numbers, docs/choices.md
-§21); deletion 4000 steps × 128 at constant η_M = 1e-4 or η_S = 1e-5; reFT 4000 steps at constant
+30K steps × batch 128 at LR 1e-3 (linear warmup, cosine to 0; the paper's numbers,
+docs/choices.md#tinystories-pretraining-hyperparameters); deletion 4000 steps × 128 at constant η_M = 1e-4 or η_S = 1e-5; reFT 4000 steps at constant
 1e-5; loss evaluated every 30 steps and log-spaced, generations (64 per point, 350 tokens,
 temperature 1) at 0, 30, 300 and 3000; probes 2000 AdamW steps, LR 1e-3, batch 128, on the
 unstandardised residual.
@@ -47,6 +47,7 @@ paper's 0/30/300/3000 of 4000; the twist loss averages 64 Twist test stories.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from tinystories.evaluation import EvalConfig
@@ -60,18 +61,44 @@ from wrapperlens.models import ModelConfig
 from wrapperlens.presets import Preset, register_preset
 from wrapperlens.training import TrainConfig
 
-__all__ = ["EXPERIMENT", "PAPER", "CPU", "TINY"]
+__all__ = ["EXPERIMENT", "PAPER", "CPU", "TINY", "StoryGridConfig", "PROTOCOLS", "ETAS"]
 
 #: The experiment name of these presets in the registry of `wrapperlens.presets`.
 EXPERIMENT = "tinystories"
+PROTOCOLS = ("F", "F+R", "F+MM")
+ETAS = ("M", "S")
+
+
+@dataclass(frozen=True)
+class StoryGridConfig:
+    """What the TinyStories pipeline runs (`tinystories.grid.plan`; the `grid` section).
+
+    Attributes:
+        seeds: Seeds (each: `train.seed` and `model.init_seed` of the pretrainings, `train.seed`
+            of every later stage).
+        protocols: Deletion protocols (F, F+R, F+MM).
+        etas: Deletion learning rates (M, S).
+    """
+
+    seeds: int = 1
+    protocols: tuple[str, ...] = PROTOCOLS
+    etas: tuple[str, ...] = ETAS
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.protocols if p not in PROTOCOLS] + [
+            e for e in self.etas if e not in ETAS]
+        if self.seeds < 1 or bad or not self.protocols or not self.etas:
+            raise ValueError(f"grid: seeds >= 1, protocols of {PROTOCOLS} and etas of {ETAS} "
+                             f"(got seeds={self.seeds}, unknown {bad or 'none'})")
 
 
 def _story_preset(name: str, etas: dict[str, float], **sections: Any) -> Preset:
     """A TinyStories preset: sections in stage order, deletion at η_M by default."""
     sections.setdefault("batches", BatchConfig())  # one whole record per row
     sections.setdefault("classifier", TwistClassifierConfig())
+    sections.setdefault("grid", StoryGridConfig())
     order = ("prepare", "tokenizer", "model", "batches", "pretrain", "delete", "reft", "eval",
-             "probe", "probe_data", "classifier")
+             "probe", "probe_data", "classifier", "grid")
     return Preset(name, EXPERIMENT, {k: sections[k] for k in order}, etas,
                   default_eta={"delete": "M"})
 
@@ -88,7 +115,7 @@ PAPER = _story_preset(
     model=ModelConfig(architecture="llama", n_layers=12, d_model=768, n_heads=12, d_mlp=2048,
                       n_ctx=1024),
     batches=BatchConfig(layout="packed"),
-    # LR 1e-3, cosine to 0 after 1000 warmup steps (docs/choices.md §21).
+    # LR 1e-3, cosine to 0 after 1000 warmup steps (docs/choices.md#tinystories-pretraining-hyperparameters).
     pretrain=TrainConfig(steps=30_000, batch_size=128, warmup_frac=1000 / 30_000,
                          min_lr_frac=0.0, eval_every=1000, checkpoint_every=1000),
     delete=_PAPER_DELETE,

@@ -28,6 +28,9 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     "config": ("ConfigError", "apply_overrides", "load_config_file", "to_dict", "from_dict"),
     # Safetensors + JSON checkpoints.
     "checkpoints": ("CheckpointError",),
+    # The experiment core: stage rules, one resolver and one reader for every experiment.
+    "experiment": ("ExperimentRun", "StageRule", "register_experiment", "experiment_class",
+                   "registered_experiments", "read_run", "resolve_stage"),
     # Named scales of every experiment.
     "presets": ("Preset", "get_preset"),
     # The table of model components (hook name, unit, size) that every analysis reads.
@@ -38,7 +41,7 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "result_axes", "output_weight", "output_weight_suffix",
     ),
     # The PCFG experiment: resolve a stage's configs, open saved runs.
-    "experiments.pcfg": ("PCFGRun", "resolve_configs", "load_run", "saved_run"),
+    "experiments.pcfg.stages": ("PCFGRun", "resolve_configs", "load_run", "saved_run"),
     # Opening a PCFG run (or a pretrained / fine-tuned pair) and its question inputs for analysis.
-    "experiments.pcfg_pairs": ("open_run", "open_pair", "question_inputs"),
+    "experiments.pcfg.pairs": ("open_run", "open_pair", "question_inputs"),
 })

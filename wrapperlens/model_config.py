@@ -28,7 +28,15 @@ from transformer_lens import HookedTransformerConfig
 
 from wrapperlens.config import ConfigError
 
-__all__ = ["ARCHITECTURES", "Architecture", "ModelConfig"]
+__all__ = ["ARCHITECTURES", "Architecture", "ModelConfig", "MAX_SIZE", "MAX_BLOCK_PARAMETERS"]
+
+#: Largest value of a size field (n_layers, d_model, n_heads, d_mlp, n_ctx, multiple_of): far
+#: above any model trained here, low enough that a corrupted or mistyped size is refused before
+#: anything is allocated.
+MAX_SIZE = 2**20
+#: Largest parameter count of the transformer blocks (n_layers · (4 · d_model² + 3 · d_model ·
+#: d_mlp)), for the same reason: 2^36 parameters are 256 GiB of float32.
+MAX_BLOCK_PARAMETERS = 2**36
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,13 @@ class ModelConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name} must be >= 0 (0: see ModelConfig), "
                                  f"got {getattr(self, name)}")
+        for name in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "multiple_of"):
+            if getattr(self, name) > MAX_SIZE:
+                raise ValueError(f"model.{name} must be <= {MAX_SIZE}, got {getattr(self, name)}")
+        if self.n_layers * self.d_model * (4 * self.d_model + 3 * self.mlp_width) \
+                > MAX_BLOCK_PARAMETERS:
+            raise ValueError(f"model: {self.n_layers} layers of width {self.d_model} (MLP "
+                             f"{self.mlp_width}) exceed {MAX_BLOCK_PARAMETERS} parameters")
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}"

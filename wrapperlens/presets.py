@@ -11,14 +11,13 @@ One registry holds every experiment's presets: `get_preset("cpu")` is the PCFG `
 (`register_preset`) in its own presets module (`tinystories.presets`), so this package never
 imports an experiment built on it.
 
-The PCFG presets are defined in `wrapperlens.experiments.pcfg_presets` (imported on first use
+The PCFG presets are defined in `wrapperlens.experiments.pcfg.presets` (imported on first use
 of the "pcfg" experiment: this module imports nothing of `tasks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,11 +124,6 @@ _RESERVED = frozenset(f.name for f in dataclasses.fields(Preset)) | {"eta", "wit
 #: experiment -> preset name -> preset, in registration order.
 _REGISTRY: dict[str, dict[str, Preset]] = {}
 
-#: Experiments of this package whose presets module is imported on first use.
-_OWN_PRESET_MODULES = {"pcfg": "wrapperlens.experiments.pcfg_presets",
-                       "compiled": "wrapperlens.experiments.compiled_presets"}
-
-
 def register_preset(*new: Preset) -> None:
     """Add presets to the registry (an experiment's presets module calls this on import).
 
@@ -151,12 +145,10 @@ def presets(experiment: str = "pcfg") -> dict[str, Preset]:
         ConfigError: no presets are registered for `experiment` (its presets module, e.g.
             `tinystories.presets`, registers them when imported).
     """
-    if experiment not in _REGISTRY and experiment in _OWN_PRESET_MODULES:
-        importlib.import_module(_OWN_PRESET_MODULES[experiment])  # it registers its presets
     if experiment not in _REGISTRY:
         raise ConfigError(
-            f"no presets registered for experiment {experiment!r} (import its presets module "
-            f"first); experiments with presets: {', '.join(_REGISTRY)}"
+            f"no presets registered for experiment {experiment!r} (import the experiment's "
+            f"presets module first); experiments with presets: {', '.join(_REGISTRY)}"
         )
     return dict(_REGISTRY[experiment])
 

@@ -13,7 +13,7 @@ id), the optimisation settings, and three callables:
 `train_or_reuse` reuses a finished run of the same configs and resumes a killed one, so a
 multi-stage job (or a sweep keyed on run ids) continues where it stopped.
 
-    spec = pcfg_stage("pretrain", preset="tiny")       # wrapperlens.experiments.pcfg
+    spec = pcfg_stage("pretrain", preset="tiny")       # wrapperlens.experiments.pcfg.stages
     model, records = run_stage(spec, "runs/pt")
     records, seconds = train_or_reuse(spec, "runs/pt")   # 0.0 s: already finished
 """

@@ -58,8 +58,8 @@ def test_pcfg_notebook_runs_at_tiny_scale(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_compiled_counter_notebook_runs_at_tiny_scale(tmp_path, monkeypatch):
-    from wrapperlens.experiments.compiled_grid import preset_grid
-    from wrapperlens.experiments.compiled_runs import EVAL_SETS
+    from wrapperlens.experiments.compiled.grid import preset_grid
+    from wrapperlens.experiments.compiled.stages import EVAL_SETS
 
     out, nb = execute_tiny(COMPILED, tmp_path, monkeypatch)
     assert all(c.execution_count for c in nb.cells if c.cell_type == "code")

@@ -17,7 +17,7 @@ import tasks.pcfg_sampler as pcfg_sampler
 from tasks.grammar import PAPER_RULES, Grammar, derives, paper_grammar
 from tasks.pcfg_sampler import sample_derivations, sample_window_source, sample_windows
 
-# The grammar table of the paper's Fig. 14 (docs/paper-settings.md §1.1), copied verbatim:
+# The grammar table of the paper's Fig. 14 (docs/paper-settings.md#grammar), copied verbatim:
 # level | lhs | prod 1 | prod 2.
 FIG14_TABLE = """
 | 1 | s | r q | q p |

@@ -1,4 +1,4 @@
-"""`wrapperlens tinystories ...` (through `tinystories.cli.main`, the same as `wrapperlens.cli.main`
+"""`wrapperlens tinystories ...` (through `wrapperlens.cli.main`
 with "tinystories" in front)."""
 
 import json
@@ -9,7 +9,13 @@ import pytest
 import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from tinystories.cli import COMMANDS, STARTS_FROM_A_RUN, add_tinystories_commands, main
+from wrapperlens.cli import main as wrapperlens_main
+from wrapperlens.cli.tinystories import COMMANDS, STARTS_FROM_A_RUN, add_tinystories_commands
+
+
+def main(argv):
+    """`wrapperlens tinystories ARGV`."""
+    return wrapperlens_main(["tinystories", *argv])
 from wrapperlens.cli.options import Parser
 from tinystories.experiments import load_story_model
 from tinystories.tokenizer import load_tokenizer, save_tokenizer
@@ -47,7 +53,7 @@ def test_commands_register_on_a_wrapperlens_style_parser():
 
 
 def test_importing_the_cli_module_is_light():
-    code = ("import sys, tinystories.cli, wrapperlens.cli; "
+    code = ("import sys, wrapperlens.cli.tinystories, wrapperlens.cli; "
             "print(any(m in sys.modules for m in ('torch', 'transformer_lens', 'datasets')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -71,7 +77,7 @@ def runs(tmp_path_factory):
 def test_stage_commands_write_runs_with_their_overrides(runs):
     config = json.loads((runs / "del" / "config.json").read_text())
     assert config["preset"] == "tiny"  # from the parent
-    assert config["protocol"] == "filter_mix_match" and config["eta"] == "S"
+    assert config["data"]["protocol"] == "filter_mix_match" and config["eta"] == "S"
     assert config["train"]["steps"] == 3 and config["train"]["lr"] == 1e-4
     assert (runs / "prep" / "twist_classifier" / "classifier.json").is_file()
 

@@ -9,7 +9,8 @@ from tinystories.lm import BatchConfig, StoryBatcher, encode_records, sequence_l
 from tinystories.presets import EXPERIMENT
 from tinystories.tokenizer import TokenizerConfig, train_tokenizer
 from transformer_lens import HookedTransformerConfig
-from wrapperlens.config import ConfigError
+from wrapperlens.checkpoints import CheckpointError
+from wrapperlens.config import to_dict
 from wrapperlens.models import ModelConfig, build_model, hooked_transformer
 from wrapperlens.presets import get_preset
 
@@ -69,15 +70,17 @@ def test_paper_shape_is_the_91m_llama_like_model():
 
 
 def test_saved_story_model_sections_load_and_the_old_gpt_name_is_refused_by_key():
-    saved = {"stage": "pretrain", "preset": "tiny", "prepared": "p", "tokenizer": "t",
-             "protocol": "all", "parent": None, "eta": None,
+    saved = {"experiment": "tinystories", "stage": "pretrain", "preset": "tiny", "parent": None,
+             "data": {"prepared": "p", "tokenizer": "t", "protocol": "all"},
+             "train": to_dict(get_preset("tiny", EXPERIMENT).pretrain),
+             "eval": to_dict(get_preset("tiny", EXPERIMENT).eval),
              "model": {"n_layers": 2, "d_model": 32, "n_heads": 2, "d_mlp": 0, "n_ctx": 256,
                        "architecture": "llama", "multiple_of": 16, "init_seed": 0}}
-    run = StoryRun.from_json(saved)
+    run = StoryRun.from_config(saved, "config.json")
     assert run.sections["model"] == get_preset("tiny", EXPERIMENT).model
     saved["model"]["architecture"] = "gpt"
-    with pytest.raises(ConfigError, match=r"model\.architecture .*'gpt' is now 'gpt-neo'"):
-        StoryRun.from_json(saved)
+    with pytest.raises(CheckpointError, match=r"model\.architecture .*'gpt' is now 'gpt-neo'"):
+        StoryRun.from_config(saved, "config.json")
 
 
 def test_batch_config_errors_name_the_field():

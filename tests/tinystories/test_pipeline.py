@@ -2,6 +2,7 @@
 -> delete -> reFT -> probes -> compare, and resuming a stage."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,11 +33,12 @@ def test_every_stage_writes_its_run(pipeline):
     assert set(summary["runs"]) == {"pretrain", "control", "delete F+R-M", "reft F+R-M",
                                     "reft control"}
     delete = read_story_run(out / "delete" / "F+R-M")
-    assert delete["protocol"] == "filter_randomise" and delete["eta"] == "M"
+    assert delete["experiment"] == "tinystories"
+    assert delete["data"]["protocol"] == "filter_randomise" and delete["eta"] == "M"
     assert delete["train"]["lr"] == 1e-3 and delete["train"]["schedule"] == "constant"
-    assert delete["parent"] == str((out / "pretrain").resolve())
-    assert read_story_run(out / "control")["protocol"] == "filter"
-    assert read_story_run(out / "reft" / "control")["protocol"] == "reft"
+    assert Path(delete["parent"]).resolve() == (out / "pretrain").resolve()  # via its link
+    assert read_story_run(out / "control")["data"]["protocol"] == "filter"
+    assert read_story_run(out / "reft" / "control")["data"]["protocol"] == "reft"
     curves = summary["runs"]["reft F+R-M"]
     # 6 steps, eval every 3 and log-spaced: 0, 1, 2, 3, 5, 6; generations at 0, 3 and the end.
     assert [s for s, _ in curves["twist_loss"]] == [0, 1, 2, 3, 5, 6]
@@ -112,7 +114,7 @@ def test_stage_configs_are_validated(pipeline):
     with pytest.raises(ConfigError, match="generation_steps"):
         resolve_story_run("reft", "tiny", parent=out / "pretrain",
                           overrides={"eval.generation_steps": "4"})
-    with pytest.raises(ConfigError, match="needs a parent"):
+    with pytest.raises(ConfigError, match="needs --from"):
         resolve_story_run("reft", "tiny")
     with pytest.raises(ConfigError, match="unknown key train.nope"):
         resolve_story_run("reft", "tiny", parent=out / "pretrain", overrides={"train.nope": 1})

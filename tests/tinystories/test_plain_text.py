@@ -223,7 +223,10 @@ def test_plain_evaluator_logs_held_out_test_loss_and_no_twist_scores(tmp_path):
 @pytest.mark.slow
 def test_plain_text_runs_prepare_tokenizer_pretrain_generate_compare_through_the_cli(tmp_path):
     """The issue's path on real text, as a user types it (tiny scale, the excerpt's 400 stories)."""
-    from tinystories.cli import main
+    from wrapperlens.cli import main as wrapperlens_main
+
+    def main(argv):
+        return wrapperlens_main(["tinystories", *argv])
     from wrapperlens.runs import RunDir
 
     tiny = ["--preset", "tiny"]
@@ -234,7 +237,7 @@ def test_plain_text_runs_prepare_tokenizer_pretrain_generate_compare_through_the
     for name, seed in (("pt", 0), ("pt2", 1)):
         assert main(["pretrain", *tiny, "--data", str(tmp_path / "prep"), "--tokenizer",
                      str(tmp_path / "tok"), "--out", str(tmp_path / name), "--train.steps=12",
-                     f"--batches.seed={seed}", "--no-progress"]) == 0
+                     f"--train.seed={seed}", "--no-progress"]) == 0
     records = RunDir(tmp_path / "pt").metrics()
     assert records[-1]["step"] == 12 and records[-1]["test_loss"] < records[0]["test_loss"]
     assert "twist_loss" not in records[-1]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from wrapperlens.experiments.pcfg import resolve_configs
+from wrapperlens.experiments.pcfg.stages import resolve_configs
 from wrapperlens.stages import run_stage
 
 #: Small batches and evaluation sets for tiny-preset runs made inside tests.

@@ -20,7 +20,7 @@ from safetensors import safe_open
 
 from wrapperlens import distributed
 from wrapperlens.checkpoints import load_tensors
-from wrapperlens.experiments.pcfg import resolve_configs
+from wrapperlens.experiments.pcfg.stages import resolve_configs
 from wrapperlens.runs import RunDir
 from wrapperlens.stages import run_stage
 from wrapperlens.training import TrainBatch, TrainConfig, masked_loss, train

@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from wrapperlens.checkpoints import load_tensors
 from wrapperlens.runs import load_hooked_model
-from wrapperlens.experiments.pcfg import load_run, resolve_configs
+from wrapperlens.experiments.pcfg.stages import load_run, resolve_configs
 from wrapperlens.stages import run_stage as run_spec
 
 

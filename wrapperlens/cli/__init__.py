@@ -10,7 +10,7 @@ Modules: `options` (the options every command shares, defined once: `--from`, `-
 overrides), `stages` (pretrain, finetune, reft, eval), `reproduce` (reproduce, report),
 `analysis` (prune, probe, patch, attribute, attention, wrapper-map, scratch-baseline), `compiled`
 (`wrapperlens compiled compile | finetune | reft | grid | prune | attention`, the compiled RASP
-models). The TinyStories commands live with their experiment in `tinystories.cli`, built from the
+models). The TinyStories commands live in `wrapperlens.cli.tinystories` (the CLI is the roof), built from the
 same options; this package imports it only inside `build_parser` (`wrapperlens` never imports
 `tinystories` at import time).
 
@@ -59,7 +59,7 @@ def build_parser() -> Parser:
     add_reproduce_commands(sub)  # reproduce, report
     add_analysis_commands(sub)  # prune, probe, patch, attribute, attention, wrapper-map, ...
     add_compiled_commands(sub)  # wrapperlens compiled compile | finetune | reft | grid | ...
-    from tinystories.cli import add_tinystories_commands  # light: its commands import lazily
+    from wrapperlens.cli.tinystories import add_tinystories_commands  # light: imports lazily
 
     add_tinystories_commands(sub)  # wrapperlens tinystories prepare | tokenizer | pretrain | ...
     return parser

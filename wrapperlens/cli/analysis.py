@@ -12,9 +12,9 @@
 run it descends from (its parent links); `--pretrained` names another. Results go to `--out`
 (default RUN/analysis/COMMAND) as JSON plus PNG plots (HTML for attention).
 
-Each command builds the tool's options object (`wrapperlens.experiments.pcfg_analysis_options`,
+Each command builds the tool's options object (`wrapperlens.experiments.pcfg.analysis_options`,
 whose defaults are the flags' defaults and whose checks name the field) and calls the library
-function with it (`wrapperlens.experiments.pcfg_analysis`); this module only maps flags to
+function with it (`wrapperlens.experiments.pcfg.analysis`); this module only maps flags to
 fields and prints a summary.
 """
 
@@ -37,8 +37,8 @@ from wrapperlens.cli.options import (
     resolve_preset,
 )
 from wrapperlens.components import COMPONENTS
-from wrapperlens.experiments import pcfg_analysis_options as opts
-from wrapperlens.experiments.pcfg_analysis_options import default_of
+from wrapperlens.experiments.pcfg import analysis_options as opts
+from wrapperlens.experiments.pcfg.analysis_options import default_of
 
 __all__ = ["ANALYSIS_COMMANDS", "add_analysis_commands"]
 
@@ -239,7 +239,7 @@ def _out(args: argparse.Namespace) -> Path:
 
 
 def _prune(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.pcfg_analysis import prune_run
+    from wrapperlens.experiments.pcfg.analysis import prune_run
 
     options = opts.PruneOptions(
         ks=args.ks, eligible=args.eligible, granularity=args.granularity,
@@ -263,7 +263,7 @@ def _prune(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _probe(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.pcfg_analysis import probe_run
+    from wrapperlens.experiments.pcfg.analysis import probe_run
 
     options = opts.ProbeOptions(prompt=args.prompt, label=args.label, samples=args.samples,
                                 c_te=args.c_te, probe_preset=args.probe_preset)
@@ -295,7 +295,7 @@ def _largest(values: Any, axes: list[str]) -> tuple[float, dict[str, int]]:
 
 
 def _patch(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.pcfg_analysis import patch_run
+    from wrapperlens.experiments.pcfg.analysis import patch_run
 
     options = opts.PatchOptions(component=args.component, **_patching_fields(args))
     out = _out(args)
@@ -308,7 +308,7 @@ def _patch(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _attribute(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.pcfg_analysis import attribute_run
+    from wrapperlens.experiments.pcfg.analysis import attribute_run
 
     options = opts.AttributeOptions(components=args.components, compare_exact=args.compare_exact,
                                     **_patching_fields(args))
@@ -325,7 +325,7 @@ def _attribute(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _attention(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.pcfg_analysis import attention_run
+    from wrapperlens.experiments.pcfg.analysis import attention_run
 
     options = opts.AttentionOptions(example=args.example, c_te=args.c_te, prompt=args.prompt,
                                     layers=args.layers)
@@ -335,7 +335,7 @@ def _attention(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _wrapper_map(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.pcfg_analysis import wrapper_map_run
+    from wrapperlens.experiments.pcfg.analysis import wrapper_map_run
 
     options = opts.WrapperMapOptions(samples=args.samples, c_te=args.c_te, metric=args.metric,
                                      patch_neurons=not args.no_neuron_patching)
@@ -347,7 +347,7 @@ def _wrapper_map(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _scratch_baseline(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.scratch_baseline import (
+    from wrapperlens.experiments.pcfg.scratch_baseline import (
         compare_reft_with_scratch,
         run_scratch_baseline,
     )

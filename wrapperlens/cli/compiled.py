@@ -7,10 +7,10 @@
     wrapperlens compiled attention --from runs/c/ft --out runs/c/attention.html
     wrapperlens compiled grid      --preset cpu --out runs/compiled-grid      # Table 3, claims 8-12
 
-The paper's second setting (§4, App. G; docs/compiled.md §5): a program compiled into a
-transformer, plus noise, then fine-tuned. The stages are `wrapperlens.experiments.compiled_runs`
+The paper's second setting (§4, App. G; docs/compiled.md#cross-checking-against-tracr): a program compiled into a
+transformer, plus noise, then fine-tuned. The stages are `wrapperlens.experiments.compiled.stages`
 (compile, finetune, reft: the run engine, so a finished run is reused and a killed one continues);
-`prune` and `grid` are `wrapperlens.experiments.compiled_grid`; `attention` draws
+`prune` and `grid` are `wrapperlens.experiments.compiled.grid`; `attention` draws
 `wrapperlens.analysis.attention_views`. Options and errors are those of every `wrapperlens`
 command (`wrapperlens.cli.options`, `wrapperlens.cli.main`). `table3_text` and `claims_text`
 format a grid's results.json, as `grid` prints them.
@@ -82,7 +82,7 @@ def _epilog(name: str) -> Callable[[], str]:
         lines = ["example:", f"  {COMPILED_COMMANDS[name][1]}"]
         if name not in STAGES:
             return "\n".join(lines)
-        from wrapperlens.experiments.compiled_runs import SECTION_TYPES
+        from wrapperlens.experiments.compiled.stages import SECTION_TYPES
         from wrapperlens.presets import presets
 
         lines.append("defaults per preset (override with --SECTION.KEY=VALUE):")
@@ -184,20 +184,14 @@ def _print_accuracies(record: Mapping[str, Any], floors: Mapping[str, float]) ->
 
 
 def _stage(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.config import ConfigError
-    from wrapperlens.experiments.compiled_runs import resolve_compiled, run_compiled_stage
-    from wrapperlens.runs import RunDir, as_saved
+    from wrapperlens.experiments.compiled.stages import resolve_compiled
 
     stage = args.compiled_command
     run = resolve_compiled(stage, resolve_preset(args), getattr(args, "run", None),
                            getattr(args, "eta", None), overrides)
-    target = RunDir(args.out)
-    same = target.exists() and target.read_config() == as_saved(run.to_json())
-    if stage == "compile" and target.exists() and not same:
-        raise ConfigError(f"{args.out} holds a run with other configs; choose another --out")
-    reused = same and target.is_finished(run.train_config.steps if run.train_config else 0)
-    records, _ = run_compiled_stage(run, args.out, progress=not getattr(args, "no_progress", True),
-                                    device=getattr(args, "device", "cpu"))
+    reused = run.finished_in(args.out)
+    records, _ = run.run_or_reuse(args.out, progress=not getattr(args, "no_progress", True),
+                                  device=getattr(args, "device", "cpu"))
     if not is_main_process():
         return 0  # rank 0 reports
     final = records[-1]
@@ -222,20 +216,18 @@ def _stage(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _grid(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.compiled_grid import preset_grid, reproduce_compiled
+    from wrapperlens.experiments.compiled.grid import SETTING
+    from wrapperlens.reproduction import failed_jobs, reproduce
 
-    programs = None
     if args.programs is not None:
-        programs = tuple(p.strip() for p in args.programs.split(",") if p.strip())
-    preset_grid(args.preset or "cpu", args.seeds, programs)  # refuse bad values before --out
-    results = reproduce_compiled(args.preset or "cpu", args.out, seeds=args.seeds,
-                                 programs=programs, executor=args.executor, workers=args.workers,
-                                 threads=args.threads, address=args.address, device=args.device,
-                                 progress=not args.no_progress)
+        overrides = {**overrides, "grid.programs": args.programs}
+    results = reproduce([SETTING], args.preset or "cpu", args.out, seeds=args.seeds,
+                        overrides=overrides, executor=args.executor, workers=args.workers,
+                        threads=args.threads, address=args.address, device=args.device,
+                        progress=not args.no_progress)
     jobs = results["runs"] + results["analyses"]
     unfinished = [j for j in jobs if j["status"] != "finished"]
-    print(f"written {Path(args.out) / 'results.json'}: {len(jobs) - len(unfinished)} of "
-          f"{len(jobs)} jobs finished")
+    print(f"{len(jobs) - len(unfinished)} of {len(jobs)} jobs finished")
     for job in unfinished:
         error = (job["error"] or "").strip().splitlines()
         print(f"  {job['status']}: {job['key']}{': ' + error[-1] if error else ''}")
@@ -243,12 +235,12 @@ def _grid(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     print(table3_text(results))
     print()
     print(claims_text(results))
-    return 0
+    return 1 if failed_jobs(results) else 0
 
 
 def _prune(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     from wrapperlens.checkpoints import write_json
-    from wrapperlens.experiments.compiled_grid import prune_run
+    from wrapperlens.experiments.compiled.analysis import prune_run
 
     result = prune_run(args.run, list(args.ks), args.seed, args.random_draws)
     print(f"g·w pruning of {args.run} (single weights, O_PT loss; random: mean of "
@@ -269,50 +261,14 @@ def _prune(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _attention(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    import numpy as np
-    import torch
+    from wrapperlens.experiments.compiled.analysis import attention_view
 
-    from wrapperlens.analysis.attention_views import write_attention_html
-    from wrapperlens.experiments.compiled_runs import load_compiled_run
-
-    run, model = load_compiled_run(args.run)
-    d, task = run.description, run.task
-    if args.input is None:
-        letters = [task.vocab[i] for i in run.eval_letters(0)[0]]
-    else:
-        letters = _checked_letters(args.input, run)
-    tokens = torch.tensor(d.encode(letters))
-    str_tokens = ["BOS", *letters]
-    letters = "".join(letters)
-    with torch.no_grad():
-        answer = d.output_values[int(model(tokens[None].to(model.cfg.device))[0, -1].argmax())]
-    truth = ""  # a Counter counts any prefix; Max-identifier's rank needs the full input
-    if task.config.program == "counter" or len(letters) == task.length:
-        indices = np.array([[task.vocab.index(c) for c in letters]])
-        truth = f" (O_PT {task.config.o_pt!r}: {task.answers(indices, task.config.o_pt)[0]})"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{args.run}: {task.config.program} ({run.stage}), input {letters}"
-    write_attention_html(args.out, model, tokens, str_tokens, title=title)
-    print(f"written {args.out}: {model.cfg.n_layers} block(s) x {model.cfg.n_heads} head(s) on "
-          f"BOS {letters}")
-    print(f"  answer at the last position: {answer}{truth}")
+    view = attention_view(args.run, args.out, args.input)
+    print(f"written {args.out}: {view['n_layers']} block(s) x {view['n_heads']} head(s) on "
+          f"BOS {view['letters']}")
+    truth = f" (O_PT {view['o_pt']!r}: {view['truth']})" if view["truth"] is not None else ""
+    print(f"  answer at the last position: {view['answer']}{truth}")
     return 0
-
-
-def _checked_letters(text: str, run) -> list[str]:
-    """The letters of `--input`, refused unless the compiled model can read them."""
-    task = run.task
-    letters = list(text.strip())
-    unknown = sorted({c for c in letters if c not in task.vocab})
-    if not letters or unknown:
-        raise ValueError(f"--input {text!r}: letters of {''.join(task.vocab)} expected"
-                         + (f", got {''.join(unknown)!r}" if unknown else ""))
-    if len(letters) > task.length:
-        raise ValueError(f"--input has {len(letters)} letters; this model reads at most "
-                         f"{task.length} (task.length)")
-    if task.config.program == "max_identifier" and len(set(letters)) < len(letters):
-        raise ValueError(f"--input {text!r}: Max-identifier inputs are distinct letters")
-    return letters
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -330,7 +286,7 @@ def table3_text(results: Mapping[str, Any]) -> str:
               "O_FT C_Te=0", "seeds"]
     rows = [[r["program"], r["eta"], "-" if r["c_tr"] is None else f"{r['c_tr']:g}",
              *(_percent(r.get(m)) for m in METRICS), str(r["seeds"])]
-            for r in results["table3"]]
+            for r in results["tables"]["table3"]]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -345,7 +301,7 @@ def table3_text(results: Mapping[str, Any]) -> str:
 def claims_text(results: Mapping[str, Any]) -> str:
     """Claims 8-12 of a grid's results: id, status, mean [spread] of the per-seed values (in the
     quantity's own units: differences of fractions), threshold and title."""
-    lines = ["Claims (docs/claims.md; rules: wrapperlens/experiments/compiled_claims.py):",
+    lines = ["Claims (docs/claims.md; rules: wrapperlens/experiments/compiled/claims.py):",
              f"  {'id':>2s}  {'status':15s}  {'mean [min, max]':24s}  {'threshold':9s}  claim"]
     for c in results["claims"]:
         value = "-" if c["mean"] is None else (

@@ -5,7 +5,7 @@
     wrapperlens reproduce --preset paper --out /shared/paper --executor ray --address auto
     wrapperlens report runs/demo                                   # rebuild, no training
 
-Both live in `wrapperlens.experiments.reproduce`; this module only parses.
+Both live in `wrapperlens.reproduction`; this module only parses.
 """
 
 from __future__ import annotations
@@ -21,6 +21,29 @@ from wrapperlens.cli.options import (add_command, add_config, add_device, add_no
 __all__ = ["REPRODUCE_COMMANDS", "add_reproduce_commands"]
 
 REPRODUCE_COMMANDS = ("reproduce", "report")
+SETTINGS = ("pcfg", "compiled", "tinystories")
+
+
+def _settings(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown settings {unknown or text!r}; known: "
+                                         f"{', '.join(SETTINGS)}")
+    return names
+
+
+def _setting_objects(names):
+    """The `Setting` of each name (imported here: the CLI is the only place that knows them)."""
+    from wrapperlens.experiments.compiled.grid import SETTING as COMPILED
+    from wrapperlens.experiments.pcfg.grid import SETTING as PCFG
+
+    known = {"pcfg": PCFG, "compiled": COMPILED}
+    if "tinystories" in names:
+        from tinystories.grid import SETTING as TINYSTORIES
+
+        known["tinystories"] = TINYSTORIES
+    return [known[n] for n in names]
 
 
 def _positive(text: str) -> int:
@@ -43,6 +66,9 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
         help="Run a preset's grid over seeds and judge each claim", sections=None,
     )
     add_preset(p, from_run=False, names="demo | cpu | paper | tiny", default="demo")
+    p.add_argument("--settings", type=_settings, default=("pcfg",), metavar="LIST",
+                   help="comma-separated settings to run into one directory and one report: "
+                   f"{', '.join(SETTINGS)} (default: pcfg)")
     add_out(p, "output directory (default: runs/reproduce-PRESET)", required=False)
     p.add_argument("--seeds", type=_positive, metavar="N",
                    help="seeds per setting (default: the preset's grid.seeds)")
@@ -69,19 +95,24 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.reproduce import reproduce
+    from wrapperlens.reproduction import failed_jobs, reproduce
 
     preset = args.preset or "demo"
     out = args.out or Path("runs") / f"reproduce-{preset}"
-    reproduce(preset, out, seeds=args.seeds, overrides=dict(overrides), executor=args.executor,
-              workers=args.workers, threads=args.threads, address=args.address,
-              device=args.device, progress=not args.no_progress)
-    return 0
+    results = reproduce(_setting_objects(args.settings), preset, out, seeds=args.seeds,
+                        overrides=dict(overrides), executor=args.executor, workers=args.workers,
+                        threads=args.threads, address=args.address, device=args.device,
+                        progress=not args.no_progress)
+    failed = failed_jobs(results)
+    if failed:
+        print(f"{len(failed)} job(s) failed (their errors are in results.json and the report): "
+              + ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
+    return 1 if failed else 0
 
 
 def _report(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.reproduce import rebuild_report
+    from wrapperlens.reproduction import rebuild_report
 
-    rebuild_report(args.dir)
+    rebuild_report(_setting_objects(SETTINGS), args.dir)
     print(f"Written: {args.dir / 'results.json'}, {args.dir / 'report.html'}")
     return 0

@@ -5,7 +5,7 @@
     wrapperlens reft     --from runs/ft --out runs/reft
     wrapperlens eval     --from runs/ft
 
-The configs come from `wrapperlens.experiments.pcfg.resolve_configs` (preset, then the parent
+The configs come from `wrapperlens.experiments.pcfg.stages.resolve_configs` (preset, then the parent
 run's configs, then the overrides) and are trained by the run engine (`wrapperlens.stages`);
 finetune and reft default to their parent run's preset. Under `torchrun` every rank trains and
 rank 0 alone prints.
@@ -36,7 +36,7 @@ STAGE_COMMANDS = (*STAGE_HELP, "eval")
 
 def _defaults_epilog(stage: str):
     def build() -> str:
-        from wrapperlens.experiments.pcfg import SECTION_TYPES
+        from wrapperlens.experiments.pcfg.stages import SECTION_TYPES
         from wrapperlens.presets import presets
 
         lines = ["defaults per preset (override with --SECTION.KEY=VALUE):"]
@@ -86,7 +86,7 @@ def add_stage_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _stage(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.pcfg import resolve_configs, saved_run
+    from wrapperlens.experiments.pcfg.stages import resolve_configs, saved_run
     from wrapperlens.runs import RunDir
     from wrapperlens.stages import run_stage
 
@@ -111,7 +111,7 @@ def _stage(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 def _eval(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     from wrapperlens.checkpoints import write_json
-    from wrapperlens.experiments.pcfg import load_run
+    from wrapperlens.experiments.pcfg.stages import load_run
 
     run, model = load_run(args.run)
     metrics = run.evaluate(model)

@@ -8,7 +8,7 @@ import pytest
 
 from wrapperlens.cli import build_parser, main
 from wrapperlens.cli.analysis import ANALYSIS_COMMANDS
-from wrapperlens.experiments.pcfg import resolve_configs
+from wrapperlens.experiments.pcfg.stages import resolve_configs
 from wrapperlens.stages import run_stage
 
 SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.checkpoint_every": 50}
@@ -189,7 +189,7 @@ def test_a_list_that_is_not_integers_is_an_argparse_error(runs, capsys):
 
 
 def test_scratch_baseline_takes_a_device_and_passes_it_to_training(monkeypatch, tmp_path, capsys):
-    from wrapperlens.experiments import scratch_baseline
+    from wrapperlens.experiments.pcfg import scratch_baseline
 
     with pytest.raises(SystemExit):
         main(["scratch-baseline", "--help"])

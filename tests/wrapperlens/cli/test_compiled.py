@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from wrapperlens.cli import main
 from wrapperlens.cli.compiled import COMPILED_COMMANDS, claims_text, table3_text
-from wrapperlens.experiments.compiled_presets import ETAS
-from wrapperlens.experiments.compiled_runs import load_compiled_run
+from wrapperlens.experiments.compiled.presets import ETAS
+from wrapperlens.experiments.compiled.stages import load_compiled_run
 from wrapperlens.runs import RunDir
 
 FAST = ["--train.steps=6", "--train.eval_every=3", "--train.checkpoint_every=3",
@@ -183,7 +183,7 @@ def test_grid_prints_the_table_and_claims_of_its_results(tmp_path):
     # the η_S, C_Tr 1 row carries that run's final accuracies, from its own metrics file
     (run,) = [r for r in results["runs"] if r["key"] ==
               "program=counter/stage=finetune/eta=S/c_tr=1.0/seed=0"]
-    final = RunDir(tmp_path / run["value"]["dir"]).metrics()[-1]
+    final = RunDir(tmp_path / run["dir"]).metrics()[-1]
     (row,) = [line for line in text.splitlines() if re.match(r"counter\s+S\s+1\s", line)]
     for metric in METRICS:
         v = f"{100 * final[metric]:.1f}"
@@ -194,12 +194,12 @@ def test_grid_prints_the_table_and_claims_of_its_results(tmp_path):
 
 def test_table3_text_formats_mean_min_max_in_percent():
     cell = {"mean": (0.5 + 0.25 + 1.0) / 3, "min": 0.25, "max": 1.0}
-    results = {"table3": [
+    results = {"tables": {"table3": [
         {"program": "counter", "eta": "-", "c_tr": None, "seeds": 3,
          **{m: {"mean": 0.0, "min": 0.0, "max": 0.0} for m in METRICS}},
         {"program": "counter", "eta": "VS", "c_tr": 0.2, "seeds": 3, "acc/O_PT/cte1": cell,
          **{m: {"mean": 0.125, "min": 0.1, "max": 0.15} for m in METRICS[1:]}},
-    ]}
+    ]}}
     lines = table3_text(results).splitlines()
     assert lines[1].split()[:3] == ["program", "η", "C_Tr"]
     assert lines[3].split()[:3] == ["counter", "-", "-"]

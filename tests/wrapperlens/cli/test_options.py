@@ -19,7 +19,7 @@ def test_parsing_every_command_imports_nothing_heavy():
     the command runs) import the standard library and wrapperlens.config only."""
     code = (
         "import sys, contextlib, io\n"
-        "import wrapperlens.cli, tinystories.cli\n"
+        "import wrapperlens.cli, wrapperlens.cli.tinystories\n"
         "from wrapperlens.cli import build_parser\n"
         "parser = build_parser()\n"
         "parser.parse_known_args(['prune', '--from', 'r', '--ks', '0-3', '--train.lr=1'])\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from wrapperlens.cli import main
-from wrapperlens.experiments import reproduce as reproduce_module
+from wrapperlens import reproduction as reproduce_module
 
 
 def test_help_names_the_presets_executors_and_seeds(capsys):
@@ -23,12 +23,15 @@ def test_help_names_the_presets_executors_and_seeds(capsys):
 def test_the_flags_reach_reproduce(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(reproduce_module, "reproduce",
-                        lambda preset, out, **kw: seen.update(preset=preset, out=out, **kw))
+                        lambda settings, preset, out, **kw: seen.update(
+                            settings=[s.name for s in settings], preset=preset, out=out, **kw)
+                        or {"runs": [], "analyses": []})
     assert main(["reproduce", "--out", str(tmp_path), "--seeds", "4", "--executor", "inline",
                  "--workers", "3", "--grid.priors=L", "--no-progress"]) == 0
     assert (seen["preset"], seen["out"], seen["seeds"], seen["executor"], seen["workers"]) == (
         "demo", tmp_path, 4, "inline", 3)
     assert seen["overrides"] == {"grid.priors": "L"} and seen["progress"] is False
+    assert seen["settings"] == ["pcfg"]
 
 
 def test_bad_values_are_refused(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """A synthetic results dict for rendering tests of the report: made-up numbers, not measurements.
 
-`synthetic_results(out_dir)` returns a dict in the layout of `results.json` (format 1) with every
+`synthetic_results(out_dir)` returns a dict in the layout of `results.json` (format 2) with every
 kind of record the report draws: pretraining, fine-tuning, reFT and Scr.+FT runs over 3 seeds
 (one failed, one missing, one skipped), prune / probe / attention analyses (one failed) and seven
 claims of every status. The accuracies are smooth functions of the settings plus seeded noise,
@@ -170,9 +170,12 @@ def synthetic_results(out_dir: Path, attention: bool = True) -> dict[str, Any]:
     if attention:
         write_attention_page(Path(out_dir) / ATTENTION_FILE)
     return {
-        "format": 1, "preset": "tiny", "seeds": SEEDS, "executor": "local",
-        "wall_seconds": 3725.0,
-        "seed_roles": {"pretrain": "train.seed (data order) and model.init_seed (initial weights)",
-                       "finetune": "train.seed (data order)", "reft": "train.seed (data order)"},
-        "runs": _runs(rng), "analyses": _analyses(rng, attention), "claims": _claims(),
+        "format": 2, "settings": ["pcfg"], "preset": "tiny", "seeds": {"pcfg": SEEDS},
+        "executor": "local", "wall_seconds": 3725.0,
+        "seed_roles": {"pcfg": {
+            "pretrain": "train.seed (data order) and model.init_seed (initial weights)",
+            "finetune": "train.seed (data order)", "reft": "train.seed (data order)"}},
+        "runs": [{"setting": "pcfg", **r} for r in _runs(rng)],
+        "analyses": [{"setting": "pcfg", **a} for a in _analyses(rng, attention)],
+        "tables": {}, "claims": _claims(),
     }

@@ -1,4 +1,4 @@
-"""The compiled models' stages, grid and claims 8-12 (wrapperlens.experiments.compiled_*)."""
+"""The compiled models' stages, grid and claims 8-12 (wrapperlens.experiments.compiled)."""
 
 import json
 
@@ -8,9 +8,11 @@ import torch
 
 from tasks.rasp import evaluate
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments.compiled_claims import evaluate_compiled_claims
-from wrapperlens.experiments.compiled_grid import plan, readout_job, reproduce_compiled
-from wrapperlens.experiments.compiled_runs import (
+from wrapperlens.experiments.compiled.claims import evaluate_compiled_claims
+from wrapperlens.experiments.compiled.analysis import readout
+from wrapperlens.experiments.compiled.grid import SETTING, plan
+from wrapperlens.reproduction import reproduce
+from wrapperlens.experiments.compiled.stages import (
     load_compiled_run,
     resolve_compiled,
     run_compiled_stage,
@@ -110,7 +112,7 @@ def test_reft_must_use_a_smaller_rate(tmp_path):
 
 def test_counter_readout_sums_attention_to_each_letter(tmp_path):
     _, path = _compile(tmp_path, **{"compile.noise_std": 0.0})
-    value = readout_job(str(tmp_path), {"dir": "compiled"})
+    value = readout(tmp_path / "compiled")
     # the exact counting head splits the last query's attention between BOS and the a's: a
     # fraction count(a) / (count(a) + 1) goes to a, nothing to b (mean over inputs)
     run, _ = load_compiled_run(path)
@@ -124,11 +126,11 @@ def test_counter_readout_sums_attention_to_each_letter(tmp_path):
 def test_sorting_readout_of_the_exact_max_identifier_is_perfect(tmp_path):
     _compile(tmp_path, **{"compile.noise_std": 0.0, "task.program": "max_identifier",
                           "task.length": 0})
-    assert readout_job(str(tmp_path), {"dir": "compiled"}) == {"sorting_accuracy": 1.0}
+    assert readout(tmp_path / "compiled") == {"sorting_accuracy": 1.0}
 
 
 def test_the_plan_covers_table3_and_its_analyses():
-    jobs = {j.key: j for j in plan("cpu")}
+    jobs = {g.job.key: g.job for g in plan("cpu")}
     ft = [k for k in jobs if "stage=finetune" in k and k.startswith("program=")]
     assert len(ft) == 2 * 4 * 7 * 3  # programs × η × C_Tr × seeds
     assert sum(k.startswith("prune/") for k in jobs) == 2 * 2 * 3  # η_M, η_S × C_Tr 0, 1
@@ -139,32 +141,32 @@ def test_the_plan_covers_table3_and_its_analyses():
 
 @pytest.mark.slow
 def test_the_tiny_grid_runs_and_decides_every_claim(tmp_path):
-    results = reproduce_compiled("tiny", tmp_path, executor="inline", progress=False)
+    results = reproduce([SETTING], "tiny", tmp_path, executor="inline", progress=False)
     assert all(r["status"] == "finished" for r in results["runs"] + results["analyses"])
-    rows = {(r["program"], r["eta"], r["c_tr"]): r for r in results["table3"]}
+    rows = {(r["program"], r["eta"], r["c_tr"]): r for r in results["tables"]["table3"]}
     assert ("counter", "-", None) in rows and ("max_identifier", "VS", 1.0) in rows
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["table3"] == results["table3"]
+    assert saved["tables"]["table3"] == results["tables"]["table3"]
     statuses = {c["id"]: c["status"] for c in results["claims"]}
     assert set(statuses) == {8, 9, 10, 11, 12} and "not covered" not in statuses.values()
     # a rerun recomputes nothing: every run directory is reused
-    again = reproduce_compiled("tiny", tmp_path, executor="inline", progress=False)
-    assert again["table3"] == results["table3"]
+    again = reproduce([SETTING], "tiny", tmp_path, executor="inline", progress=False)
+    assert again["tables"]["table3"] == results["tables"]["table3"]
 
 
 def _run(program, stage, final, **params):
-    return {"status": "finished", "params": {"program": program, "stage": stage, **params},
-            "value": {"final": final, "floors": {"acc/O_FT/cte1": 0.2}}}
+    return {"status": "finished", "stage": stage, "params": {"program": program, **params},
+            "final": final, "floors": {"acc/O_FT/cte1": 0.2}}
 
 
 def test_claim_rules_on_hand_made_results():
     ok = {"acc/O_FT/cte1": 0.95, "acc/O_FT/cte0": 0.01, "acc/O_PT/cte0": 0.9}
-    runs = [_run("counter", "finetune", ok, eta="S", c_tr=c, seed="0") for c in (0.5, 1.0)]
-    runs += [_run("counter", "reft", {"acc/O_PT/cte0": v}, after=a, c_tr=1.0, seed="0")
+    runs = [_run("counter", "finetune", ok, eta="S", c_tr=c, seed=0) for c in (0.5, 1.0)]
+    runs += [_run("counter", "reft", {"acc/O_PT/cte0": v}, after=a, c_tr=1.0, seed=0)
              for a, v in (("M", 0.9), ("L", 0.1))]
     readout = lambda program, value, **p: {  # noqa: E731
-        "kind": "readout", "status": "finished", "value": value,
-        "params": {"program": program, "stage": "finetune", "seed": "0", **p}}
+        "kind": "readout", "status": "finished", "result": value,
+        "params": {"program": program, "stage": "finetune", "seed": 0, **p}}
     analyses = [readout("counter", {"attention_to_a": 0.8, "attention_to_b": 0.1}, eta="S",
                         c_tr=1.0),
                 readout("counter", {"attention_to_a": 0.2, "attention_to_b": 0.7}, eta="M",
@@ -173,17 +175,17 @@ def test_claim_rules_on_hand_made_results():
                  for e, v in (("VS", 0.95), ("L", 0.2), ("M", 0.3), ("S", 0.1))]
     prune = {"ks": [0, 1, 2], "top": [{"acc/O_PT/cte0": a} for a in (0.1, 0.8, 0.85)],
              "random": [{"acc/O_PT/cte0": a} for a in (0.1, 0.1, 0.12)]}
-    analyses.append({"kind": "prune", "status": "finished", "value": prune,
+    analyses.append({"kind": "prune", "status": "finished", "result": prune,
                      "params": {"program": "counter", "stage": "finetune", "eta": "M",
-                                "c_tr": 1.0, "seed": "0"}})
+                                "c_tr": 1.0, "seed": 0}})
     claims = {c["id"]: c for c in evaluate_compiled_claims({"runs": runs, "analyses": analyses})}
     assert {i: c["status"] for i, c in claims.items()} == {i: "reproduced" for i in range(8, 13)}
     # K = 2 gains 0.75 against 0.02 at random, more than K = 1 (0.7 against 0)
     assert claims[9]["values"] == [pytest.approx(0.73)] and "[2]" in claims[9]["note"]
     assert claims[10]["values"] == [pytest.approx(0.8)]
     # the same claim with a failed shortcut is not reproduced
-    runs[0]["value"]["final"] = {**ok, "acc/O_FT/cte1": 0.3}
-    runs[1]["value"]["final"] = {**ok, "acc/O_FT/cte1": 0.3}
+    runs[0]["final"] = {**ok, "acc/O_FT/cte1": 0.3}
+    runs[1]["final"] = {**ok, "acc/O_FT/cte1": 0.3}
     assert evaluate_compiled_claims({"runs": runs, "analyses": analyses})[4]["status"] == \
         "not reproduced"
     assert evaluate_compiled_claims({"runs": [], "analyses": []})[0]["status"] == "not covered"

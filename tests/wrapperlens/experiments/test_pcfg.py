@@ -1,4 +1,4 @@
-"""The PCFG stage protocol (wrapperlens.experiments.pcfg): test sets, chance floors, data seeds
+"""The PCFG stage protocol (wrapperlens.experiments.pcfg.stages): test sets, chance floors, data seeds
 per stage, randFT data and the learning-rate rule, each checked on the decoded token text."""
 
 from collections import Counter
@@ -10,7 +10,7 @@ import torch
 from tasks.data import Question
 from tests.helpers import FEW_STEPS, tiny_pcfg_run
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments.pcfg import resolve_configs
+from wrapperlens.experiments.pcfg.stages import resolve_configs
 from wrapperlens.stages import run_stage
 
 #: The tiny preset's counting window (task.count_window) and the correlation offset q.

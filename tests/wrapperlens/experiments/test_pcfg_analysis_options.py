@@ -7,8 +7,8 @@ import inspect
 import pytest
 
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments import pcfg_analysis
-from wrapperlens.experiments.pcfg_analysis_options import (
+from wrapperlens.experiments.pcfg import analysis as pcfg_analysis
+from wrapperlens.experiments.pcfg.analysis_options import (
     AttentionOptions,
     AttributeOptions,
     PatchOptions,

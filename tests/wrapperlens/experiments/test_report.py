@@ -23,10 +23,19 @@ from tests.wrapperlens.experiments.report_fixture import (
     MISSING_KEY,
     synthetic_results,
 )
-from wrapperlens.experiments.report import report_page, write_report
-from wrapperlens.experiments.report_plots import fig5, fig8
+from wrapperlens import report
+from wrapperlens.experiments.pcfg.report_plots import FIGURES
+from wrapperlens.experiments.pcfg.report_plots import fig5, fig8
 
 CHROMIUM = shutil.which("chromium")
+def write_report(out, results):
+    return report.write_report(out, results, {"pcfg": FIGURES})
+
+
+def report_page(results, out):
+    return report.report_page(results, out, {"pcfg": FIGURES})
+
+
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium) for a render")
 
@@ -43,8 +52,8 @@ def test_write_report_replaces_report_html_atomically(built):
     out, results, path = built
     assert path == out / "report.html" and path.read_text().startswith("<!DOCTYPE html>")
     before = path.read_text()
-    with pytest.raises(ValueError, match="'format' is 2"):
-        write_report(out, {**results, "format": 2})
+    with pytest.raises(ValueError, match="'format' is 1"):
+        write_report(out, {**results, "format": 1})
     assert path.read_text() == before  # a failed rewrite leaves the old page
     assert not [p.name for p in out.iterdir() if p.name.startswith(".report.html")]
 
@@ -144,12 +153,12 @@ def test_results_without_analyses_or_anything_still_render(tmp_path):
     page = report_page(results | {"analyses": [broken]}, tmp_path)
     assert re.search(r"Fig. 7.*?Not drawn: TypeError", page, re.DOTALL)
     assert len(re.findall(r"<img\b", page)) == 3  # the other figures are still drawn
-    bare = report_page({"format": 1, "runs": None}, tmp_path)
+    bare = report_page({"format": 2, "settings": ["pcfg"], "runs": None}, tmp_path)
     assert bare.count("Not drawn:") == 5 and "No claims" in bare
     view = {"key": "attention/x", "kind": "attention", "status": "finished",
             "result": {"html": "nowhere.html", "label": "lost"}}
     assert "Attention view file not found: nowhere.html" in report_page(
-        {"format": 1, "analyses": [view]}, tmp_path)
+        {"format": 2, "analyses": [view]}, tmp_path)
 
 
 def _chromium(page, *flags, timeout=90):

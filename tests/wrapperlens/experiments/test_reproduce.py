@@ -1,8 +1,11 @@
-"""`wrapperlens reproduce` end to end on the `tiny` grid: results, claims, resuming a killed
+"""`wrapperlens reproduce` end to end on the `tiny` grids: results, claims, resuming a killed
 sweep, a failing run, the Ray executor, and the report in a browser.
 
-One uninterrupted sweep (`finished`) is the reference every other way of running the grid must
-equal, number for number (CPU training with one thread per run is bit-deterministic).
+Every setting at once: the PCFG grid, the compiled grid (what `wrapperlens compiled grid` runs)
+and the TinyStories pipeline (what `wrapperlens tinystories pipeline` runs) in one directory, one
+sweep, one results.json and one report. One uninterrupted sweep (`finished`) is the reference
+every other way of running the grids must equal, number for number (CPU training with one thread
+per run is bit-deterministic).
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ import pytest
 from wrapperlens.checkpoints import read_json
 from wrapperlens.cli import main
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments import grid
-from wrapperlens.experiments.reproduce import rebuild_report, reproduce
+from wrapperlens.experiment import ExperimentRun
+from wrapperlens.experiments.compiled.grid import SETTING as COMPILED
+from wrapperlens.experiments.pcfg import grid
+from wrapperlens.experiments.pcfg.grid import SETTING as PCFG
+from tinystories.grid import SETTING as TINYSTORIES
+from wrapperlens.reproduction import rebuild_report, reproduce
 from wrapperlens.runs import RunDir
 
 pytestmark = pytest.mark.slow  # a real sweep (about a minute on 2 cores), then reruns of it
@@ -42,38 +49,49 @@ def numbers(results: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> tuple[Path, dict]:
+def settings() -> list:
+    return [PCFG, COMPILED, TINYSTORIES]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, settings) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("reproduce") / "tiny"
-    return out, reproduce("tiny", out, workers=2, progress=False)
+    return out, reproduce(settings, "tiny", out, workers=2, progress=False)
 
 
-def test_the_grid_runs_and_every_covered_claim_is_decided(finished):
+def test_the_grid_runs_and_every_covered_claim_is_decided(finished, settings):
     out, results = finished
     assert {r["status"] for r in results["runs"]} == {"finished"}
     assert {a["status"] for a in results["analyses"]} == {"finished"}
     assert len({r["run_id"] for r in results["runs"]}) == len(results["runs"])
+    metrics = {s.name: s.metrics for s in settings}
     for r in results["runs"]:
         assert RunDir(out / r["dir"]).run_id() == r["run_id"]  # the directory of its run id
         last = {k: v for k, v in r["curve"][-1].items() if k != grid.COUNT_A_NATURAL}
-        assert last == read_json_lines_last(out / r["dir"])
+        assert last == read_json_lines_last(out / r["dir"], metrics[r["setting"]])
         assert all(0.0 <= f <= 1.0 for f in r["floors"].values())
-    ft = next(r for r in results["runs"] if r["stage"] == "finetune")
+    ft = next(r for r in results["runs"] if r["stage"] == "finetune" and r["setting"] == "pcfg")
     assert {"acc/O_PT/cte0", "acc/O_PT/cte1", "acc/O_PT/natural"} <= set(ft["floors"])
     claims = {c["id"]: c for c in results["claims"]}
     assert claims[3]["status"] == "not covered"  # tiny has no C_Tr = 0.8 cell
+    # claims 8-12 from the compiled setting of the same directory, Table 3 beside them
+    assert "not covered" not in {claims[i]["status"] for i in range(8, 13)}
+    assert {claims[i]["setting"] for i in range(8, 13)} == {"compiled"}
+    assert results["tables"]["table3"]
+    assert {r["setting"] for r in results["runs"]} == {"pcfg", "compiled", "tinystories"}
     for i in (1, 2, 4, 5, 7):
         assert claims[i]["status"] in ("reproduced", "not reproduced", "inconclusive")
         assert claims[i]["values"] and claims[i]["spread"][0] <= claims[i]["mean"] <= claims[i]["spread"][1]
     # claim 2 recomputed by hand from the two runs it reads
-    runs = [r for r in results["runs"] if r["stage"] == "finetune" and r["params"]["prior"] == "L"
-            and r["params"]["eta"] in ("M", "S")]
+    runs = [r for r in results["runs"] if r["setting"] == "pcfg" and r["stage"] == "finetune"
+            and r["params"]["prior"] == "L" and r["params"]["eta"] in ("M", "S")]
     gaps = sorted(r["final"]["acc/O_FT/cte1"] - r["final"]["acc/O_FT/cte0"] for r in runs)
     assert sorted(claims[2]["values"]) == gaps
     assert read_json(out / "results.json") == results
 
 
-def read_json_lines_last(run_dir: Path) -> dict:
-    return [r for r in RunDir(run_dir).metrics() if any(k.startswith("acc/") for k in r)][-1]
+def read_json_lines_last(run_dir: Path, prefixes: tuple[str, ...]) -> dict:
+    return [r for r in RunDir(run_dir).metrics() if any(k.startswith(prefixes) for k in r)][-1]
 
 
 def test_report_rebuilds_from_the_runs_alone(finished, tmp_path):
@@ -86,30 +104,14 @@ def test_report_rebuilds_from_the_runs_alone(finished, tmp_path):
     assert numbers(read_json(copy / "results.json")) == numbers(results)
     assert (copy / "report.html").stat().st_size > 0
     with pytest.raises(ConfigError, match="no sweep.json"):
-        rebuild_report(tmp_path)
+        rebuild_report([PCFG], tmp_path)
 
 
-def test_a_compiled_grid_beside_the_sweep_joins_claims_8_to_12(finished, tmp_path):
-    out, results = finished
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    assert all(c["status"] == "not covered" for c in results["claims"] if 8 <= c["id"] <= 12)
-    compiled = [{"id": i, "title": f"claim {i}", "paper": "", "quantity": "q", "threshold": 0.0,
-                 "rule": "", "values": [0.5], "mean": 0.5, "spread": [0.5, 0.5], "floor": None,
-                 "status": "reproduced", "seeds_vary": "", "note": ""} for i in range(8, 13)]
-    (copy / "compiled").mkdir()
-    (copy / "compiled" / "results.json").write_text(json.dumps({"preset": "tiny",
-                                                                "claims": compiled}))
-    joined = {c["id"]: c for c in rebuild_report(copy)["claims"]}
-    assert all(joined[i]["status"] == "reproduced" and "compiled/results.json" in joined[i]["note"]
-               for i in range(8, 13))
-    assert [joined[i] for i in (1, 2, 7)] == [c for c in results["claims"] if c["id"] in (1, 2, 7)]
-
-
-def test_a_killed_sweep_resumes_without_recomputing_a_finished_run(finished, tmp_path):
+def test_a_killed_sweep_resumes_without_recomputing_a_finished_run(finished, settings,
+                                                                  tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "wrapperlens", "reproduce", "--preset", "tiny", "--out", str(out),
-           "--workers", "2", "--no-progress"]
+           "--settings", ",".join(s.name for s in settings), "--workers", "2", "--no-progress"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -125,7 +127,7 @@ def test_a_killed_sweep_resumes_without_recomputing_a_finished_run(finished, tmp
     weights = {w: w.stat().st_mtime_ns for w in _weights(out, done)}
     assert weights  # some finished runs to watch
 
-    results = reproduce("tiny", out, workers=2, progress=False)  # the CLI's device was "auto"
+    results = reproduce(settings, "tiny", out, workers=2, progress=False)  # the CLI's: "auto"
     assert [p for p, b in saved.items() if p.read_bytes() != b] == []  # outcomes kept, not rerun
     assert [w for w, t in weights.items() if w.stat().st_mtime_ns != t] == []  # none retrained
     assert numbers(results) == numbers(finished[1])
@@ -148,51 +150,68 @@ def _weights(out: Path, outcome_files: list[Path]) -> list[Path]:
             and v["dir"].startswith("runs/")]
 
 
-def test_a_failing_run_is_recorded_and_the_others_finish(finished, tmp_path, monkeypatch):
+def test_a_failing_run_is_recorded_and_the_others_finish(finished, settings, tmp_path,
+                                                         monkeypatch):
     out = tmp_path / "failing"
     shutil.copytree(finished[0], out)
     reft = [r for r in finished[1]["runs"] if r["stage"] == "reft"]
-    for r in reft:  # forget the reFT runs, then make them fail
-        (out / "jobs" / f"{r['key']}.json").unlink()
-        shutil.rmtree(out / r["dir"])
-    real = grid.train_job
+    for r in reft:  # forget the reFT runs (PCFG and compiled), then make them fail
+        (out / "jobs" / r["setting"] / f"{r['key']}.json").unlink()
+        shutil.rmtree(out / r["dir"], ignore_errors=True)  # two keys may share a run id
+    real = ExperimentRun.train_job.__func__
 
-    def train_job(**kwargs):
+    def train_job(cls, **kwargs):
         if kwargs["stage"] == "reft":
             raise RuntimeError("made to fail")
-        return real(**kwargs)
+        return real(cls, **kwargs)
 
-    monkeypatch.setattr(grid, "train_job", train_job)
-    results = reproduce("tiny", out, executor="inline", progress=False)
+    monkeypatch.setattr(ExperimentRun, "train_job", classmethod(train_job))
+    results = reproduce(settings, "tiny", out, executor="inline", progress=False)
     status = {r["key"]: (r["status"], r["error"] or "") for r in results["runs"]}
     for r in reft:
         assert status[r["key"]][0] == "failed" and "RuntimeError: made to fail" in status[r["key"]][1]
     assert all(s == "finished" for k, (s, _) in status.items() if k not in {r["key"] for r in reft})
-    assert {c["id"]: c["status"] for c in results["claims"]}[7] == "not covered"
+    claims = {c["id"]: c["status"] for c in results["claims"]}
+    assert claims[7] == "not covered" and claims[10] == "not covered"
     assert "made to fail" in (out / "report.html").read_text()
+    cli = main(["reproduce", "--preset", "tiny", "--out", str(out), "--executor", "inline",
+                "--settings", ",".join(s.name for s in settings), "--no-progress"])
+    assert cli == 1  # a failed run makes the command fail
 
 
-def test_the_ray_executor_gives_the_local_results(finished, tmp_path):
+def test_the_ray_executor_gives_the_local_results(finished, settings, tmp_path):
     if os.environ.get("CI"):
         import ray  # CI installs the extra: this test must run there
     else:
         ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        results = reproduce("tiny", tmp_path / "ray", executor="ray", workers=2, progress=False)
+        results = reproduce(settings, "tiny", tmp_path / "ray", executor="ray", workers=2,
+                            progress=False)
     finally:
         ray.shutdown()
     assert results["executor"] == "ray"
     assert numbers(results) == numbers(finished[1])
 
 
-def test_a_different_sweep_in_the_same_directory_is_refused(finished, tmp_path):
+def test_a_different_sweep_in_the_same_directory_is_refused(finished, settings, tmp_path):
     out = tmp_path / "other"
     shutil.copytree(finished[0], out)
-    with pytest.raises(ConfigError, match="holds a sweep of preset 'tiny'"):
-        reproduce("tiny", out, seeds=2, progress=False)
-    with pytest.raises(ConfigError, match="train.lr cannot be set here"):
-        reproduce("tiny", tmp_path / "x", overrides={"train.lr": 1.0}, progress=False)
+    with pytest.raises(ConfigError, match="holds a sweep of .* at preset 'tiny'"):
+        reproduce(settings, "tiny", out, seeds=2, progress=False)
+    with pytest.raises(ConfigError, match="train.lr cannot be set"):
+        reproduce(settings, "tiny", tmp_path / "x", overrides={"train.lr": 1.0}, progress=False)
+
+
+def test_a_typo_in_a_config_file_stops_the_sweep_before_any_run(tmp_path):
+    """Every job's configs are resolved before the first job starts (a typo once reached every
+    run, each failed, and the command exited 0)."""
+    config = tmp_path / "typo.json"
+    config.write_text(json.dumps({"task": {"seeed": 1}}))
+    out = tmp_path / "typo"
+    assert main(["reproduce", "--preset", "tiny", "--out", str(out), "--config",
+                 str(config)]) == 2
+    assert not (out / "runs").exists() and not (out / "jobs").exists()
 
 
 CHROMIUM = shutil.which("chromium")

@@ -8,8 +8,8 @@ import pytest
 
 from tasks.config import parse_prior
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments.pcfg import load_run
-from wrapperlens.experiments.scratch_baseline import (
+from wrapperlens.experiments.pcfg.stages import load_run
+from wrapperlens.experiments.pcfg.scratch_baseline import (
     REFT_METRIC,
     SCRATCH_METRIC,
     compare_reft_with_scratch,
@@ -116,7 +116,7 @@ def test_compare_reads_iterations_to_threshold_from_both_runs(runs, tmp_path):
 
 
 def test_the_device_reaches_the_training_of_both_stages(tmp_path, monkeypatch):
-    from wrapperlens.experiments import scratch_baseline
+    from wrapperlens.experiments.pcfg import scratch_baseline
 
     devices, real = [], scratch_baseline.train_or_reuse
 

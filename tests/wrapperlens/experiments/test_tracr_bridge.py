@@ -1,7 +1,7 @@
-"""Our RASP evaluator and compiler against Tracr's, through `wrapperlens.experiments.tracr_bridge`.
+"""Our RASP evaluator and compiler against Tracr's, through `wrapperlens.experiments.compiled.tracr_bridge`.
 
 Tracr is the independent reference: its evaluator must agree with `tasks.rasp.evaluate` on every
-primitive except the differences docs/compiled.md §2 lists (each checked here as a difference);
+primitive except the differences docs/compiled.md#where-the-semantics-differ-from-tracrs-evaluator lists (each checked here as a difference);
 its compiled Counter must agree with ours below 10 `a`s and is wrong from 10 on, where ours equals
 the evaluator; the HookedTransformer converted from a Tracr model must compute what Tracr's own
 JAX model computes. The module is skipped without Tracr, except under CI, which installs the
@@ -30,9 +30,9 @@ from tasks.rasp import (  # noqa: E402
     NUMERICAL, Aggregate, Comparison, Map, RASPEvaluationError, Select, SelectorWidth,
     SequenceMap, compile_program, counter, evaluate, indices, max_identifier, tokens,
 )
-from wrapperlens.experiments import tracr_bridge  # noqa: E402
+from wrapperlens.experiments.compiled import tracr_bridge  # noqa: E402
 from wrapperlens.compiled import compiled_model, run_compiled  # noqa: E402
-from wrapperlens.experiments.tracr_bridge import (  # noqa: E402
+from wrapperlens.experiments.compiled.tracr_bridge import (  # noqa: E402
     INSTALL_HINT, TracrMissingError, compile_with_tracr, hooked_from_tracr, run_tracr_hooked,
     to_tracr, tracr_forward, tracr_token_ids,
 )
@@ -271,7 +271,7 @@ def test_every_function_names_the_install_extra_when_tracr_is_missing(monkeypatc
 
 
 def test_importing_the_bridge_imports_neither_tracr_nor_jax():
-    code = ("import sys, wrapperlens.experiments.tracr_bridge, wrapperlens.compiled, tasks.rasp\n"
+    code = ("import sys, wrapperlens.experiments.compiled.tracr_bridge, wrapperlens.compiled, tasks.rasp\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tracr', 'jax', 'haiku'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)

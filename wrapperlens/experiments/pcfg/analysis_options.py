@@ -3,8 +3,8 @@
 One frozen dataclass per tool says *how* to analyse a run; the run directories themselves are
 the functions' arguments:
 
-    from wrapperlens.experiments.pcfg_analysis import patch_run
-    from wrapperlens.experiments.pcfg_analysis_options import PatchOptions
+    from wrapperlens.experiments.pcfg.analysis import patch_run
+    from wrapperlens.experiments.pcfg.analysis_options import PatchOptions
 
     patch_run("runs/ft", "out/patch", PatchOptions(component="z", samples=32))
 

@@ -18,7 +18,7 @@ imports them, and this module imports them only inside its functions. Install th
 `pip install wrapperlens[tracr]` (from a checkout: `pip install -c constraints.txt -e ".[tracr]"`);
 without them every function here raises `TracrMissingError`, saying so.
 
-**What differs** from `tasks.rasp` (docs/compiled.md §2-3). Tracr's evaluator raises on a `None`
+**What differs** from `tasks.rasp` (docs/compiled.md#where-the-semantics-differ-from-tracrs-evaluator, docs/compiled.md#how-each-part-is-compiled). Tracr's evaluator raises on a `None`
 key or query of a `Comparison`, gives `None` (ours: 0) for a numerical `Map` of `None`, gives an
 `Aggregate`'s default where nothing is selected (`to_tracr` sets 0 for a numerical one, as ours;
 Tracr's own default is `None`), and averages several selected numbers in a categorical `Aggregate`

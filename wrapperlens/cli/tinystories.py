@@ -37,7 +37,7 @@ from wrapperlens.cli.options import (add_command, add_config, add_device, add_fr
                                      add_no_progress, add_out, add_preset, add_resume,
                                      is_main_process, resolve_preset)
 
-__all__ = ["COMMANDS", "add_tinystories_commands", "main"]
+__all__ = ["COMMANDS", "add_tinystories_commands"]
 
 
 def _sections_epilog(sections: Sequence[str], stage: str | None = None) -> Callable[[], str]:
@@ -183,6 +183,9 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--protocols", default="F,F+R,F+MM",
                        help="deletion protocols, comma-separated")
         p.add_argument("--etas", default="M,S", help="deletion LRs, comma-separated")
+        p.add_argument("--executor", choices=("local", "ray", "inline"), default=None,
+                       help="local: one process per run (default with --workers > 1); ray: Ray "
+                       "tasks (pip install 'wrapperlens[ray]'); inline: this process")
 
 
 def _named_dirs(specs: Sequence[str]) -> dict[str, Path]:
@@ -252,10 +255,10 @@ def _cmd_train(args, overrides) -> int:
 
 
 def _models_and_tokenizer(dirs: dict[str, Path], data):
-    from tinystories.experiments import load_story_model, read_story_run, run_tokenizer
+    from tinystories.experiments import load_story_model, run_tokenizer, story_data
 
     first = next(iter(dirs.values()))
-    prepared = data or read_story_run(first).get("prepared")
+    prepared = data or story_data(first).prepared
     if prepared is None:
         raise ValueError(f"{first}: its config names no prepared data; pass --data")
     models = {name: load_story_model(d) for name, d in dirs.items()}
@@ -285,12 +288,12 @@ def _cmd_generate(args, overrides) -> int:
     import json
 
     from tinystories.evaluation import StoryEvaluator, ensure_story_classifier
-    from tinystories.experiments import load_story_model, read_story_run, run_tokenizer
+    from tinystories.experiments import load_story_model, run_tokenizer, story_data
     from tinystories.pipeline import preset_with_overrides
     from wrapperlens.checkpoints import write_json
 
     p = preset_with_overrides(resolve_preset(args), overrides)
-    prepared = args.data or read_story_run(args.run).get("prepared")
+    prepared = args.data or story_data(args.run).prepared
     if prepared is None:
         raise ValueError(f"{args.run}: its config names no prepared data; pass --data")
     model = load_story_model(args.run)
@@ -362,7 +365,7 @@ def _cmd_pipeline(args, overrides) -> int:
     run_pipeline(args.out, resolve_preset(args), overrides,
                  protocols=[x for x in args.protocols.split(",") if x],
                  etas=[x for x in args.etas.split(",") if x], workers=args.workers,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, executor=args.executor)
     return 0
 
 
@@ -379,15 +382,3 @@ _HANDLERS = {
     "export-neo": _cmd_export_neo,
     "pipeline": _cmd_pipeline,
 }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m tinystories.cli COMMAND ...`: the same as `wrapperlens tinystories COMMAND ...`
-    (and the same error boundary, `wrapperlens.cli.main`)."""
-    from wrapperlens.cli import main as wrapperlens_main
-
-    return wrapperlens_main(["tinystories", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """PCFG runs for analysis: open a run or a pretrained / fine-tuned pair, draw its inputs.
 
-The analysis tools (`wrapperlens.experiments.pcfg_analysis`) and notebooks start here:
+The analysis tools (`wrapperlens.experiments.pcfg.analysis`) and notebooks start here:
 
     ft, pt = open_pair("runs/ft")                       # pt: the run "runs/ft" descends from
     inputs = question_inputs(ft, ft.question("a"), 64)  # "count a" prompts cut after <art>
@@ -27,8 +27,8 @@ from transformer_lens import HookedTransformer
 
 from tasks.config import FinetuneDataConfig
 from tasks.data import PCFGTask, Question, TaskBatch
-from wrapperlens.experiments.pcfg import PCFGRun, answer_accuracy, load_run
-from wrapperlens.experiments.scratch_baseline import find_pretrain_run
+from wrapperlens.experiments.pcfg.stages import PCFGRun, answer_accuracy, load_run
+from wrapperlens.experiments.pcfg.scratch_baseline import find_pretrain_run
 
 __all__ = [
     "LoadedRun",

@@ -1,9 +1,9 @@
 """PCFG glue of the analysis tools: run directories in, JSON / PNG / HTML out.
 
-Each function here opens trainer run directories (`wrapperlens.experiments.pcfg_pairs`), draws
+Each function here opens trainer run directories (`wrapperlens.experiments.pcfg.pairs`), draws
 PCFG inputs for them, calls one task-agnostic tool of `wrapperlens.analysis`, and writes its
 result into an output directory. Each takes the run (and, for a pair, an optional `pretrained`
-run) plus one frozen options object (`wrapperlens.experiments.pcfg_analysis_options`):
+run) plus one frozen options object (`wrapperlens.experiments.pcfg.analysis_options`):
 
     prune_run("runs/ft", "out/prune", PruneOptions(ks=range(8), eligible="mlp_out"))
     patch_run("runs/ft", "out/patch", PatchOptions(component="z"), pretrained="runs/pt")
@@ -26,7 +26,7 @@ from transformer_lens import HookedTransformer
 from wrapperlens.analysis.effect_plots import plot_effect
 from wrapperlens.checkpoints import write_json
 from wrapperlens.components import result_axes
-from wrapperlens.experiments.pcfg_analysis_options import (
+from wrapperlens.experiments.pcfg.analysis_options import (
     AttentionOptions,
     AttributeOptions,
     PatchOptions,
@@ -34,7 +34,7 @@ from wrapperlens.experiments.pcfg_analysis_options import (
     PruneOptions,
     WrapperMapOptions,
 )
-from wrapperlens.experiments.pcfg_pairs import (
+from wrapperlens.experiments.pcfg.pairs import (
     LoadedRun,
     accuracy_evaluator,
     make_metric,

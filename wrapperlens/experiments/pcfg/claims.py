@@ -1,7 +1,7 @@
 """The claims table: each claim of docs/claims.md, a quantity measured per seed, and a rule.
 
 Every rule was written before the runs it judges and is fixed here, threshold and K range
-included (docs/reproduction.md §3); nothing is read off the curves. A claim's quantity is measured
+included (docs/reproduction.md#how-a-claim-is-decided); nothing is read off the curves. A claim's quantity is measured
 once per seed (per seed and setting where a claim pools settings), and the status follows from
 where those values lie against the threshold:
 
@@ -18,49 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from wrapperlens.experiments.grid import COUNT_A_NATURAL, SEED_ROLES
+from wrapperlens.claims import Claim, Measured, claim_record, mean as _mean
+from wrapperlens.experiments.pcfg.grid_config import COUNT_A_NATURAL, SEED_ROLES
 
-__all__ = ["Claim", "CLAIMS", "evaluate_claims", "claim_record", "decide"]
+__all__ = ["CLAIMS", "evaluate_claims"]
 
 Results = Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Measured:
-    """A claim's values (one per seed, or seed × setting), chance floor and a note."""
-
-    values: list[float]
-    floor: float | None = None
-    note: str = ""
-    seeds_vary: str = ""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One claim and its rule: "reproduced when `quantity` > `threshold` for every seed"."""
-
-    id: int
-    title: str
-    paper: str
-    quantity: str
-    threshold: float
-    measure: Callable[[Results], Measured]
-
-    @property
-    def rule(self) -> str:
-        return (f"reproduced if {self.quantity} > {self.threshold:g} for every seed, not "
-                "reproduced if for none, else inconclusive")
-
-
-def decide(values: Sequence[float], threshold: float) -> str:
-    """The status of a claim whose values are `values` (see the module docstring)."""
-    if not values:
-        return "not covered"
-    above = [v > threshold for v in values]
-    return "reproduced" if all(above) else "not reproduced" if not any(above) else "inconclusive"
 
 
 # --------------------------------------------------------------------------------- lookups
@@ -77,10 +42,6 @@ def _runs(results: Results, stage: str, **params: Any) -> dict[int, dict]:
 
 def _analyses(results: Results, kind: str, **params: Any) -> dict[int, dict]:
     return _by_seed(results["analyses"], "kind", kind, **params)
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def _missing(what: str) -> Measured:
@@ -147,7 +108,7 @@ def _claim4(results: Results) -> Measured:
                     SEED_ROLES["finetune"])
 
 
-PRUNE_K = range(5, 16)  # "pruning 5–15 neurons" (docs/claims.md §5)
+PRUNE_K = range(5, 16)  # "pruning 5–15 neurons" (docs/claims.md#claim-5-pruning-a-few-units-revives-the-pretraining-capability)
 
 
 def _claim5(results: Results) -> Measured:
@@ -193,7 +154,7 @@ def _claim6(results: Results) -> Measured:
     return Measured(values, floor, note, SEED_ROLES["finetune"])
 
 
-REVIVED = 0.8  # counting a is "back" at 80 % on natural strings (docs/reproduction.md §3)
+REVIVED = 0.8  # counting a is "back" at 80 % on natural strings (docs/reproduction.md#how-a-claim-is-decided)
 
 
 def _steps_to(curve: list[dict], threshold: float) -> int | None:
@@ -231,8 +192,8 @@ def _not_covered(why: str) -> Callable[[Results], Measured]:
 
 
 _APPENDIX = "an appendix experiment the grid does not run yet"
-_TRACR = ("compiled (Tracr-style) models: decided by `wrapperlens compiled grid` "
-          "(docs/reproduction.md §5)")
+_TRACR = ("compiled (Tracr-style) models: decided by the compiled setting (`wrapperlens "
+          "reproduce --settings pcfg,compiled`, or `wrapperlens compiled grid`)")
 _STORIES = "TinyStories: run `wrapperlens tinystories pipeline` (not joined to this table yet)"
 
 CLAIMS: tuple[Claim, ...] = (
@@ -275,21 +236,6 @@ CLAIMS: tuple[Claim, ...] = (
         (17, "Deletion removes the Twist behaviour"), (18, "Twist probes barely move"),
         (19, "TinyStories reFT revives Twists quickly"), (20, "Other features are untouched"))),
 )
-
-
-def claim_record(claim: Claim, m: Measured) -> dict[str, Any]:
-    """One claim's entry of results.json: its rule, values (NaNs left out), spread and status."""
-    values = [v for v in m.values if not math.isnan(v)]
-    return {
-        "id": claim.id, "title": claim.title, "paper": claim.paper,
-        "rule": claim.rule if claim.quantity else "", "quantity": claim.quantity,
-        "threshold": claim.threshold if claim.quantity else None,
-        "values": values, "mean": _mean(values),
-        "spread": [min(values), max(values)] if values else None, "floor": m.floor,
-        "status": decide(values, claim.threshold), "seeds_vary": m.seeds_vary,
-        "note": m.note if len(values) == len(m.values) else
-        f"{m.note} ({len(m.values) - len(values)} undefined values left out)",
-    }
 
 
 def evaluate_claims(results: Results) -> list[dict[str, Any]]:

@@ -1,20 +1,20 @@
-"""The PCFG presets: `paper`, `cpu`, `demo` and `tiny` (docs/choices.md §S1).
+"""The PCFG presets: `paper`, `cpu`, `demo` and `tiny` (docs/choices.md#what-each-preset-is-for).
 
-The PCFG scales (docs/choices.md §S1):
+The PCFG scales (docs/choices.md#what-each-preset-is-for):
 
-`paper` is the paper's setting (App. C.2; docs/paper-settings.md §1.8): minGPT 6 × 192 × 6
+`paper` is the paper's setting (App. C.2; docs/paper-settings.md#model-and-training): minGPT 6 × 192 × 6
 heads, 250-token strings, 200K pretraining and 10K fine-tuning iterations, η = 1e-4 / 1e-5 / 1e-6.
 
 `cpu` is scaled so that the whole grid of `wrapperlens reproduce --preset cpu` (priors L and H ×
 5 fine-tuning cells × 3 seeds, with reFT, Scr.+FT, pruning and probes) fits the 2-core budget
-(docs/reproduction.md §1): 32-token strings with a 16-token window, the 3rd occurrence for I, a
+(docs/reproduction.md#the-grid): 32-token strings with a 16-token window, the 3rd occurrence for I, a
 2-layer 64-wide model, the paper's next-token loss, pretraining on the Counter and Indexer
 families only (the ones fine-tuned; 2500 steps learn count a, and under P^H count b, while P^L
 leaves count b weak), 500 fine-tuning steps, and fine-tuning learning rates
 η_L / η_M / η_S = 3e-4 / 1e-4 / 1e-5: η_M and η_S one decade higher than the paper's (20x fewer
 steps need a larger step to move as far), η_L only 3x, so that every fine-tuning rate stays below
-the pretraining rate 1e-3 (docs/choices.md §34). With every family (`--task.families=C,CC,I,IC,T`)
-and 8000 steps it learns the whole task mixture (docs/choices.md §S1).
+the pretraining rate 1e-3 (docs/choices.md#each-stages-learning-rate-is-below-its-parents). With every family (`--task.families=C,CC,I,IC,T`)
+and 8000 steps it learns the whole task mixture (docs/choices.md#what-each-preset-is-for).
 
 `demo` is the README's main command: the Counter alone on 24-token strings, 1200 pretraining
 and 300 fine-tuning steps, one seed; it covers claims 1, 2, 4, 5, 6 and 7 in under five minutes.
@@ -29,18 +29,20 @@ import dataclasses
 from typing import Any
 
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig
-from wrapperlens.experiments.grid_config import GridConfig
+from wrapperlens.experiments.pcfg.grid_config import GridConfig
 from wrapperlens.models import ModelConfig
-from wrapperlens.presets import Preset, register_preset
+from wrapperlens.presets import Preset, get_preset, register_preset
 from wrapperlens.training import TrainConfig
 
-__all__ = ["PAPER", "CPU", "DEMO", "TINY"]
+__all__ = ["EXPERIMENT", "PAPER", "CPU", "DEMO", "TINY", "get"]
+
+EXPERIMENT = "pcfg"
 
 
 def _pcfg_preset(name: str, etas: dict[str, float], **sections: Any) -> Preset:
     """A PCFG preset: fine-tuning at η_M and reFT at η_S by default, like the paper's."""
     sections.setdefault("finetune_data", FinetuneDataConfig())  # count b; C_Tr = 1
-    return Preset(name, "pcfg", sections, etas, default_eta={"finetune": "M", "reft": "S"})
+    return Preset(name, EXPERIMENT, sections, etas, default_eta={"finetune": "M", "reft": "S"})
 
 
 # Every default of PCFGTaskConfig, TrainConfig (batch 96, LR 1e-3 cosine, next-token loss) and
@@ -109,3 +111,8 @@ TINY = _pcfg_preset(
 )
 
 register_preset(PAPER, CPU, DEMO, TINY)
+
+
+def get(name: str) -> Preset:
+    """The PCFG preset `name` (a ConfigError lists the known ones otherwise)."""
+    return get_preset(name, EXPERIMENT)

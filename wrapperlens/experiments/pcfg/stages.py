@@ -14,23 +14,22 @@ combines a preset, a parent run and command-line overrides into a `PCFGRun`, and
 | reft | a finetune run | the pretraining question (count a), natural strings | η_S |
 
 A stage's learning rate must be below its parent's: fine-tuning below pretraining, reFT below
-fine-tuning (docs/choices.md §34). Batch t of a stage is drawn from (task.seed, stage, train.seed,
+fine-tuning (docs/choices.md#each-stages-learning-rate-is-below-its-parents). Batch t of a stage is drawn from (task.seed, stage, train.seed,
 t): fine-tuning and reFT keep their parent's task and model, and `train.seed` varies their data
-(docs/choices.md §31).
+(docs/choices.md#seeds-per-stage).
 
 Evaluation (logged to `metrics.jsonl`): exact-match accuracy of the greedy answer token at the
-`<art>` position (docs/choices.md §11). Pretraining logs every family × operand (`acc/C_a`, ...);
-fine-tuning and reFT log Acc O_PT and Acc O_FT on three test sets each (docs/choices.md §29):
+`<art>` position (docs/choices.md#the-accuracy-metric). Pretraining logs every family × operand (`acc/C_a`, ...);
+fine-tuning and reFT log Acc O_PT and Acc O_FT on three test sets each (docs/choices.md#the-test-sets-of-fine-tuning-and-reft):
 C_Te = 1 (`acc/O_PT/cte1`: every string carries the correlation), C_Te = 0 (`acc/O_PT/cte0`: no
 string carries it, chance correlations excluded) and the strings as sampled
 (`acc/O_PT/natural`). `PCFGRun.chance_floors` gives the accuracy of always answering each set's
-most common answer (docs/choices.md §30).
+most common answer (docs/choices.md#chance-floors).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
@@ -41,12 +40,10 @@ from transformer_lens import HookedTransformer
 
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig
 from tasks.data import PCFGStream, PCFGTask, Question, TaskBatch
-from wrapperlens.checkpoints import CheckpointError
-from wrapperlens.config import ConfigError, apply_overrides, replace, sections_from_dict, to_dict
+from wrapperlens.experiment import ExperimentRun, StageRule, read_run, register_experiment
+from wrapperlens.experiment import load_run as load_experiment_run
+from wrapperlens.experiments.pcfg import presets as _presets  # noqa: F401 (registers them)
 from wrapperlens.models import ModelConfig, build_model
-from wrapperlens.presets import get_preset
-from wrapperlens.runs import RunDir
-from wrapperlens.stages import StageSpec
 from wrapperlens.training import TrainBatch, TrainConfig
 
 __all__ = [
@@ -81,9 +78,10 @@ def answer_accuracy(model: HookedTransformer, batch: TaskBatch, chunk: int = 512
     return correct / len(tokens)
 
 
-@dataclass
-class PCFGRun:
-    """The resolved configs of one stage, with the task they describe.
+@register_experiment
+class PCFGRun(ExperimentRun):
+    """One PCFG stage (fills `wrapperlens.experiment.ExperimentRun`: `setup`, `new_model`,
+    `batch`, `evaluate`, `chance_floors`), with the task it describes.
 
     Attributes:
         stage: "pretrain", "finetune" or "reft".
@@ -92,34 +90,30 @@ class PCFGRun:
         parent: The run directory this stage starts from (None for pretraining).
     """
 
-    stage: str
-    sections: dict[str, Any]
-    preset: str
-    parent: str | None = None
+    name = "pcfg"
+    stage_rules = (
+        StageRule("pretrain", sections={"task": "task", "model": "model", "train": "pretrain"}),
+        StageRule("finetune", parents=("pretrain",), inherits=("task", "model"),
+                  sections={"train": "finetune", "finetune": "finetune_data"}, eta=True),
+        StageRule("reft", parents=("finetune",), inherits=("task", "model", "finetune"),
+                  sections={"train": "reft"}, eta=True),
+    )
+    section_types = SECTION_TYPES
 
-    def __post_init__(self) -> None:
+    def setup(self) -> None:
         self.task = PCFGTask(self.sections["task"])
         self.sections["model"].context_length(self.task.n_ctx)  # a set model.n_ctx must fit
         self._stream = self.stream()
         self._eval_sets: dict[str, TaskBatch] | None = None
 
     @property
-    def train_config(self) -> TrainConfig:
-        return self.sections["train"]
-
-    @property
     def finetune_data(self) -> FinetuneDataConfig | None:
         return self.sections.get("finetune")
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"stage": self.stage, "preset": self.preset, "parent": self.parent}
-        out.update({name: to_dict(cfg) for name, cfg in self.sections.items()})
-        return out
 
     # ------------------------------------------------------------------------------- data
     def stream(self) -> PCFGStream:
         """The training data of this stage: seeded by the task seed, the stage's name (stages
-        draw different strings from one task seed) and `train.seed` (docs/choices.md §31)."""
+        draw different strings from one task seed) and `train.seed` (docs/choices.md#seeds-per-stage)."""
         ft = self.finetune_data
         common = {"stream": self.stage, "seed": self.train_config.seed}
         size = self.train_config.batch_size
@@ -143,7 +137,7 @@ class PCFGRun:
         return TrainBatch(tokens, mask)
 
     def eval_questions(self) -> dict[str, tuple[Question, FinetuneDataConfig | None, float]]:
-        """Named evaluation sets: (question, correlation config, C_Te); docs/choices.md §29.
+        """Named evaluation sets: (question, correlation config, C_Te); docs/choices.md#the-test-sets-of-fine-tuning-and-reft.
 
         Fine-tuning and reFT: `.../cte1` strings all carry the correlation; `.../cte0` strings
         carry none (those that do by chance are redrawn, `uncorrelated="exclude"`); `.../natural`
@@ -184,7 +178,7 @@ class PCFGRun:
     def chance_floors(self) -> dict[str, float]:
         """Per evaluation set (the names of `eval_sets`): the fraction of its rows whose answer
         is the set's most common answer, i.e. the accuracy of a model that ignores the string
-        (docs/choices.md §30). An accuracy near its floor says nothing about the capability."""
+        (docs/choices.md#chance-floors). An accuracy near its floor says nothing about the capability."""
         floors = {}
         for name, batch in self.eval_sets().items():
             _, counts = np.unique(batch.answers, return_counts=True)
@@ -199,48 +193,15 @@ class PCFGRun:
         return build_model(self.sections["model"], d_vocab=len(self.task.vocab),
                            n_ctx=self.task.n_ctx)
 
-    def initial_model(self) -> HookedTransformer:
-        """A fresh init for pretraining, else the parent run's latest weights."""
-        model = self.new_model()
-        if self.parent is not None:
-            RunDir(self.parent).load_weights_into(model)
-        return model
-
-    def spec(self) -> StageSpec:
-        """This stage for the run engine (`wrapperlens.stages.run_stage` / `train_or_reuse`)."""
-        return StageSpec(
-            config=self.to_json(), train=self.train_config, build_model=self.initial_model,
-            batch=self.batch, evaluate=self.evaluate,
-            description=f"{self.stage} [{self.preset}]",
-        )
-
-
-def _sections_from_json(config: Mapping[str, Any], source: str) -> dict[str, Any]:
-    try:
-        return sections_from_dict(SECTION_TYPES, config, source)
-    except ConfigError as e:
-        raise CheckpointError(str(e)) from e  # a saved file that does not parse
-
 
 def saved_run(run_dir: str | Path) -> PCFGRun:
     """The PCFGRun saved in `run_dir/config.json` (configs only, no weights)."""
-    run = RunDir(run_dir)
-    config = run.read_config()
-    if config.get("stage") not in STAGES:
-        raise CheckpointError(f"{run.config_file}: 'stage' must be one of {STAGES}")
-    return PCFGRun(
-        config["stage"], _sections_from_json(config, str(run.config_file)),
-        config.get("preset", "?"), config.get("parent"),
-    )
+    return read_run(run_dir, PCFGRun)
 
 
 def load_run(run_dir: str | Path) -> tuple[PCFGRun, HookedTransformer]:
-    """The run described by `run_dir/config.json`, with its latest weights loaded."""
-    run = saved_run(run_dir)
-    model = run.new_model()
-    RunDir(run_dir).load_weights_into(model)
-    model.eval()
-    return run, model
+    """The run described by `run_dir/config.json`, with its latest weights loaded (eval mode)."""
+    return load_experiment_run(run_dir, PCFGRun)
 
 
 def resolve_configs(
@@ -250,7 +211,8 @@ def resolve_configs(
     eta: str | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> PCFGRun:
-    """The configs of a stage: preset defaults, the parent run's configs, then overrides.
+    """The configs of a stage: preset defaults, the parent run's configs, then overrides
+    (`wrapperlens.experiment.resolve_stage` with `PCFGRun.stage_rules`).
 
     Fine-tuning and reFT inherit `task` and `model` from the parent run (they must match its
     weights; overriding them is an error; `train.seed` varies their data) and reFT also inherits
@@ -259,71 +221,6 @@ def resolve_configs(
     Raises:
         ConfigError: an unknown stage, key or value; a parent of the wrong stage; an override
             of what the parent fixes; or a learning rate not below the parent's (fine-tuning
-            below pretraining, reFT below fine-tuning; docs/choices.md §34).
+            below pretraining, reFT below fine-tuning; docs/choices.md#each-stages-learning-rate-is-below-its-parents).
     """
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    p = get_preset(preset)
-    overrides = dict(overrides or {})
-    if stage == "pretrain":
-        if parent is not None:
-            raise ConfigError("pretraining starts from scratch: --from is not allowed")
-        sections: dict[str, Any] = {"task": p.task, "model": p.model, "train": p.pretrain}
-    else:
-        if parent is None:
-            raise ConfigError(f"{stage} needs --from RUN_DIR (the run it starts from)")
-        parent_run = RunDir(parent)
-        parent_cfg = parent_run.read_config()
-        inherited = _sections_from_json(parent_cfg, str(parent_run.config_file))
-        expected_parent = "pretrain" if stage == "finetune" else "finetune"
-        if parent_cfg.get("stage") != expected_parent:
-            raise ConfigError(
-                f"{stage} starts from a {expected_parent} run, but {parent} is a "
-                f"{parent_cfg.get('stage')!r} run"
-            )
-        locked = [k for k in overrides if k.split(".")[0] in ("task", "model")]
-        if locked:
-            seed = "seed" in locked[0]
-            hint = "; use --train.seed to vary this stage's data order" if seed else ""
-            raise ConfigError(
-                f"{locked[0]}: task and model are fixed by the parent run {parent}{hint}"
-            )
-        train_cfg = p.finetune if stage == "finetune" else p.reft
-        _, lr = p.eta(stage, eta)
-        train_cfg = replace(train_cfg, "train", lr=lr)
-        sections = {"task": inherited["task"], "model": inherited["model"], "train": train_cfg}
-        if stage == "finetune":
-            sections["finetune"] = p.finetune_data
-        else:
-            if "finetune" in overrides or any(k.startswith("finetune.") for k in overrides):
-                raise ConfigError("finetune.*: reFT inherits the fine-tuning question from its parent")
-            sections["finetune"] = inherited["finetune"]
-    sections = apply_overrides(sections, overrides)
-    if stage != "pretrain" and "train" in inherited:
-        _check_lr_below_parent(stage, sections["train"].lr, inherited["train"].lr, parent, p.etas)
-    return PCFGRun(stage, sections, preset, str(parent) if parent else None)
-
-
-def _check_lr_below_parent(
-    stage: str, lr: float, parent_lr: float, parent: str | Path, etas: Mapping[str, float]
-) -> None:
-    """Refuse a fine-tuning LR not below pretraining's, or a reFT LR not below fine-tuning's.
-
-    The paper fine-tunes one to three decades below the pretraining rate (App. C.2: 1e-3, then
-    1e-4 / 1e-5 / 1e-6) and reverse-fine-tunes below the fine-tuning rate (App. D); at or above
-    its parent's rate a stage tests something else (docs/choices.md §34).
-    """
-    if lr < parent_lr:
-        return
-    parent_stage = "pretrain" if stage == "finetune" else "finetune"
-    rule = ("fine-tuning must use a smaller learning rate than pretraining; the paper fine-tunes "
-            "1-3 decades below it" if stage == "finetune" else
-            "reFT must use a smaller learning rate than the fine-tuning it reverses, as in the "
-            "paper")
-    smaller = [name for name, value in etas.items() if value < parent_lr]
-    pick = (f"--eta {smaller[0]} or " if smaller else "") + f"--train.lr={parent_lr / 10:g}"
-    raise ConfigError(
-        f"train.lr={lr:g} of this {stage} run is not below train.lr={parent_lr:g} of its parent "
-        f"{parent_stage} run {parent}: {rule} (docs/choices.md §34); pick a smaller one, "
-        f"e.g. {pick}"
-    )
+    return PCFGRun.resolve(stage, preset, parent, eta, overrides)

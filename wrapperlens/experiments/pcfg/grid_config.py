@@ -1,7 +1,7 @@
 """What `wrapperlens reproduce` runs: the grid section of a PCFG preset.
 
 The grid is priors × fine-tuning cells × seeds, plus the runs and analyses the claims need
-(docs/claims.md §1–§7):
+(docs/claims.md#pcfg-counter-and-indexer):
 
 | part | for each | what |
 |---|---|---|
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GridConfig", "Cell", "parse_cell"]
+__all__ = ["GridConfig", "Cell", "parse_cell", "SEED_ROLES", "COUNT_A_NATURAL"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +106,15 @@ class GridConfig:
 
     def has_cell(self, family: str, c_tr: float, eta: str) -> bool:
         return Cell(family, float(c_tr), eta) in self.parsed_cells()
+
+
+#: Which seed varies what, in every spread of the report.
+SEED_ROLES = {
+    "pretrain": "seed s: train.seed = s (data order) and model.init_seed = s (initial weights)",
+    "finetune": "train.seed = s (data order), from the pretraining of seed s",
+    "reft": "train.seed = s (data order), from the fine-tuning of seed s",
+    "scratch": "seed s: as pretraining, then as fine-tuning",
+}
+
+#: Counting a on natural strings, in reFT runs (O_PT = a) and Scr.+FT runs (O_FT = a) alike.
+COUNT_A_NATURAL = "acc/count_a/natural"

@@ -1,6 +1,6 @@
 """Claims 8-12 (docs/claims.md), measured on the compiled models' grid, each decided by a rule.
 
-The rules follow `wrapperlens.experiments.claims` (written before the runs they judge; one
+The rules follow `wrapperlens.experiments.pcfg.claims` (written before the runs they judge; one
 value per seed, or per seed and setting; reproduced when every value is above the threshold, not
 reproduced when none is, inconclusive when they straddle it, not covered without runs):
 
@@ -20,22 +20,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wrapperlens.experiments.claims import Claim, Measured, claim_record
+from wrapperlens.claims import Claim, Measured, claim_record
 
-__all__ = ["COMPILED_CLAIMS", "evaluate_compiled_claims"]
+__all__ = ["COMPILED_CLAIMS", "SEED_ROLES", "evaluate_compiled_claims"]
 
 Results = Mapping[str, Any]
 _SEEDS = "seed s: the compile noise (compile.seed = s) and every stage's data (train.seed = s)"
 
 
-def _finished(records, **params: Any) -> list[dict]:
-    out = []
-    for r in records:
-        if r["status"] != "finished":
-            continue
-        if all(str(r["params"].get(k)) == str(v) for k, v in params.items()):
-            out.append(r)
-    return out
+#: What seed s varies in each stage (results.json's seed_roles).
+SEED_ROLES = {"compile": "compile.seed = s (the N(0, noise_std) noise on the compiled weights)",
+              "finetune": "train.seed = s (data order), from the compile run of seed s",
+              "reft": "train.seed = s (data order), from the fine-tuning of seed s"}
+
+
+def _finished(records, **match: Any) -> list[dict]:
+    """The finished records whose params (or, for a run's "stage", the record) match."""
+    def value(r: Mapping[str, Any], k: str) -> Any:
+        return r["params"][k] if k in r["params"] else r.get(k)
+    return [r for r in records if r["status"] == "finished"
+            and all(value(r, k) == v for k, v in match.items())]
 
 
 def _claim8(results: Results) -> Measured:
@@ -43,11 +47,11 @@ def _claim8(results: Results) -> Measured:
     counter = [a for a in _finished(readouts, program="counter", stage="finetune")]
     per_seed: dict[str, list[float]] = {}
     for a in counter:
-        p, v = a["params"], a["value"]
+        p, v = a["params"], a["result"]
         margin_a = v["attention_to_a"] - v["attention_to_b"]
-        if p["eta"] == "S" or float(p["c_tr"]) >= 0.5:
+        if p["eta"] == "S" or p["c_tr"] >= 0.5:
             per_seed.setdefault(p["seed"], []).append(margin_a)
-        if p["eta"] == "M" and float(p["c_tr"]) == 0.0:
+        if p["eta"] == "M" and p["c_tr"] == 0.0:
             per_seed.setdefault(p["seed"], []).append(-margin_a)
     if not per_seed:
         return Measured([], note="no Counter fine-tuning readouts")
@@ -61,7 +65,7 @@ def _claim9(results: Results) -> Measured:
     for a in _finished(prunes, c_tr=1.0):
         if a["params"]["eta"] not in ("M", "S"):
             continue
-        v = a["value"]
+        v = a["result"]
         ks, top, rand = v["ks"], v["top"], v["random"]
         base = top[ks.index(0)]["acc/O_PT/cte0"]
         gains = {k: (top[i]["acc/O_PT/cte0"] - base) - (rand[i]["acc/O_PT/cte0"] - base)
@@ -80,12 +84,12 @@ def _claim10(results: Results) -> Measured:
     reft = _finished(results["runs"], program="counter", stage="reft")
     for c_tr in (0.0, 1.0):
         after_m = {r["params"]["seed"]: r for r in reft
-                   if r["params"]["after"] == "M" and float(r["params"]["c_tr"]) == c_tr}
+                   if r["params"]["after"] == "M" and r["params"]["c_tr"] == c_tr}
         after_l = {r["params"]["seed"]: r for r in reft
-                   if r["params"]["after"] == "L" and float(r["params"]["c_tr"]) == c_tr}
+                   if r["params"]["after"] == "L" and r["params"]["c_tr"] == c_tr}
         for seed in sorted(set(after_m) & set(after_l)):
-            values.append(after_m[seed]["value"]["final"]["acc/O_PT/cte0"]
-                          - after_l[seed]["value"]["final"]["acc/O_PT/cte0"])
+            values.append(after_m[seed]["final"]["acc/O_PT/cte0"]
+                          - after_l[seed]["final"]["acc/O_PT/cte0"])
     if not values:
         return Measured([], note="no reFT pairs after η_M and η_L fine-tuning")
     return Measured(values, seeds_vary=_SEEDS, note="C_Tr 0 and 1, per seed")
@@ -97,7 +101,7 @@ def _claim11(results: Results) -> Measured:
     per_seed: dict[str, dict[str, float]] = {}
     for a in rows:
         per_seed.setdefault(a["params"]["seed"], {})[a["params"]["eta"]] = \
-            a["value"]["sorting_accuracy"]
+            a["result"]["sorting_accuracy"]
     values = [s["VS"] - max(s[e] for e in ("L", "M", "S"))
               for s in per_seed.values() if {"VS", "L", "M", "S"} <= set(s)]
     if not values:
@@ -109,10 +113,10 @@ def _claim12(results: Results) -> Measured:
     runs = _finished(results["runs"], program="counter", stage="finetune", eta="S")
     values, floors = [], []
     for r in runs:
-        if float(r["params"]["c_tr"]) >= 0.5:
-            final = r["value"]["final"]
+        if r["params"]["c_tr"] >= 0.5:
+            final = r["final"]
             values.append(final["acc/O_FT/cte1"] - final["acc/O_FT/cte0"])
-            floors.append(r["value"]["floors"]["acc/O_FT/cte1"])
+            floors.append(r["floors"]["acc/O_FT/cte1"])
     if not values:
         return Measured([], note="no Counter fine-tuning at η_S")
     return Measured(values, floor=max(floors), seeds_vary=_SEEDS,
@@ -148,5 +152,5 @@ COMPILED_CLAIMS: tuple[Claim, ...] = (
 
 
 def evaluate_compiled_claims(results: Results) -> list[dict[str, Any]]:
-    """One record per claim 8-12, in the layout of `wrapperlens.experiments.claims`."""
+    """One record per claim 8-12, in the layout of `wrapperlens.experiments.pcfg.claims`."""
     return [claim_record(claim, claim.measure(results)) for claim in COMPILED_CLAIMS]

@@ -1,15 +1,16 @@
 """`report.html`: the results of `wrapperlens reproduce` as one self-contained page.
 
-`write_report(out_dir, results)` turns the results dict (the content of `results.json`, format 1)
-into `out_dir/report.html`, written atomically. The page opens offline: plots are PNG data URIs
+`write_report(out_dir, results, figures)` turns the results dict (the content of `results.json`,
+`wrapperlens.results`) into `out_dir/report.html`, written atomically; `figures` gives each
+setting's figure builders. The page opens offline: plots are PNG data URIs
 (`report_plots`), and the attention views, HTML pages written with
 `wrapperlens.analysis.attention_views`, are inlined with their circuitsvis bundle, which goes in
 the page head once however many views there are. Nothing on the page is fetched from the network.
 
-Sections, in order: the header (preset, seeds and what they vary, run counts, every failed,
-missing or skipped run with its error); the claims table (docs/claims.md) with the measured mean
-and min-max over seeds next to the chance floor; the plots of the paper's Figs 5-9; the attention
-views; a collapsed table of every run's final accuracies and floors.
+Sections, in order: the header (settings, preset, seeds and what they vary, run counts, every
+failed, missing or skipped run with its error); the claims table (docs/claims.md) with the
+measured mean and min-max over seeds next to the chance floor; each setting's plots (PCFG: the
+paper's Figs 5-9); the attention views; a collapsed table of every run's final accuracies and floors.
 
 Every piece of text from the results is escaped; a figure or view whose data is missing shows a
 note saying so instead of failing the page.
@@ -24,16 +25,15 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from wrapperlens.experiments.report_plots import FIGURES, render_png
+from wrapperlens.report_plots import render_png
+from wrapperlens.results import RESULTS_FILE, RESULTS_FORMAT, setting_view
 
 __all__ = ["write_report", "report_page", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
-RESULTS_NAME = "results.json"
-RESULTS_FORMAT = 1
 STATUS_CLASSES = {"reproduced": "ok", "not reproduced": "bad", "inconclusive": "warn",
                   "not covered": "none", "finished": "ok", "failed": "bad", "missing": "bad",
                   "skipped": "none"}
@@ -45,15 +45,18 @@ _BODY = re.compile(r"<body\b[^>]*>(?P<body>.*)</body>", re.DOTALL | re.IGNORECAS
 _ASSET = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
 
 
-def write_report(out_dir: str | os.PathLike, results: Mapping) -> Path:
+def write_report(out_dir: str | os.PathLike, results: Mapping,
+                 figures: Mapping[str, Sequence[Callable]] | None = None) -> Path:
     """Write `out_dir/report.html` from `results` (atomically) and return its path.
 
     Args:
         out_dir: The reproduction's output directory; attention views' paths are relative to it.
-        results: The results dict of `results.json` (format 1).
+        results: The results dict of `results.json` (`wrapperlens.results`).
+        figures: Setting -> its figure builders (`Setting.figures`), each called with the
+            setting's part of the results.
     """
     out_dir = Path(out_dir)
-    page = report_page(results, out_dir)
+    page = report_page(results, out_dir, figures)
     path = out_dir / REPORT_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
     # The temporary file sits next to the target, so os.replace is a rename: a reader sees the
@@ -72,17 +75,17 @@ def write_report(out_dir: str | os.PathLike, results: Mapping) -> Path:
     return path
 
 
-def report_page(results: Mapping, out_dir: str | os.PathLike = ".") -> str:
+def report_page(results: Mapping, out_dir: str | os.PathLike = ".",
+                figures: Mapping[str, Sequence[Callable]] | None = None) -> str:
     """The report as one HTML string (see the module docstring for its sections)."""
-    fmt = results.get("format", RESULTS_FORMAT)
-    if fmt != RESULTS_FORMAT:
-        raise ValueError(f"{RESULTS_NAME}: key 'format' is {fmt!r}; this report reads format "
-                         f"{RESULTS_FORMAT}")
+    if results.get("format") != RESULTS_FORMAT:  # anything else may be missing: notes say so
+        raise ValueError(f"{RESULTS_FILE}: key 'format' is {results.get('format')!r}; this "
+                         f"report reads format {RESULTS_FORMAT}")
     assets: list[str] = []
     attention = _attention_section(Path(out_dir), results.get("analyses") or [], assets)
     body = [_header(results), _claims_section(results.get("claims") or []),
-            _figures_section(results), attention, _runs_section(results.get("runs") or []),
-            _footer(results)]
+            _figures_section(results, figures or {}), attention,
+            _runs_section(results.get("runs") or []), _footer(results)]
     return _PAGE.format(title=_e(f"wrapperlens reproduction: {results.get('preset', '?')}"),
                         assets="\n".join(assets), style=_STYLE, body="\n".join(body))
 
@@ -119,10 +122,13 @@ def _counts(records: Iterable[Mapping], statuses: Iterable[str] = RUN_STATUSES) 
 
 def _header(results: Mapping) -> str:
     runs, analyses = results.get("runs") or [], results.get("analyses") or []
-    roles = "".join(f"<dt>{_e(stage)}</dt><dd>{_e(what)}</dd>"
-                    for stage, what in (results.get("seed_roles") or {}).items())
-    facts = (f"<dt>preset</dt><dd>{_e(results.get('preset'))}</dd>"
-             f"<dt>seeds per cell</dt><dd>{_e(results.get('seeds'))}</dd>"
+    roles = "".join(f"<dt>{_e(setting)}: {_e(stage)}</dt><dd>{_e(what)}</dd>"
+                    for setting, stages in (results.get("seed_roles") or {}).items()
+                    for stage, what in stages.items())
+    seeds = ", ".join(f"{k} {v}" for k, v in (results.get("seeds") or {}).items())
+    facts = (f"<dt>settings</dt><dd>{_e(', '.join(results.get('settings') or []))}</dd>"
+             f"<dt>preset</dt><dd>{_e(results.get('preset'))}</dd>"
+             f"<dt>seeds per cell</dt><dd>{_e(seeds)}</dd>"
              f"<dt>executor</dt><dd>{_e(results.get('executor'))}</dd>"
              f"<dt>wall time</dt><dd>{_duration(results.get('wall_seconds'))}</dd>"
              f"<dt>runs</dt><dd>{_counts(runs)}</dd>"
@@ -187,8 +193,12 @@ def _claims_section(claims: list[Mapping]) -> str:
             f"<table class='claims'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
 
 
-def _figures_section(results: Mapping) -> str:
-    return "\n".join(["<h2>Figures</h2>", *(_figure(build, results) for build in FIGURES)])
+def _figures_section(results: Mapping, figures: Mapping[str, Sequence[Callable]]) -> str:
+    parts = ["<h2>Figures</h2>"]
+    for setting in results.get("settings") or []:
+        view = setting_view(results, setting)
+        parts += [_figure(build, view) for build in figures.get(setting, ())]
+    return "\n".join(parts)
 
 
 def _figure(build, results: Mapping) -> str:
@@ -258,7 +268,7 @@ def _runs_section(runs: list[Mapping]) -> str:
 
 
 def _footer(results: Mapping) -> str:
-    return (f"<footer>Built by wrapperlens from {RESULTS_NAME} (format "
+    return (f"<footer>Built by wrapperlens from {RESULTS_FILE} (format "
             f"{_e(results.get('format', RESULTS_FORMAT))}) in this directory.</footer>")
 
 

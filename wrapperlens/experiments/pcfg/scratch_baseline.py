@@ -1,4 +1,4 @@
-"""The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT (docs/choices.md §19).
+"""The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT (docs/choices.md#scrft-baseline-pretraining).
 
 Reverse fine-tuning (reFT) trains a model that was pretrained to count `a` and fine-tuned to count
 `b` on counting `a` again. How fast it gets there means little on its own; the paper's yardstick is
@@ -26,10 +26,10 @@ The two evaluation sets are the *same strings*: an evaluation set is seeded by t
 `eval_seed`, the question ("C_a"), C_Te and its size, none of which the swapped prior changes.
 The ``.../cte0`` sets would differ: each excludes the strings that carry its own run's
 correlation, count(b) = count(a) + q for reFT but count(a) = count(b) + q for Scr.+FT, whose
-operands are swapped (docs/choices.md §29). `compare_reft_with_scratch` reports the
+operands are swapped (docs/choices.md#the-test-sets-of-fine-tuning-and-reft). `compare_reft_with_scratch` reports the
 iterations-to-threshold of each (the first logged step at or above the threshold) and plots both.
 If reFT reaches the threshold in far fewer steps than Scr.+FT, the fine-tuned model still held the
-capability (paper Fig. 9, docs/claims.md §7: reFT ~0.1–3K iterations vs Scr.+FT ~4.5K at
+capability (paper Fig. 9, docs/claims.md#claim-7-reft-revives-the-capability-faster-than-scrft: reFT ~0.1–3K iterations vs Scr.+FT ~4.5K at
 paper scale).
 
 Layout written by `run_scratch_baseline(out, ...)`::
@@ -57,10 +57,10 @@ from wrapperlens.analysis.reft_curves import (
 )
 from wrapperlens.checkpoints import write_json
 from wrapperlens.config import ConfigError, from_dict
-from wrapperlens.experiments.pcfg import PCFGRun, resolve_configs
+from wrapperlens.experiments.pcfg.stages import PCFGRun, resolve_configs
 from wrapperlens.runs import RunDir
 from wrapperlens.stages import train_or_reuse
-from wrapperlens.presets import get_preset
+from wrapperlens.experiments.pcfg import presets
 from wrapperlens.training import TrainConfig
 
 __all__ = [
@@ -127,7 +127,7 @@ def scratch_pretrain_overrides(
     ("L", the paper's weakly relevant setting) swapped between a and b.
     """
     if reft_run is None:
-        p = get_preset(preset)
+        p = presets.get(preset)
         task, model, train, ft = p.task, p.model, p.pretrain, p.finetune_data
         prior = base_prior
     else:
@@ -163,7 +163,7 @@ def scratch_finetune_overrides(
     the preset's), or without one from the preset's reFT settings at `eta` (default the preset's
     default reFT η, `default_eta["reft"]`).
     """
-    p = get_preset(preset)
+    p = presets.get(preset)
     _, named_lr = p.eta("reft", eta)  # refuses a bad `eta` before any file is read
     if reft_run is None:
         train, ft = p.reft, p.finetune_data
