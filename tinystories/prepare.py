@@ -44,7 +44,7 @@ from tinystories.protocols import PAPER_NAMES, PROTOCOLS, ProtocolDataConfig, pr
 from tinystories.protocols import split_by_story, with_text
 from tinystories.story_source import StorySourceConfig, write_story_files
 from tinystories.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
-from wrapperlens.checkpoints import read_json, write_json
+from wrapperlens.checkpoints import CheckpointError, read_json, write_json
 
 __all__ = [
     "STORY_SOURCE",
@@ -246,24 +246,56 @@ def prepare_stories(cfg: PrepareConfig, out_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
+#: The keys of `prepare.json` and of its `"data"` block (what `prepare_stories` writes).
+SUMMARY_KEYS = ("config", "parse", "data", "records", "feature_counts")
+DATA_KEYS = ("format", "labelled", "feature", "protocols", "n_stories")
+
+
 def prepared_info(prepared_dir: str | Path) -> PreparedInfo:
     """The kind of stories in `prepared_dir` (a directory written by `prepare_stories`).
 
     A directory prepared before `prepare.json` had a `"data"` block holds Instruct records with
     every protocol.
+
+    Raises:
+        CheckpointError: `prepare.json` is not JSON, has an unknown key, or a `"data"` block
+            that lacks a key, adds one or has a value `prepare_stories` never writes; the
+            message names the file and the key.
     """
     prepared_dir = Path(prepared_dir)
     path = prepared_dir / SUMMARY_FILE
     summary = read_json(path) if path.is_file() else {}
-    data = summary.get("data") or {}
-    feature = data.get("feature", summary.get("config", {}).get("feature", "Twist"))
-    try:
-        return PreparedInfo(
-            prepared_dir, data.get("format", "instruct"), bool(data.get("labelled", True)),
-            feature, tuple(data.get("protocols", PROTOCOLS)),
-        )
-    except TypeError as e:
-        raise ValueError(f"{path}: invalid \"data\" block {data!r} ({e})") from e
+    if not isinstance(summary, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    unknown = sorted(str(k) for k in summary if k not in SUMMARY_KEYS)
+    if unknown:
+        raise CheckpointError(f"{path}: unknown keys {unknown}")
+    if "data" not in summary:  # prepared before the "data" block: Instruct records
+        config = summary.get("config", {})
+        feature = config.get("feature", "Twist") if isinstance(config, dict) else None
+        if not isinstance(feature, str):
+            raise CheckpointError(f"{path}: invalid \"config\" block (its 'feature' {feature!r})")
+        return PreparedInfo(prepared_dir, "instruct", True, feature, tuple(PROTOCOLS))
+    data = summary["data"]
+    if not isinstance(data, dict) or set(data) != set(DATA_KEYS):
+        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path}: the \"data\" block must have the keys {list(DATA_KEYS)},"
+                              f" got {keys}")
+    protocols, labelled = data["protocols"], data["labelled"]
+    checks = {
+        "format": data["format"] in ("instruct", "plain"),
+        "labelled": isinstance(labelled, bool),
+        "feature": isinstance(data["feature"], str) and bool(data["feature"]),
+        "protocols": isinstance(protocols, list)
+        and protocols == list(PROTOCOLS if labelled is True else ("all",)),
+        "n_stories": isinstance(data["n_stories"], int)
+        and not isinstance(data["n_stories"], bool) and data["n_stories"] >= 0,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise CheckpointError(f"{path}: \"data\" has an invalid {key!r}: {data[key]!r}")
+    return PreparedInfo(prepared_dir, data["format"], labelled, data["feature"],
+                        tuple(protocols))
 
 
 def load_prepared(

@@ -4,14 +4,18 @@ The building blocks of every file the project writes (the layout of a run direct
 `wrapperlens.runs`'s business): every write goes to a temporary file in the same directory and is
 moved into place with `os.replace`, so a reader (or a resumed run) sees the old file or the new
 one, never half of one. Loading refuses, naming the file and the tensor, a missing key, an extra
-key, a shape mismatch or a corrupt file; a HookedTransformer config round-trips through JSON.
+key, a shape or dtype mismatch (a tensor is never cast on load) or a corrupt file; a
+HookedTransformer config round-trips through JSON, and reading one back refuses a missing or
+unknown key, a value of the wrong type and a size too large to allocate.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import typing
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +36,8 @@ __all__ = [
     "hooked_config_to_dict",
     "hooked_config_from_dict",
     "load_state_dict_checked",
+    "check_model_size",
+    "check_state_dict",
 ]
 
 
@@ -77,9 +83,11 @@ def read_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e})") from e
 
 
 def save_tensors(
@@ -117,28 +125,118 @@ def hooked_config_to_dict(cfg: HookedTransformerConfig) -> dict[str, Any]:
     return out
 
 
+#: Largest size field of a saved model config and largest parameter count (embeddings
+#: included): far above any model here, low enough that a corrupted size is refused before
+#: anything is allocated (n_layers = 1e15 would otherwise build for ever).
+MAX_SIZE = 2**20
+MAX_PARAMETERS = 2**36
+_SIZE_FIELDS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab",
+                "d_vocab_out", "n_key_value_heads", "rotary_dim", "window_size")
+_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+def check_model_size(source: str, sizes: typing.Mapping[str, Any]) -> None:
+    """Refuse a size field outside [1, MAX_SIZE] (None and -1 mean "unset" in TransformerLens)
+    or a model of more than MAX_PARAMETERS parameters; the message names `source` and the key."""
+    for key in _SIZE_FIELDS:
+        value = sizes.get(key)
+        if value is None or (value == -1 and key in ("d_vocab_out", "rotary_dim")):
+            continue
+        if not 1 <= value <= MAX_SIZE:
+            raise CheckpointError(f"{source}: {key!r} must be in [1, {MAX_SIZE}], got {value}")
+    d_model, d_mlp = sizes.get("d_model") or 0, sizes.get("d_mlp") or 0
+    attention = 4 * d_model * (sizes.get("n_heads") or 0) * (sizes.get("d_head") or 0)
+    total = (sizes.get("n_layers") or 0) * (attention + 3 * d_model * d_mlp) \
+        + d_model * (2 * (sizes.get("d_vocab") or 0) + (sizes.get("n_ctx") or 0))
+    if total > MAX_PARAMETERS:
+        raise CheckpointError(f"{source}: the config describes {total:.3g} parameters, more "
+                              f"than {MAX_PARAMETERS:.3g}; a corrupted size?")
+
+
+def _json_fits(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value has the type of a HookedTransformerConfig field (bool is no int)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        return any(_json_fits(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is torch.dtype:
+        return value in _DTYPES
+    if annotation in (list, typing.List) or origin is list:
+        return isinstance(value, list)
+    if annotation in (dict, typing.Dict) or origin is dict:
+        return isinstance(value, dict)
+    return True  # a field type this check does not know: HookedTransformerConfig validates
+
+
+_saved_keys: frozenset[str] | None = None
+
+
+def _saved_hooked_keys() -> frozenset[str]:
+    """The keys `hooked_config_to_dict` writes (the same for every config)."""
+    global _saved_keys
+    if _saved_keys is None:
+        reference = HookedTransformerConfig(n_layers=1, d_model=4, n_ctx=2, d_head=2,
+                                            act_fn="relu", d_vocab=3, device="cpu")
+        _saved_keys = frozenset(hooked_config_to_dict(reference))
+    return _saved_keys
+
+
 def hooked_config_from_dict(d: dict[str, Any], source: str = "config") -> HookedTransformerConfig:
-    """Inverse of `hooked_config_to_dict`; unknown keys raise `CheckpointError` naming them."""
+    """Inverse of `hooked_config_to_dict`.
+
+    Raises:
+        CheckpointError: not a JSON object; an unknown or missing key (a saved config has every
+            key: none is defaulted); a value of the wrong type; a size out of bounds
+            (`check_model_size`); or a config HookedTransformerConfig refuses. The message
+            names `source` and the key.
+    """
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{source}: expected a JSON object, got {type(d).__name__}")
     d = dict(d)
-    if isinstance(d.get("dtype"), str):
-        d["dtype"] = getattr(torch, d["dtype"])
     valid = set(HookedTransformerConfig.__dataclass_fields__)
-    unknown = sorted(set(d) - valid)
+    unknown = sorted(str(k) for k in set(d) - valid)
     if unknown:
         raise CheckpointError(f"{source}: unknown HookedTransformerConfig keys {unknown}")
+    missing = sorted(_saved_hooked_keys() - set(d))
+    if missing:
+        raise CheckpointError(f"{source}: missing HookedTransformerConfig keys {missing}")
+    hints = typing.get_type_hints(HookedTransformerConfig)
+    for key, value in d.items():
+        if not _json_fits(value, hints.get(key, Any)):
+            raise CheckpointError(f"{source}: {key!r} has the wrong type ({value!r}; expected "
+                                  f"{hints.get(key)})")
+    check_model_size(source, d)
+    d["dtype"] = getattr(torch, d["dtype"])
     # Derived fields are recomputed in __post_init__; passing stale copies can conflict.
     d.pop("n_params", None)
     d["device"] = "cpu"
     try:
         return HookedTransformerConfig(**d)
-    except (TypeError, ValueError, AssertionError) as e:
-        raise CheckpointError(f"{source}: invalid model config ({e})") from e
+    except Exception as e:  # noqa: BLE001 - any refusal of the config names the file
+        raise CheckpointError(f"{source}: invalid model config ({type(e).__name__}: {e})") from e
 
 
 def load_state_dict_checked(
     model: torch.nn.Module, state: dict[str, torch.Tensor], source: str
 ) -> None:
-    """Load `state` into `model` after checking every key and shape; errors name `source`."""
+    """Load `state` into `model` after `check_state_dict`; errors name `source`."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse `state` unless it has exactly the keys, shapes and dtypes of `model.state_dict()`
+    (CheckpointError naming `source` and the tensor)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -154,5 +252,8 @@ def load_state_dict_checked(
                 f"{source}: tensor {key!r} has shape {tuple(state[key].shape)} but the config "
                 f"expects {tuple(value.shape)}"
             )
-    model.load_state_dict(state, strict=True)
+        if state[key].dtype != value.dtype:  # load_state_dict would cast it silently
+            raise CheckpointError(
+                f"{source}: tensor {key!r} is {state[key].dtype} but the model is {value.dtype}"
+            )
 

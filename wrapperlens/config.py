@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,11 +44,16 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check / convert a JSON or string value to a field's annotated type."""
+def _coerce(value: Any, annotation: Any, key: str, strict: bool = False) -> Any:
+    """Check / convert a JSON or string value to a field's annotated type.
+
+    `strict` (a saved file): the JSON value must already have the type (an integer for an int,
+    a list for a tuple, ...); otherwise strings from the command line are parsed too. A float
+    must be finite either way.
+    """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] and X | None
         if value is None and type(None) in args:
             return None
         errors = []
@@ -54,17 +61,19 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return _coerce(value, arg, key, strict)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if strict and isinstance(value, str) and annotation in (int, float, bool):
+        raise ConfigError(f"{key}: expected a {annotation.__name__}, got the string {value!r}")
     if origin is tuple:
-        if isinstance(value, str):
+        if isinstance(value, str) and not strict:
             value = [v for v in (p.strip() for p in value.split(",")) if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         item = args[0] if args else str
-        return tuple(_coerce(v, item, key) for v in value)
+        return tuple(_coerce(v, item, key, strict) for v in value)
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -76,23 +85,30 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         if isinstance(value, int):
             return value
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             return int(value)
         if isinstance(value, str):
             try:
-                return int(float(value)) if value.strip().lower().count("e") else int(value)
+                if not value.strip().lower().count("e"):
+                    return int(value)
+                number = float(value)  # "1e3"; "1e-3" is no integer
+                if number.is_integer() and abs(number) < 2**53:
+                    return int(number)
             except ValueError:
                 pass
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value) if abs(value) < 1e308 else math.inf
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is not None and math.isfinite(number):
+            return number
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     if annotation is str:
         if isinstance(value, str):
             return value
@@ -100,13 +116,14 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def parse_value(cls: type, name: str, raw: Any, section: str) -> Any:
-    """Convert `raw` (string from the CLI, or JSON value) to the type of `cls.name`."""
+def parse_value(cls: type, name: str, raw: Any, section: str, strict: bool = False) -> Any:
+    """Convert `raw` (string from the CLI, or JSON value) to the type of `cls.name`
+    (`strict`: a value read from a saved file, which must have the type already)."""
     types = _field_types(cls)
-    if name not in types or name.startswith("_"):
+    if not isinstance(name, str) or name not in types or name.startswith("_"):
         known = ", ".join(f.name for f in dataclasses.fields(cls))
         raise ConfigError(f"unknown key {section}.{name}; known keys of [{section}]: {known}")
-    return _coerce(raw, types[name], f"{section}.{name}")
+    return _coerce(raw, types[name], f"{section}.{name}", strict)
 
 
 def _build(cls: type, values: Mapping[str, Any], section: str):
@@ -118,23 +135,74 @@ def _build(cls: type, values: Mapping[str, Any], section: str):
         raise ConfigError(f"[{section}] {e}") from e
 
 
-def from_dict(cls: type, d: Mapping[str, Any], section: str) -> Any:
-    """Build a config from a dict, refusing unknown keys (the message names them)."""
+def from_dict(cls: type, d: Any, section: str, saved: bool = False) -> Any:
+    """Build a config from a dict, refusing unknown keys (the message names them).
+
+    `saved` (a file wrapperlens wrote): every key must be there (a missing one is refused, not
+    defaulted) and every value must have its field's JSON type (no string parsing).
+    """
     if not isinstance(d, Mapping):
         raise ConfigError(f"[{section}] must be a table of keys, got {type(d).__name__}")
-    values = {k: parse_value(cls, k, v, section) for k, v in d.items()}
+    values = {k: parse_value(cls, k, v, section, strict=saved) for k, v in d.items()}
+    if saved:
+        missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in d]
+        if missing:
+            raise ConfigError(f"[{section}] is missing keys {missing}")
     return _build(cls, values, section)
 
 
+#: The top-level keys of a saved `config.json` besides its sections (experiment metadata):
+#: strings, or null where a run has none (`parent` of a pretraining run).
+SAVED_METADATA = {"experiment": (str,), "stage": (str,), "preset": (str, type(None)),
+                  "parent": (str, type(None)), "prepared": (str, type(None)),
+                  "tokenizer": (str, type(None)), "protocol": (str, type(None)),
+                  "eta": (str, type(None))}
+#: Metadata every saved `config.json` holds.
+REQUIRED_METADATA = ("stage", "preset", "parent")
+
+
+class SavedSections(dict):
+    """The sections of a saved config; looking up one the file lacks names the file."""
+
+    def __init__(self, values: Mapping[str, Any], source: str) -> None:
+        super().__init__(values)
+        self.source = source
+
+    def __missing__(self, key: str) -> Any:
+        raise ConfigError(f"{self.source}: missing section {key!r}")
+
+
 def sections_from_dict(
-    types: Mapping[str, type], d: Mapping[str, Any], source: str = "config"
+    types: Mapping[str, type], d: Mapping[str, Any], source: str = "config", *,
+    saved: bool = True,
 ) -> dict[str, Any]:
     """The config sections named in `types` that `d` (e.g. a saved `config.json`) holds, each
-    validated by its dataclass; errors name `source` and the key (a `ConfigError`)."""
+    validated by its dataclass; errors name `source` and the key (a `ConfigError`).
+
+    `saved` (the default: a `config.json` wrapperlens wrote) refuses what a writer never
+    produces: a section missing a key (it is not defaulted), a value of the wrong JSON type, a
+    top-level key that is neither a section of `types` nor `SAVED_METADATA`, and metadata of the
+    wrong type; a section the file lacks is refused when it is looked up (`SavedSections`).
+    """
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{source}: expected a table of sections, got {type(d).__name__}")
+    if saved:
+        unknown = sorted(str(k) for k in d if k not in types and k not in SAVED_METADATA)
+        if unknown:
+            raise ConfigError(f"{source}: unknown top-level keys {unknown}")
+        missing = [k for k in REQUIRED_METADATA if k not in d]
+        if missing:
+            raise ConfigError(f"{source}: missing keys {missing}")
+        for key, allowed in SAVED_METADATA.items():
+            if key in d and not isinstance(d[key], allowed):
+                raise ConfigError(f"{source}: {key!r} must be "
+                                  f"{' or '.join(t.__name__ for t in allowed)}, got {d[key]!r}")
     try:
-        return {name: from_dict(cls, d[name], name) for name, cls in types.items() if name in d}
+        built = {name: from_dict(cls, d[name], name, saved=saved)
+                 for name, cls in types.items() if name in d}
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
+    return SavedSections(built, source) if saved else built
 
 
 def replace(cfg: Any, section: str, **changes: Any) -> Any:
@@ -167,10 +235,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
     try:
+        text = path.read_bytes().decode("utf-8")
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError,
+            RecursionError) as e:
         raise ConfigError(f"{path}: cannot parse ({e})") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of sections")

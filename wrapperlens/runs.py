@@ -74,6 +74,34 @@ PROVENANCE_KEYS = (
     "run_id", "stage", "package_version", "git_commit", "torch_version",
     "transformer_lens_version", "python_version", "state_dict_sha256", "finished_at",
 )
+#: Keys the stage runners add to `provenance.json` (`write_provenance(model, **extra)`), all
+#: of them or none.
+PROVENANCE_EXTRAS = ("world_size", "device")
+
+
+def _hex(n: int) -> Any:
+    return lambda v: isinstance(v, str) and len(v) == n and all(c in "0123456789abcdef" for c in v)
+
+
+def _optional_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _timestamp(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and datetime.fromisoformat(v).tzinfo is not None
+    except ValueError:
+        return False
+
+
+_PROVENANCE_TYPES: dict[str | None, Any] = {
+    "run_id": _hex(16), "state_dict_sha256": _hex(64), "finished_at": _timestamp,
+    "git_commit": lambda v: v is None or _hex(40)(v) or _hex(64)(v),
+    "torch_version": lambda v: isinstance(v, str), "python_version": lambda v: isinstance(v, str),
+    "world_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "device": lambda v: isinstance(v, str),
+    None: _optional_str,  # stage, package_version, transformer_lens_version
+}
 
 
 # ------------------------------------------------------------------------------- model directories
@@ -96,38 +124,72 @@ def load_hooked_model(directory: str | os.PathLike) -> HookedTransformer:
     """
     directory = Path(directory)
     cfg_path = directory / MODEL_CONFIG_FILE
-    model = hooked_transformer(hooked_config_from_dict(read_json(cfg_path), source=str(cfg_path)))
-    weights = directory / MODEL_WEIGHTS_FILE
-    load_state_dict_checked(model, load_tensors(weights), source=str(weights))
+    cfg = hooked_config_from_dict(read_json(cfg_path), source=str(cfg_path))
+    try:
+        model = hooked_transformer(cfg)
+    except Exception as e:  # noqa: BLE001 - a config TransformerLens cannot build names the file
+        raise CheckpointError(f"{cfg_path}: cannot build the model ({type(e).__name__}: {e})") \
+            from e
+    RunDir(directory).load_weights_into(model)
     return model.eval()
 
 
 # ------------------------------------------------------------------------------------- metrics
+def _metric_error(path: Path, line: int, message: str) -> CheckpointError:
+    return CheckpointError(f"{path}: line {line} {message}")
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The records of a run's `metrics.jsonl` (pass the file or the run directory).
 
-    A torn last line (a run killed mid-write) is ignored; a torn line elsewhere is an error.
+    A torn last line (a run killed mid-write: no final newline, and the JSON stops short) is
+    ignored; any other line that is not a record is an error. A record is a JSON object with an
+    integer "step" >= 0 (not a bool), steps increasing line by line, and numbers as its other
+    values (NaN included: a diverged run logs a NaN loss).
 
     Raises:
         FileNotFoundError: If there is no metrics file.
-        ValueError: If a line before the last is not JSON or a record has no integer "step".
+        CheckpointError (a ValueError): the file is not UTF-8, or a line is not such a record;
+            the message names the file, the line and the key.
     """
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: no metrics file (is this a run directory?)")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    records = []
-    for i, line in enumerate(lines):
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text ({e})") from e
+    lines = text.split("\n")
+    torn = lines.pop()  # "" when the file ends with a newline, as every complete write does
+    records: list[dict] = []
+    for i, line in enumerate(lines + ([torn] if torn else [])):
+        last_torn = bool(torn) and i == len(lines)
+        if not line.strip():
+            if line:
+                raise _metric_error(path, i + 1, "is blank but not empty")
+            continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
+        except json.JSONDecodeError as e:
+            # A write cut short leaves a prefix of a record: the parser runs out of input.
+            if last_torn and e.msg.startswith(("Expecting", "Unterminated string")):
                 break
-            raise ValueError(f"{path}: line {i + 1} is not JSON") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise ValueError(f"{path}: line {i + 1} has no integer 'step'")
+            raise _metric_error(path, i + 1, f"is not JSON ({e.msg})") from None
+        except RecursionError:
+            raise _metric_error(path, i + 1, "is not JSON (nested too deeply)") from None
+        if not isinstance(record, dict):
+            raise _metric_error(path, i + 1, "is not a JSON object")
+        step = record.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise _metric_error(path, i + 1, f"has no integer 'step' >= 0 (got {step!r})")
+        if records and step <= records[-1]["step"]:
+            raise _metric_error(path, i + 1, f"has 'step' {step}, not after the step "
+                                             f"{records[-1]['step']} of the line before")
+        for key, value in record.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise _metric_error(path, i + 1, f"has {key!r} = {value!r}, not a number")
         records.append(record)
     return records
 
@@ -164,6 +226,13 @@ def state_dict_hash(state: Mapping[str, torch.Tensor]) -> str:
         t = state[key].detach().to("cpu").contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def state_hash(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """SHA-256 of a trainer state: `state_dict_hash` of its tensors and its metadata entries."""
+    h = hashlib.sha256(state_dict_hash(tensors).encode())
+    h.update(_canonical(dict(metadata)).encode())
     return h.hexdigest()
 
 
@@ -316,18 +385,13 @@ class RunDir:
 
     def truncate_metrics(self, after_step: int | None) -> None:
         """Keep the records up to `after_step` (None: drop the file); a resumed run re-logs the
-        rest, so a killed run's metrics end exactly like an uninterrupted run's."""
+        rest, so a killed run's metrics end exactly like an uninterrupted run's. A file that
+        does not read (`read_metrics`) is refused before anything is written."""
         if after_step is None or not self.metrics_file.exists():
             self.metrics_file.unlink(missing_ok=True)
             return
-        kept = []
-        for line in self.metrics_file.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] <= after_step:
-                    kept.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                break  # a torn last line from a kill mid-write
-        text = "".join(line + "\n" for line in kept)
+        kept = [r for r in read_metrics(self.metrics_file) if r["step"] <= after_step]
+        text = "".join(json.dumps(record) + "\n" for record in kept)  # as append_metrics wrote
         atomic_write(self.metrics_file, lambda tmp: Path(tmp).write_text(text))
 
     # weights
@@ -339,30 +403,86 @@ class RunDir:
         return load_hooked_model(self.path)
 
     def load_weights_into(self, model: torch.nn.Module) -> None:
-        """Load the latest weights into `model`, checking every tensor's name and shape."""
-        load_state_dict_checked(model, load_tensors(self.weights_file), source=str(self.weights_file))
+        """Load the latest weights into `model`, checking every tensor's name, shape and dtype,
+        and, in a finished run (one with `provenance.json`), their hash against the recorded
+        `state_dict_sha256`.
+
+        Raises:
+            CheckpointError: a missing, corrupt or mismatching file; the message names it.
+        """
+        state = load_tensors(self.weights_file)
+        if self.provenance_file.is_file():
+            recorded = self.provenance()["state_dict_sha256"]
+            if state_dict_hash(state) != recorded:
+                raise CheckpointError(
+                    f"{self.weights_file}: the weights' sha256 differs from the "
+                    f"'state_dict_sha256' recorded in {self.provenance_file} (a corrupted or "
+                    "replaced weights file)")
+        load_state_dict_checked(model, state, source=str(self.weights_file))
 
     def save_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-        save_tensors(self.state_file, tensors, metadata=metadata)
+        """Write `trainer_state.safetensors` with `metadata` and their `state_hash`."""
+        save_tensors(self.state_file, tensors,
+                     metadata={**metadata, "sha256": state_hash(tensors, metadata)})
 
-    def load_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        """The tensors and metadata of `trainer_state.safetensors`."""
+    def load_state(self, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The tensors and metadata of `trainer_state.safetensors`, less its `"sha256"` entry.
+
+        A checkpoint written with that entry (`save_state`) is checked against it (`state_hash`),
+        so a changed tensor, step or optimizer scalar is refused naming the file; pass
+        `verify=False` to check the structure first and call `verify_state` after.
+        """
         from safetensors import safe_open
 
         tensors = load_tensors(self.state_file)
-        with safe_open(str(self.state_file), framework="pt") as f:
-            return tensors, dict(f.metadata() or {})
+        try:
+            with safe_open(str(self.state_file), framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+        except Exception as e:  # noqa: BLE001 - load_tensors read it, so this is unexpected
+            raise CheckpointError(f"{self.state_file}: unreadable metadata ({e})") from e
+        self._state_sha256 = metadata.pop("sha256", None)
+        if verify:
+            self.verify_state(tensors, metadata)
+        return tensors, metadata
+
+    def verify_state(self, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+        """Refuse a trainer state (as `load_state(verify=False)` read it) whose `state_hash`
+        differs from the one its file records (CheckpointError naming the file)."""
+        recorded = getattr(self, "_state_sha256", None)
+        if recorded is not None and recorded != state_hash(tensors, metadata):
+            raise CheckpointError(f"{self.state_file}: the tensors or metadata differ from the "
+                                  "'sha256' recorded in its metadata (a corrupted checkpoint)")
 
     # provenance
     def run_id(self) -> str:
         return run_id(self.read_config())
 
     def provenance(self) -> dict[str, Any]:
-        """The saved `provenance.json` (CheckpointError naming the file if absent or malformed)."""
-        record = read_json(self.provenance_file)
+        """The saved `provenance.json`.
+
+        Raises:
+            CheckpointError: the file is absent or not JSON, lacks a key of `PROVENANCE_KEYS`,
+                has a key of neither `PROVENANCE_KEYS` nor `PROVENANCE_EXTRAS`, or a value of
+                the wrong type; the message names the file and the key.
+        """
+        path = self.provenance_file
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{path}: expected a JSON object")
         missing = [k for k in PROVENANCE_KEYS if k not in record]
         if missing:
-            raise CheckpointError(f"{self.provenance_file}: missing keys {missing}")
+            raise CheckpointError(f"{path}: missing keys {missing}")
+        unknown = sorted(k for k in record if k not in PROVENANCE_KEYS and k not in PROVENANCE_EXTRAS)
+        if unknown:
+            raise CheckpointError(f"{path}: unknown keys {unknown}")
+        extras = [k for k in PROVENANCE_EXTRAS if k in record]
+        if extras and len(extras) != len(PROVENANCE_EXTRAS):  # the stage runners write both
+            raise CheckpointError(f"{path}: {extras} without "
+                                  f"{[k for k in PROVENANCE_EXTRAS if k not in extras]}")
+        for key, value in record.items():
+            check = _PROVENANCE_TYPES.get(key, _PROVENANCE_TYPES.get(None))
+            if not check(value):
+                raise CheckpointError(f"{path}: {key!r} has an invalid value {value!r}")
         return record
 
     def write_provenance(self, model: torch.nn.Module, **extra: Any) -> dict[str, Any]:

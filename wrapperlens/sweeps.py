@@ -38,6 +38,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import importlib
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wrapperlens.checkpoints import read_json, write_json
+from wrapperlens.checkpoints import CheckpointError, read_json, write_json
 from wrapperlens.config import ConfigError
 
 __all__ = [
@@ -245,14 +246,53 @@ def _outcome_file(jobs_dir: Path, key: str) -> Path:
 def _recorded(jobs_dir: Path, job: Job) -> Outcome | None:
     """The finished outcome recorded for this very job (same target and args), if any."""
     path = _outcome_file(jobs_dir, job.key)
+#: The keys of an outcome file (`Outcome.to_json`).
+OUTCOME_KEYS = ("key", "status", "value", "error", "seconds", "target", "args")
+
+
+def _read_outcome(path: Path, key: str) -> dict[str, Any]:
+    """The outcome recorded in `path` for job `key`, checked against what `Outcome.to_json`
+    writes (its `value` is the job's own JSON and is not checked).
+
+    Raises:
+        CheckpointError: the file is not JSON, lacks or adds a key, or has a value of the wrong
+            type or another job's key; the message names the file and the key.
+    """
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    missing = [k for k in OUTCOME_KEYS if k not in saved]
+    unknown = sorted(str(k) for k in saved if k not in OUTCOME_KEYS)
+    if missing or unknown:
+        raise CheckpointError(f"{path}: " + "; ".join(
+            ([f"missing keys {missing}"] if missing else [])
+            + ([f"unknown keys {unknown}"] if unknown else [])))
+    seconds = saved["seconds"]
+    checks = {
+        "key": saved["key"] == key,
+        "status": saved["status"] in STATUSES,
+        "error": (saved["error"] is None) if saved["status"] == "finished"
+        else isinstance(saved["error"], str),
+        "seconds": isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+        and math.isfinite(seconds) and seconds >= 0,
+        "target": isinstance(saved["target"], str),
+        "args": isinstance(saved["args"], dict),
+    }
+    for name, ok in checks.items():
+        if not ok:
+            raise CheckpointError(f"{path}: invalid {name!r} {saved[name]!r}"
+                                  + (f" (job {key!r})" if name == "key" else ""))
+    return saved
+
+
     if not path.exists():
         return None
-    saved = read_json(path)
-    if saved.get("status") != "finished" or saved.get("target") != job.target:
+    saved = _read_outcome(path, job.key)
+    if saved["status"] != "finished" or saved["target"] != job.target:
         return None
-    if saved.get("args") != json.loads(json.dumps(dict(job.args))):  # tuples read back as lists
+    if saved["args"] != json.loads(json.dumps(dict(job.args))):  # tuples read back as lists
         return None
-    return Outcome(job.key, "finished", saved.get("value"), None, saved.get("seconds", 0.0))
+    return Outcome(job.key, "finished", saved["value"], None, saved["seconds"])
 
 
 def recorded_outcomes(jobs: Sequence[Job], jobs_dir: str | os.PathLike) -> dict[str, Outcome]:
@@ -261,9 +301,9 @@ def recorded_outcomes(jobs: Sequence[Job], jobs_dir: str | os.PathLike) -> dict[
     for job in jobs:
         path = _outcome_file(Path(jobs_dir), job.key)
         if path.exists():
-            saved = read_json(path)
-            out[job.key] = Outcome(job.key, saved["status"], saved.get("value"),
-                                   saved.get("error"), saved.get("seconds", 0.0))
+            saved = _read_outcome(path, job.key)
+            out[job.key] = Outcome(job.key, saved["status"], saved["value"], saved["error"],
+                                   saved["seconds"])
     return out
 
 
