@@ -1,8 +1,8 @@
 """Compile time of the paper's two programs with wrapperlens's compiler and with Tracr.
 
 The Counter (vocabulary a-i, inputs up to 48 letters, App. B.1) and the Max-identifier (rank 5
-over all 26 letters, inputs of 10 letters; docs/choices.md#tracr-input-lengths), each compiled `--repeats` times
-by
+over all 26 letters, inputs of 10 letters; docs/choices.md#tracr-input-lengths), each compiled
+`--repeats` times by
 
 - wrapperlens: `tasks.rasp.compile_program`, then `wrapperlens.compiled.compiled_model` (the
   HookedTransformer), and

@@ -1,8 +1,8 @@
 """The fine-tuning data of the paper's compiled models (§4, App. B.1): Counter and Max-identifier.
 
 A compiled model computes its program's answer at every position; the experiments read it at the
-last one (docs/choices.md#tracr-read-out-and-fine-tuning-loss). Two programs, each with a pretraining operand O_PT (what the model
-is compiled for) and a fine-tuning operand O_FT:
+last one (docs/choices.md#tracr-read-out-and-fine-tuning-loss). Two programs, each with a
+pretraining operand O_PT (what the model is compiled for) and a fine-tuning operand O_FT:
 
 | program | input | O_PT | O_FT | spurious correlation (q = 1) |
 |---|---|---|---|---|
@@ -17,8 +17,9 @@ q = 1 value offset of its example a property of the input's two neighbouring ord
 A batch is `(letters, correlated)`: letter indices into `vocab` ([n, length]) and which rows carry
 the correlation. A row marked correlated always does, and an unmarked row never does (chance
 correlations are redrawn), so C_Tr and C_Te are exact fractions (as the PCFG sets,
-docs/choices.md#the-test-sets-of-fine-tuning-and-reft). `answers` gives each row's answer by brute force. Batch t of a stream is a
-function of (task seed, stream, seed, t) alone, as the PCFG streams (docs/choices.md#seeds-per-stage).
+docs/choices.md#the-test-sets-of-fine-tuning-and-reft). `answers` gives each row's answer by brute
+force. Batch t of a stream is a function of (task seed, stream, seed, t) alone, as the PCFG streams
+(docs/choices.md#seeds-per-stage).
 
 This module imports nothing of wrapperlens.
 """

@@ -89,8 +89,8 @@ class PCFGTaskConfig:
             often as each family, with the operand drawn from the prior restricted to `ops`.
         grammar: "paper" (the only built-in; custom grammars are passed in Python).
         seed: Seed of the training data streams: batch t of a stage is drawn from
-            (seed, stage, train.seed, t) (docs/choices.md#seeds-per-stage), so a fine-tuning run, which
-            keeps its parent's task, varies its data with `train.seed`.
+            (seed, stage, train.seed, t) (docs/choices.md#seeds-per-stage), so a fine-tuning run,
+            which keeps its parent's task, varies its data with `train.seed`.
         eval_seed: Seed of the fixed evaluation sets.
     """
 
@@ -171,8 +171,8 @@ class FinetuneDataConfig:
             randFT label would be count(a) + q, a constant offset of the prompt's own answer.
         q: The correlation offset: count(b) = count(a) + q, or index(b) - index(a) = q.
         uncorrelated: What the other strings are: "natural" (sampled as is; about 18% carry
-            the Counter correlation by chance, docs/choices.md#chance-correlations-at-c_tr-0) or "exclude" (rejected if
-            they do). "": "natural", or "exclude" for randFT.
+            the Counter correlation by chance, docs/choices.md#chance-correlations-at-c_tr-0) or
+            "exclude" (rejected if they do). "": "natural", or "exclude" for randFT.
         pretrain_mix: Fraction of each batch drawn from the pretraining distribution (E.1).
         filler: The terminal used to add or remove O_FT tokens when injecting the correlation.
     """

@@ -1,7 +1,8 @@
 """Spurious correlations injected into fine-tuning strings by editing their tokens.
 
 The paper makes the pretraining capability *weakly relevant* by embedding a spurious attribute
-that ties the fine-tuning label to the pretraining one (paper §5, App. B.2; docs/choices.md#how-the-correlation-is-planted):
+that ties the fine-tuning label to the pretraining one (paper §5, App. B.2;
+docs/choices.md#how-the-correlation-is-planted):
 
 - **Counter**: count(b) = count(a) + q inside the counting window (paper: q = 1).
 - **Indexer**: index(b) - index(a) = q for the k-th occurrence from the end (q unstated in the

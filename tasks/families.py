@@ -1,7 +1,8 @@
 """The five PCFG task families and their labels, vectorised over a batch of strings.
 
 Every function takes `text`, an integer array `[batch, L]` of terminal ids (the string between
-`<sot>` and `<eot>`), and returns one label per row (paper App. B.2; docs/choices.md#o-of-each-family and docs/choices.md#how-indices-are-counted):
+`<sot>` and `<eot>`), and returns one label per row (paper App. B.2;
+docs/choices.md#o-of-each-family and docs/choices.md#how-indices-are-counted):
 
 | family | question | parameter |
 |---|---|---|

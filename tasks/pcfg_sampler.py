@@ -17,16 +17,16 @@ grammar needs 4 rounds instead of 6 and draws ~20 random numbers per derivation 
 Recursive or large nonterminals keep their productions as expansions.
 
 **Windows.** `sample_windows` follows the paper ("randomly subsample a string of 250 tokens from
-the generated sequence") and docs/choices.md#derivations-shorter-than-the-string-length (concatenate derivations until long enough): it draws
-one stream of independent derivations, drops a random burn-in of W..3W tokens (W = ceil(expected
-derivation length)), splits the rest into `batch` disjoint segments of `length + W` tokens, and
-starts one window uniformly in the first W + 1 positions of each segment. Windows share no tokens,
-and each start is spread over a whole derivation's length of phases, so windows begin anywhere
-relative to derivation boundaries, as a random window of an endless stream would (no bias towards
-the first tokens of a derivation). For the paper grammar, an exact renewal computation gives a
-derivation-boundary density within 0.5 % of the stationary 1/E[length] at every window position,
-already for the first segment (a fixed burn-in of W would leave up to 9 %). Only the tokens inside
-windows are written out.
+the generated sequence") and docs/choices.md#derivations-shorter-than-the-string-length (concatenate
+derivations until long enough): it draws one stream of independent derivations, drops a random
+burn-in of W..3W tokens (W = ceil(expected derivation length)), splits the rest into `batch`
+disjoint segments of `length + W` tokens, and starts one window uniformly in the first W + 1
+positions of each segment. Windows share no tokens, and each start is spread over a whole
+derivation's length of phases, so windows begin anywhere relative to derivation boundaries, as a
+random window of an endless stream would (no bias towards the first tokens of a derivation). For the
+paper grammar, an exact renewal computation gives a derivation-boundary density within 0.5 % of the
+stationary 1/E[length] at every window position, already for the first segment (a fixed burn-in of W
+would leave up to 9 %). Only the tokens inside windows are written out.
 
 Same `Generator` state in, same output out; the global numpy RNG is never used.
 """

@@ -8,8 +8,8 @@ compute the anchors as GitHub does (lower case, punctuation dropped, spaces to h
 
 - the docs index (`docs/README.md`) links every page, and every top-level (`##`) section of every
   page, and nothing else: no page or anchor that does not exist, no section below `##`;
-- every `docs/<page>.md#anchor` reference in any scanned file, and every Markdown link with an anchor
-  in the README and `docs/` (`X.md#anchor`, `#anchor` on the same page), points at a heading;
+- every `docs/<page>.md#anchor` reference in any scanned file, and every Markdown link with an
+  anchor in the README and `docs/` (`X.md#anchor`, `#anchor` on the same page), points at a heading;
 - no old numbered reference (`choices.md` followed by a section sign and a number) remains,
   file type by file type (Markdown, code, notebooks).
 """
@@ -65,8 +65,8 @@ def anchors(page: Path) -> frozenset[str]:
 def anchor_problems(text: str, here: Path | None, docs: Path = DOCS) -> list[str]:
     """Every anchor reference in `text` that points at no heading.
 
-    `docs/<page>.md#a` counts everywhere; when `here` is a Markdown file, its links `[t](X.md#a)` and
-    `[t](#a)` too (relative to `here`'s folder).
+    `docs/<page>.md#a` counts everywhere; when `here` is a Markdown file, its links `[t](X.md#a)`
+    and `[t](#a)` too (relative to `here`'s folder).
     """
     problems = []
     for m in ANCHOR_REFERENCE.finditer(text):
@@ -117,7 +117,8 @@ def test_the_docs_index_lists_every_page_and_top_level_section_and_nothing_else(
         f"listed but not pages {sorted(linked_pages - pages)}")
     top = {(p.name, a) for p in PAGES
            for level, _, a in parse_headings(p.read_text(encoding="utf-8")) if level == 2}
-    assert not top - linked_sections, f"docs/README.md does not list {sorted(top - linked_sections)}"
+    assert not top - linked_sections, (
+        f"docs/README.md does not list {sorted(top - linked_sections)}")
     assert not linked_sections - top, (
         f"docs/README.md lists what is not a top-level section: {sorted(linked_sections - top)}")
 

@@ -72,6 +72,8 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "hooked_from_hf_gpt_neo", "load_gpt_neo", "freeze_absent_parameters",
         "hf_gpt_neo_config", "hf_gpt_neo_state_dict", "export_gpt_neo",
     ),
+    # The check of an HF GPT-Neo directory before it is loaded.
+    "gpt_neo_check": ("check_gpt_neo_dir",),
     # The `prepare` and `tokenizer` stages.
     "prepare": (
         "STORY_SOURCE", "FIELD_SHUFFLE_SEED", "CLASSIFIER_DIR", "PrepareConfig", "PreparedInfo",
@@ -99,7 +101,8 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     ),
     # The pretrain / delete / reFT stages and their run directories.
     "experiments": (
-        "STAGES", "SECTION_TYPES", "StageData", "StoryRun", "resolve_story_run",
+        "STAGES", "SECTION_TYPES", "StageData", "ImportedCheckpoint", "StoryRun",
+        "resolve_story_run",
         "read_story_run", "story_data", "load_story_model", "run_tokenizer", "import_gpt_neo_run",
     ),
     # Checkpoint comparison per layer.

@@ -1,6 +1,7 @@
 """What a TinyStories run measures while it trains: twist loss and the twist generation score.
 
-The paper tracks two things during deletion and reFT (App. F.2, F.3; docs/paper-settings.md#twist-loss-and-generation-score):
+The paper tracks two things during deletion and reFT (App. F.2, F.3;
+docs/paper-settings.md#twist-loss-and-generation-score):
 
 - the **loss on Twist stories** (Fig. 11b, 31, 33): here the mean next-token loss of the first
   `n_loss_stories` records of `reft.test` (Twist stories, instruction + story, as trained), logged

@@ -56,8 +56,9 @@ from wrapperlens.runs import RunDir
 from wrapperlens.stages import StageSpec
 from wrapperlens.training import TrainConfig
 
-__all__ = ["STAGES", "SECTION_TYPES", "StageData", "StoryRun", "resolve_story_run",
-           "read_story_run", "story_data", "load_story_model", "run_tokenizer", "import_gpt_neo_run"]
+__all__ = ["STAGES", "SECTION_TYPES", "StageData", "ImportedCheckpoint", "StoryRun", "resolve_story_run",
+           "read_story_run", "story_data", "load_story_model", "run_tokenizer",
+           "import_gpt_neo_run"]
 
 STAGES = ("pretrain", "delete", "reft")
 DELETION_PROTOCOLS = ("filter", "filter_randomise", "filter_mix_match")
@@ -80,7 +81,20 @@ class StageData:
     protocol: str = "all"
 
 
-SECTION_TYPES = {"data": StageData, "model": ModelConfig, "batches": BatchConfig,
+@dataclass(frozen=True)
+class ImportedCheckpoint:
+    """Where the weights of an "import" run came from (its `checkpoint` section).
+
+    Attributes:
+        source: The hub name or local HF directory of the GPT-Neo checkpoint.
+        n_ctx: The context length it was imported with.
+    """
+
+    source: str = ""
+    n_ctx: int = 0
+
+
+SECTION_TYPES = {"data": StageData, "checkpoint": ImportedCheckpoint, "model": ModelConfig, "batches": BatchConfig,
                  "train": TrainConfig, "eval": EvalConfig}
 _COMMON = {"batches": "batches", "eval": "eval"}
 
@@ -322,9 +336,9 @@ def import_gpt_neo_run(
     run = RunDir(out)
     data = StageData(None if prepared is None else str(Path(prepared).resolve()),
                            str(out.resolve()), "all")
+    checkpoint = ImportedCheckpoint(str(name_or_dir), model.cfg.n_ctx)
     run.write_config({"experiment": EXPERIMENT, "stage": "import", "preset": None,
-                      "parent": None, "source": str(name_or_dir), "n_ctx": model.cfg.n_ctx,
-                      "data": to_dict(data)})
+                      "parent": None, "data": to_dict(data), "checkpoint": to_dict(checkpoint)})
     run.save_model(model)
     if Path(str(name_or_dir)).is_dir():
         save_tokenizer(load_tokenizer(name_or_dir), out)  # the original, not TL's BOS copy

@@ -1,9 +1,10 @@
 """Sampling stories from a story LM, for the generation ("twist") score.
 
-The paper (App. F.2; docs/paper-settings.md#twist-loss-and-generation-score) prompts the model with instruction blocks that
-ask for a Twist, cut at "Story: ", samples 350 new tokens at temperature 1.0 without top-k, strips
-the instruction and asks a classifier whether the story has a twist. The prompts come from the F+R evaluation set
-(non-twist records whose Features line was given "Twist"), so every prompt asks for a twist.
+The paper (App. F.2; docs/paper-settings.md#twist-loss-and-generation-score) prompts the model with
+instruction blocks that ask for a Twist, cut at "Story: ", samples 350 new tokens at temperature 1.0
+without top-k, strips the instruction and asks a classifier whether the story has a twist. The
+prompts come from the F+R evaluation set (non-twist records whose Features line was given "Twist"),
+so every prompt asks for a twist.
 
 Here the prompt is cut *before* the space of "Story: ": a byte-level BPE merges that space into
 the story's first word (" Once"), so a prompt ending in a bare space would be a token sequence the

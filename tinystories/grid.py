@@ -182,6 +182,6 @@ def compare_job(out: str, runs: Mapping[str, Mapping[str, Any]], preset: str,
 
 #: The TinyStories pipeline for the reproduction loop (`wrapperlens.reproduction.reproduce`).
 SETTING = Setting(EXPERIMENT, plan, claims=lambda view: [],
-                  seeds=lambda preset, overrides: preset_with_overrides(preset, overrides).grid.seeds,
+                  seeds=lambda preset, over: preset_with_overrides(preset, over).grid.seeds,
                   seed_roles=SEED_ROLES,
                   metrics=("twist_", "other_loss", "test_loss", "gen_tokens"))

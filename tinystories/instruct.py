@@ -14,8 +14,9 @@ and then the story, records separated by `<|endoftext|>`:
 
 The instruction lines come in any order and every one of them is optional (a story with no
 features has no `Features:` line); `Story:` is required and everything after it is the story. The
-paper's code shuffles the instruction lines of every example (docs/paper-settings.md#tinystories-data), so a
-parser must not depend on their order and a formatter may shuffle them.
+paper's code shuffles the instruction lines of every example
+(docs/paper-settings.md#tinystories-data), so a parser must not depend on their order and a
+formatter may shuffle them.
 
 A parsed record is a plain dict with the columns of `RECORD_FEATURES`:
 
@@ -23,8 +24,8 @@ A parsed record is a plain dict with the columns of `RECORD_FEATURES`:
 - `words`: the required words;
 - `features`: the features the *story* has (the label used by probes and by the filters);
 - `prompt_features`: the features the *instruction* names. Equal to `features` when parsed; the
-  deletion protocols F+R and F+MM edit only this column (docs/paper-settings.md#deletion-protocols), so the
-  label stays true;
+  deletion protocols F+R and F+MM edit only this column (docs/paper-settings.md#deletion-protocols),
+  so the label stays true;
 - `error`: "" for a good record, otherwise why it is malformed (the loader counts and reports
   these, see `tinystories.data`).
 

@@ -1,8 +1,8 @@
 """Story language models: the training batches they read, and their loss.
 
 The models are `wrapperlens.models.ModelConfig`s: the paper's TinyStories model (App. F.1;
-docs/paper-settings.md#tinystories-model) is `architecture="llama"` at 12 × 768, and `tinystories.presets`
-holds the sizes the experiments use (`paper`, `cpu`, `tiny`).
+docs/paper-settings.md#tinystories-model) is `architecture="llama"` at 12 × 768, and
+`tinystories.presets` holds the sizes the experiments use (`paper`, `cpu`, `tiny`).
 
 **Batches.** `StoryBatcher(step)` returns the `TrainBatch` of a step and depends only on
 `(seed, step)`, so a killed run resumes to the same weights. Two layouts:

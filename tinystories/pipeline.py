@@ -8,6 +8,7 @@ never recomputed, a killed pipeline resumed, a failed run recorded while the res
 processes or Ray), then writes
 
     OUT/results.json, OUT/report.html   the loop's results and report
+    OUT/prepared, OUT/tokenizer         links to the protocol datasets and the tokenizer
     OUT/pretrain, OUT/control           links to the runs: "Present in PT" and "Not in PT"
     OUT/delete/{F,F+R,F+MM}-{M,S}, OUT/reft/{...}-{M,S}, OUT/reft/control
     OUT/probe, OUT/compare              links to the feature probes and the comparison
@@ -80,6 +81,8 @@ def run_pipeline(
                         workers=workers, progress=progress)
     runs = {r["key"]: r for r in results["runs"]}
     _link_named_runs(out, runs)
+    for name in ("prepared", "tokenizer"):  # where the stage commands look for them
+        _link(out / name, out / DATA_DIR / name)
     if runs["pretrain/seed=0"]["run_id"]:  # the analyses of seed 0, named as the runs are
         for kind in ("probe", "compare"):
             _link(out / kind, out / "analyses" / f"{kind}-{runs['pretrain/seed=0']['run_id']}")

@@ -8,8 +8,9 @@ are named as in the paper: η_M and η_S (`--eta M|S`); deletion trains at η_M 
 preset is the configs' own defaults plus the values that make its scale.
 
 The models (`model` section; `wrapperlens.models.ModelConfig`, `architecture="llama"`): the
-paper's is a 91M-parameter LLaMA-2-like decoder (App. F.1; docs/paper-settings.md#tinystories-model): RMSNorm,
-rotary positions, a gated SiLU ("SwiGLU") MLP, vocabulary 8192, 1024-token windows.
+paper's is a 91M-parameter LLaMA-2-like decoder (App. F.1;
+docs/paper-settings.md#tinystories-model): RMSNorm, rotary positions, a gated SiLU ("SwiGLU") MLP,
+vocabulary 8192, 1024-token windows.
 
 | preset | layers × d_model (heads) | d_mlp | n_ctx | parameters |
 |---|---|---|---|---|
@@ -21,13 +22,13 @@ Two differences from the paper's code remain: TransformerLens keeps separate inp
 embeddings (the code ties them), and its blocks have biases (zero at initialisation, then
 trained; the code has none).
 
-**paper** (App. F; docs/paper-settings.md#the-tinystories-setting): the real TinyStories-Instruct from the hub, a BPE of
-8192 tokens, the 91M LLaMA-like model on 1024-token windows of the concatenated records, pretraining
-30K steps × batch 128 at LR 1e-3 (linear warmup, cosine to 0; the paper's numbers,
-docs/choices.md#tinystories-pretraining-hyperparameters); deletion 4000 steps × 128 at constant η_M = 1e-4 or η_S = 1e-5; reFT 4000 steps at constant
-1e-5; loss evaluated every 30 steps and log-spaced, generations (64 per point, 350 tokens,
-temperature 1) at 0, 30, 300 and 3000; probes 2000 AdamW steps, LR 1e-3, batch 128, on the
-unstandardised residual.
+**paper** (App. F; docs/paper-settings.md#the-tinystories-setting): the real TinyStories-Instruct
+from the hub, a BPE of 8192 tokens, the 91M LLaMA-like model on 1024-token windows of the
+concatenated records, pretraining 30K steps × batch 128 at LR 1e-3 (linear warmup, cosine to 0; the
+paper's numbers, docs/choices.md#tinystories-pretraining-hyperparameters); deletion
+4000 steps × 128 at constant η_M = 1e-4 or η_S = 1e-5; reFT 4000 steps at constant 1e-5; loss
+evaluated every 30 steps and log-spaced, generations (64 per point, 350 tokens, temperature 1) at
+0, 30, 300 and 3000; probes 2000 AdamW steps, LR 1e-3, batch 128, on the unstandardised residual.
 
 **cpu**: the offline story source (6000 stories), scaled to run the whole pipeline (2
 pretrainings, 6 deletions, 7 reFTs, probes of 15 models, comparisons, generations) in about 20
@@ -115,7 +116,8 @@ PAPER = _story_preset(
     model=ModelConfig(architecture="llama", n_layers=12, d_model=768, n_heads=12, d_mlp=2048,
                       n_ctx=1024),
     batches=BatchConfig(layout="packed"),
-    # LR 1e-3, cosine to 0 after 1000 warmup steps (docs/choices.md#tinystories-pretraining-hyperparameters).
+    # LR 1e-3, cosine to 0 after 1000 warmup steps
+    # (docs/choices.md#tinystories-pretraining-hyperparameters).
     pretrain=TrainConfig(steps=30_000, batch_size=128, warmup_frac=1000 / 30_000,
                          min_lr_frac=0.0, eval_every=1000, checkpoint_every=1000),
     delete=_PAPER_DELETE,

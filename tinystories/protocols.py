@@ -1,7 +1,7 @@
 """The datasets of the TinyStories protocols, as `datasets` filters and maps (streaming too).
 
-Jain et al. (App. F.1; docs/paper-settings.md#deletion-protocols) fine-tune a pretrained TinyStories model to
-stop writing stories with a Twist, then try to revive the capability:
+Jain et al. (App. F.1; docs/paper-settings.md#deletion-protocols) fine-tune a pretrained TinyStories
+model to stop writing stories with a Twist, then try to revive the capability:
 
 - `all` (pretraining; code `pretrain-all`): every story;
 - `filter` (paper F; code `filter-Twist`): the stories without Twist;
@@ -11,9 +11,9 @@ stop writing stories with a Twist, then try to revive the capability:
   renamed to Twist in the instruction;
 - `reft` (reFT data; code `specialise-Twist` / `recovery-Twist`): only the stories with Twist.
 
-`filter` is also the pretraining data of the "Not in PT" control (docs/choices.md#the-not-in-pt-control). The
-paper's code adds the feature with probability p = 1.0 (`adversarial_training`,
-docs/choices.md#the-fr-protocol); that is the default here.
+`filter` is also the pretraining data of the "Not in PT" control
+(docs/choices.md#the-not-in-pt-control). The paper's code adds the feature with probability p = 1.0
+(`adversarial_training`, docs/choices.md#the-fr-protocol); that is the default here.
 
 F+R and F+MM change only `prompt_features` (what the instruction says); `features` stays the
 story's true label, which the probes and the twist classifier use. Every random choice is a hash

@@ -1,9 +1,9 @@
 """A BPE tokenizer for the stories: train it, save it with a run, load it, batch with it.
 
 The paper trains its own tokenizer on TinyStories with a vocabulary of 8192 (App. F.1; the
-authors' code uses SentencePiece, docs/choices.md#the-story-tokenizer). Here it is a byte-level BPE trained with
-HF `tokenizers` (the GPT-2 / GPT-Neo scheme, so every string round-trips exactly, newlines and
-non-ASCII included), with two special tokens:
+authors' code uses SentencePiece, docs/choices.md#the-story-tokenizer). Here it is a byte-level BPE
+trained with HF `tokenizers` (the GPT-2 / GPT-Neo scheme, so every string round-trips exactly,
+newlines and non-ASCII included), with two special tokens:
 
 - `<|endoftext|>`: BOS and EOS, the record separator of the TinyStories files (as in GPT-Neo's
   tokenizer, which the public TinyStories checkpoints use);

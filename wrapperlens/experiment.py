@@ -16,19 +16,7 @@ base does the rest: the stage's configs from a preset, a parent run and override
 the stage spec for the run engine (`spec`), `config.json` and back (`to_json`, `read_run`), and
 reusing a finished run (`run_or_reuse`).
 
-    class Toy(ExperimentRun):
-        name = "toy"
-        stage_rules = (StageRule("pretrain", sections={"model": "model", "train": "pretrain"}),
-                       StageRule("finetune", parents=("pretrain",), inherits=("model",),
-                                 sections={"train": "finetune"}, eta=True))
-        section_types = {"model": ModelConfig, "train": TrainConfig}
-        def new_model(self): ...
-        def batch(self, step): ...
-        def evaluate(self, model, step=None): ...
-        def chance_floors(self): ...
-
-    register_experiment(Toy)
-    run = Toy.resolve("finetune", "tiny", parent="runs/pt", eta="M")
+    run = Toy.resolve("finetune", "tiny", parent="runs/pt", eta="M")  # tests/toy/experiment.py
     run.run_or_reuse("runs/ft")
 
 The registry refuses a second, different experiment under a taken name (as SAELens's registry
@@ -49,8 +37,8 @@ from wrapperlens.presets import Preset, get_preset
 from wrapperlens.runs import RunDir, as_saved, run_id
 from wrapperlens.stages import StageSpec, resolve_device, train_or_reuse
 
-__all__ = ["PLANNED", "StageRule", "ExperimentRun", "register_experiment", "experiment_class",
-           "registered_experiments",
+__all__ = ["PLANNED", "StageRule", "finetune_chain", "ExperimentRun", "register_experiment",
+           "experiment_class", "registered_experiments",
            "read_run", "load_run", "resolve_stage", "check_lr_below_parent"]
 
 
@@ -84,6 +72,21 @@ class StageRule:
     eta: bool = False
     trains: bool = True
     lr_below_parent: bool = True
+
+
+def finetune_chain(first: StageRule, fixed: tuple[str, ...]) -> tuple[StageRule, ...]:
+    """The paper's chain of stages: `first` (pretraining, or compiling), fine-tuning from it and
+    reFT from the fine-tuning.
+
+    Fine-tuning inherits the sections `fixed` (those its weights depend on), trains with the
+    preset's `finetune` section on its `finetune_data` at a named η; reFT inherits those and the
+    fine-tuning data (its question), and trains with the preset's `reft` section at a named η.
+    """
+    return (first,
+            StageRule("finetune", parents=(first.stage,), inherits=fixed, eta=True,
+                      sections={"train": "finetune", "finetune": "finetune_data"}),
+            StageRule("reft", parents=("finetune",), inherits=(*fixed, "finetune"), eta=True,
+                      sections={"train": "reft"}))
 
 
 class ExperimentRun:
@@ -250,9 +253,14 @@ class ExperimentRun:
         if stage not in cls.stages():
             raise CheckpointError(f"{source}: 'stage' {stage!r} is not a {cls.name} stage "
                                   f"({', '.join(cls.stages())})")
+        rule = cls.stage_rule(stage)
+        missing = [s for s in (*rule.sections, *rule.inherits) if s not in config]
+        if missing:
+            raise CheckpointError(f"{source}: a {cls.name} {stage} run lacks the sections "
+                                  f"{missing}")
         try:
             sections = sections_from_dict(cls.section_types, config, source)
-            return cls(stage, sections, config.get("preset", "?"), config.get("parent"),
+            return cls(stage, dict(sections), config.get("preset", "?"), config.get("parent"),
                        config.get("eta"))
         except ConfigError as e:
             raise CheckpointError(str(e)) from e  # a saved file that does not parse
@@ -391,7 +399,8 @@ def check_lr_below_parent(stage: str, lr: float, parent_stage: str, parent_lr: f
 
     The paper fine-tunes one to three decades below the pretraining rate (App. C.2: 1e-3, then
     1e-4 / 1e-5 / 1e-6) and reverse-fine-tunes below the fine-tuning rate (App. D); at or above
-    its parent's rate a stage tests something else (docs/choices.md#each-stages-learning-rate-is-below-its-parents).
+    its parent's rate a stage tests something else
+    (docs/choices.md#each-stages-learning-rate-is-below-its-parents).
     """
     if lr < parent_lr:
         return

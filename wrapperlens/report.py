@@ -10,7 +10,8 @@ the page head once however many views there are. Nothing on the page is fetched 
 Sections, in order: the header (settings, preset, seeds and what they vary, run counts, every
 failed, missing or skipped run with its error); the claims table (docs/claims.md) with the
 measured mean and min-max over seeds next to the chance floor; each setting's plots (PCFG: the
-paper's Figs 5-9); the attention views; a collapsed table of every run's final accuracies and floors.
+paper's Figs 5-9); the attention views; a collapsed table of every run's final accuracies and
+floors.
 
 Every piece of text from the results is escaped; a figure or view whose data is missing shows a
 note saying so instead of failing the page.

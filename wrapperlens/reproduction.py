@@ -27,6 +27,7 @@ Layout of OUT:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,13 +35,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from wrapperlens.checkpoints import read_json, write_json
+from wrapperlens.checkpoints import CheckpointError, read_json, write_json
 from wrapperlens.config import ConfigError
 from wrapperlens.planning import GridJob, Setting, check_configs
-from wrapperlens.results import RESULTS_FILE, RESULTS_FORMAT, setting_view
+from wrapperlens.results import RESULTS_FILE, RESULTS_FORMAT, check_seal, sealed, setting_view
 from wrapperlens.sweeps import Outcome, make_executor, recorded_outcomes, run_sweep
 
-__all__ = ["reproduce", "rebuild_report", "claims_table", "collect", "failed_jobs"]
+__all__ = ["reproduce", "rebuild_report", "read_sweep", "claims_table", "collect",
+           "failed_jobs"]
 
 SWEEP_FILE = "sweep.json"
 
@@ -93,15 +95,15 @@ def reproduce(settings: Sequence[Setting], preset: str, out: str | Path, *,
     planned = _plan(settings, preset, overrides)
     asked = {"settings": [s.name for s in settings], "preset": preset, "overrides": overrides}
     sweep_file = out / SWEEP_FILE
-    previous = read_json(sweep_file) if sweep_file.exists() else {}
-    if previous and {k: previous.get(k) for k in asked} != asked:
+    previous = read_sweep(sweep_file) if sweep_file.exists() else {}
+    if previous and {k: previous[k] for k in asked} != asked:
         raise ConfigError(
             f"{sweep_file} holds a sweep of {previous.get('settings')} at preset "
             f"{previous.get('preset')!r} with overrides {previous.get('overrides')}; continue it "
             "with the same arguments or choose another --out")
     record = {**asked, "executor": executor, "threads": threads,
               "wall_seconds": previous.get("wall_seconds", 0.0)}
-    write_json(sweep_file, record)
+    write_json(sweep_file, sealed(record))
     total = sum(len(p) for p in planned.values())
     bar = tqdm(total=total, desc=f"reproduce [{preset}]", unit="job", disable=not progress)
 
@@ -122,11 +124,47 @@ def reproduce(settings: Sequence[Setting], preset: str, out: str | Path, *,
     finally:
         bar.close()
         record["wall_seconds"] += time.perf_counter() - start
-        write_json(sweep_file, record)
+        write_json(sweep_file, sealed(record))
     results = _write_results(out, settings, planned, outcomes, record)
     print(claims_table(results))
     print(f"\nWritten to {out}: results.json, report.html, runs/ (one directory per run id).")
     return results
+
+
+#: The keys of sweep.json and what each value must be.
+SWEEP_KEYS = {
+    "settings": lambda v: isinstance(v, list) and bool(v) and all(isinstance(n, str) for n in v),
+    "preset": lambda v: isinstance(v, str),
+    "overrides": lambda v: isinstance(v, dict),
+    "executor": lambda v: v in ("local", "ray", "inline"),
+    "threads": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "wall_seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    and math.isfinite(v) and v >= 0,
+}
+
+
+def read_sweep(path: Path) -> dict[str, Any]:
+    """A sweep.json, checked: every key of `SWEEP_KEYS`, of its type, and no other, and its
+    content what was written (`wrapperlens.results.check_seal`).
+
+    Raises:
+        CheckpointError: naming the file and the key.
+    """
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    keys = set(record) - {"sha256"}
+    missing, extra = sorted(set(SWEEP_KEYS) - keys), sorted(keys - set(SWEEP_KEYS))
+    if missing or extra:
+        raise CheckpointError(f"{path}: lacks {missing} / has unknown keys {extra}")
+    for key, ok in SWEEP_KEYS.items():
+        if not ok(record[key]):
+            raise CheckpointError(f"{path}: key {key!r} has a bad value {record[key]!r}")
+    try:
+        check_seal(record, str(path))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+    return {k: v for k, v in record.items() if k != "sha256"}
 
 
 def _jobs_dir(out: Path, setting: Setting) -> Path:
@@ -144,10 +182,10 @@ def rebuild_report(settings: Sequence[Setting], out: str | Path) -> dict[str, An
     if not sweep_file.exists():
         raise ConfigError(f"{out}: no {SWEEP_FILE} here; is it a `wrapperlens reproduce` "
                           "output directory?")
-    record = read_json(sweep_file)
+    record = read_sweep(sweep_file)
     by_name = {s.name: s for s in settings}
-    names = record.get("settings")
-    if not isinstance(names, list) or any(n not in by_name for n in names):
+    names = record["settings"]
+    if any(n not in by_name for n in names):
         raise ConfigError(f"{sweep_file}: key 'settings' is {names!r}; known settings: "
                           f"{', '.join(by_name)}")
     chosen = [by_name[n] for n in names]
@@ -237,6 +275,7 @@ def _write_results(out: Path, settings: Sequence[Setting],
         for claim in s.claims(view):
             _add_claim(results["claims"], {**claim, "setting": s.name})
     results["claims"].sort(key=lambda c: c["id"])
+    results = sealed(results)
     write_json(out / RESULTS_FILE, results)
     write_report(out, results, {s.name: s.figures for s in settings})
     return results

@@ -8,8 +8,8 @@ recomputed and a killed one resumes from its last checkpoint; an argument writte
 `{"$value": KEY}` is replaced by the value job KEY returned (e.g. the directory of the parent
 run), so a child names its parent before the parent has run.
 
-    jobs = [Job("pt", "wrapperlens.experiments.grid:train_job", {...}),
-            Job("ft", "wrapperlens.experiments.grid:train_job", {"parent": {"$value": "pt"}, ...},
+    jobs = [Job("pt", "wrapperlens.experiments.pcfg.grid:train_job", {...}),
+            Job("ft", "wrapperlens.experiments.pcfg.grid:train_job", {"parent": {"$value": "pt"}, ...},
                 after=("pt",))]
     outcomes = run_sweep(jobs, "out/jobs", LocalExecutor(workers=2))
 
@@ -74,7 +74,7 @@ class Job:
 
     Attributes:
         key: Stable, unique name ("finetune/C/prior=L/c_tr=1/eta=M/seed=0"); names its outcome
-            file, so it may hold letters, digits and `/ = . _ -` only.
+            file, so it may hold letters, digits and `/ = . _ + -` only.
         target: `"package.module:function"`, called as `function(**args)` in a worker.
         args: JSON-serialisable keyword arguments; `{"$value": KEY}` stands for job KEY's value.
         after: Keys of the jobs that must finish first.
@@ -86,8 +86,8 @@ class Job:
     after: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.=\-]+(/[A-Za-z0-9_.=\-]+)*", self.key):
-            raise ValueError(f"job key {self.key!r}: use letters, digits and / = . _ - only")
+        if not re.fullmatch(r"[A-Za-z0-9_.=+\-]+(/[A-Za-z0-9_.=+\-]+)*", self.key):
+            raise ValueError(f"job key {self.key!r}: use letters, digits and / = . _ + - only")
         if ":" not in self.target:
             raise ValueError(f"job {self.key}: target {self.target!r} is not 'module:function'")
         object.__setattr__(self, "after", tuple(self.after))
@@ -129,7 +129,10 @@ def execute(target: str, args: Mapping[str, Any], threads: int | None = None) ->
 
             torch.set_num_threads(threads)
         module, name = target.split(":")
-        value = getattr(importlib.import_module(module), name)(**args)
+        function: Any = importlib.import_module(module)
+        for attribute in name.split("."):  # "module:function" or "module:Class.method"
+            function = getattr(function, attribute)
+        value = function(**args)
         return {"status": "finished", "value": value, "seconds": time.perf_counter() - start}
     except Exception as e:  # noqa: BLE001 - a failed job is recorded, the sweep goes on
         error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
@@ -243,9 +246,6 @@ def _outcome_file(jobs_dir: Path, key: str) -> Path:
     return jobs_dir / f"{key}.json"
 
 
-def _recorded(jobs_dir: Path, job: Job) -> Outcome | None:
-    """The finished outcome recorded for this very job (same target and args), if any."""
-    path = _outcome_file(jobs_dir, job.key)
 #: The keys of an outcome file (`Outcome.to_json`).
 OUTCOME_KEYS = ("key", "status", "value", "error", "seconds", "target", "args")
 
@@ -285,6 +285,9 @@ def _read_outcome(path: Path, key: str) -> dict[str, Any]:
     return saved
 
 
+def _recorded(jobs_dir: Path, job: Job) -> Outcome | None:
+    """The finished outcome recorded for this very job (same target and args), if any."""
+    path = _outcome_file(jobs_dir, job.key)
     if not path.exists():
         return None
     saved = _read_outcome(path, job.key)

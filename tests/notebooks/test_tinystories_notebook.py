@@ -40,4 +40,4 @@ def test_tinystories_notebook_runs_at_tiny_scale(tmp_path, monkeypatch):
                  "probe_accuracy.png"):
         assert (out / name).stat().st_size > 0, name
     config = json.loads((out / "delete-F+R-M" / "config.json").read_text())
-    assert config["train"]["steps"] == 4 and config["protocol"] == "filter_randomise"
+    assert config["train"]["steps"] == 4 and config["data"]["protocol"] == "filter_randomise"

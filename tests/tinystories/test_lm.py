@@ -74,8 +74,8 @@ def test_saved_story_model_sections_load_and_the_old_gpt_name_is_refused_by_key(
              "data": {"prepared": "p", "tokenizer": "t", "protocol": "all"},
              "train": to_dict(get_preset("tiny", EXPERIMENT).pretrain),
              "eval": to_dict(get_preset("tiny", EXPERIMENT).eval),
-             "model": {"n_layers": 2, "d_model": 32, "n_heads": 2, "d_mlp": 0, "n_ctx": 256,
-                       "architecture": "llama", "multiple_of": 16, "init_seed": 0}}
+             "model": to_dict(get_preset("tiny", EXPERIMENT).model),
+             "batches": to_dict(get_preset("tiny", EXPERIMENT).batches)}
     run = StoryRun.from_config(saved, "config.json")
     assert run.sections["model"] == get_preset("tiny", EXPERIMENT).model
     saved["model"]["architecture"] = "gpt"

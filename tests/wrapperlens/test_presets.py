@@ -119,11 +119,12 @@ print(json.dumps({"before": before, "error": error, "names": list(presets.preset
     assert result["names"] == ["paper", "cpu", "tiny"]
     assert (result["experiment"], result["model"]) == ("tinystories", "llama")
     assert result["sections"] == ["prepare", "tokenizer", "model", "batches", "pretrain", "delete",
-                                  "reft", "eval", "probe", "probe_data", "classifier"]
+                                  "reft", "eval", "probe", "probe_data", "classifier", "grid"]
 
 
 def test_pcfg_etas_are_below_pretraining_and_the_default_reft_eta_below_the_finetune_one():
-    """The learning-rate rule of resolve_configs (docs/choices.md#each-stages-learning-rate-is-below-its-parents) holds for the defaults."""
+    """The learning-rate rule of resolve_configs
+    (docs/choices.md#each-stages-learning-rate-is-below-its-parents) holds for the defaults."""
     expected = {"paper": (1e-3, {"L": 1e-4, "M": 1e-5, "S": 1e-6}),
                 "cpu": (1e-3, {"L": 3e-4, "M": 1e-4, "S": 1e-5}),
                 "tiny": (3e-3, {"L": 1e-3, "M": 3e-4, "S": 1e-4})}

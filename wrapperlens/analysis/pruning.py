@@ -90,7 +90,8 @@ def answer_accuracy(
     positions: Positions,
     answers: Int[Tensor, "batch"],
 ) -> float:
-    """Exact-match accuracy of the greedy token at `positions` (docs/choices.md#the-accuracy-metric)."""
+    """Exact-match accuracy of the greedy token at `positions`
+    (docs/choices.md#the-accuracy-metric)."""
     index = resolve_positions(positions, tokens.shape[0], tokens.shape[1])
     logits = gather_positions(model(tokens.to(model.cfg.device)), index)
     return (logits.argmax(-1).cpu() == answers.cpu()).float().mean().item()

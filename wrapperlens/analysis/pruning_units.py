@@ -12,8 +12,8 @@ linear map as ``[..., d_in, d_out]`` (``x @ W``), the transpose of ``torch.nn.Li
   leaving input coordinate i. For ``mlp.W_out [d_mlp, d_model]`` that is MLP neuron i's output
   vector; for ``attn.W_O [n_heads, d_head, d_model]`` it is head h's z-dimension i's output. Both
   remove one hidden unit's contribution to the residual stream, which is what worked best at CPU
-  scale (docs/choices.md#pcfg-cpu-pruning-units: W_out rows together with W_O rows). For ``mlp.W_in [d_model, d_mlp]``
-  it is residual coordinate i's input to every neuron.
+  scale (docs/choices.md#pcfg-cpu-pruning-units: W_out rows together with W_O rows). For
+  ``mlp.W_in [d_model, d_mlp]`` it is residual coordinate i's input to every neuron.
 - ``unit_axis="output"``: a unit is ``W[..., :, j]``, every weight entering output coordinate j,
   i.e. a row of ``nn.Linear.weight`` as in minGPT, which is the paper's literal "a row in the
   weight matrix". For ``mlp.W_in`` this is neuron j's input vector.

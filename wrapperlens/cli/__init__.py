@@ -10,9 +10,9 @@ Modules: `options` (the options every command shares, defined once: `--from`, `-
 overrides), `stages` (pretrain, finetune, reft, eval), `reproduce` (reproduce, report),
 `analysis` (prune, probe, patch, attribute, attention, wrapper-map, scratch-baseline), `compiled`
 (`wrapperlens compiled compile | finetune | reft | grid | prune | attention`, the compiled RASP
-models). The TinyStories commands live in `wrapperlens.cli.tinystories` (the CLI is the roof), built from the
-same options; this package imports it only inside `build_parser` (`wrapperlens` never imports
-`tinystories` at import time).
+models). The TinyStories commands live in `wrapperlens.cli.tinystories` (the CLI is the roof), built
+from the same options; this package imports it only inside `build_parser` (`wrapperlens` never
+imports `tinystories` at import time).
 
 Conventions: a command that reads a run takes it as `--from RUN`; `--preset` defaults to that
 run's preset (else `cpu`); any config value is `--SECTION.KEY=VALUE` or comes from

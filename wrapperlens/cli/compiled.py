@@ -7,13 +7,14 @@
     wrapperlens compiled attention --from runs/c/ft --out runs/c/attention.html
     wrapperlens compiled grid      --preset cpu --out runs/compiled-grid      # Table 3, claims 8-12
 
-The paper's second setting (§4, App. G; docs/compiled.md#cross-checking-against-tracr): a program compiled into a
-transformer, plus noise, then fine-tuned. The stages are `wrapperlens.experiments.compiled.stages`
-(compile, finetune, reft: the run engine, so a finished run is reused and a killed one continues);
-`prune` and `grid` are `wrapperlens.experiments.compiled.grid`; `attention` draws
-`wrapperlens.analysis.attention_views`. Options and errors are those of every `wrapperlens`
-command (`wrapperlens.cli.options`, `wrapperlens.cli.main`). `table3_text` and `claims_text`
-format a grid's results.json, as `grid` prints them.
+The paper's second setting (§4, App. G; docs/compiled.md#cross-checking-against-tracr): a program
+compiled into a transformer, plus noise, then fine-tuned. The stages are
+`wrapperlens.experiments.compiled.stages` (compile, finetune, reft: the run engine, so a finished
+run is reused and a killed one continues); `prune` and `grid` are
+`wrapperlens.experiments.compiled.grid`; `attention` draws `wrapperlens.analysis.attention_views`.
+Options and errors are those of every `wrapperlens` command (`wrapperlens.cli.options`,
+`wrapperlens.cli.main`). `table3_text` and `claims_text` format a grid's results.json, as `grid`
+prints them.
 
 Only the standard library and `wrapperlens.cli.options` are imported at import time; each command
 imports what it runs.

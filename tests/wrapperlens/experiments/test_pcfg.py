@@ -1,5 +1,5 @@
-"""The PCFG stage protocol (wrapperlens.experiments.pcfg.stages): test sets, chance floors, data seeds
-per stage, randFT data and the learning-rate rule, each checked on the decoded token text."""
+"""The PCFG stage protocol (wrapperlens.experiments.pcfg.stages): test sets, chance floors, data
+seeds per stage, randFT data and the learning-rate rule, each checked on the decoded token text."""
 
 from collections import Counter
 

@@ -34,14 +34,17 @@ from wrapperlens.runs import RunDir
 
 pytestmark = pytest.mark.slow  # a real sweep (about a minute on 2 cores), then reruns of it
 
-TIMING_KEYS = {"seconds", "wall_seconds"}
+#: Timings, and where a run lives: a TinyStories run's configs name its data directory inside the
+#: sweep directory, so its run id (and directory) differ between two sweep directories.
+NOT_NUMBERS = {"seconds", "wall_seconds", "run_id", "dir"}
 
 
 def numbers(results: dict) -> dict:
-    """Everything in the results but timings: what two ways of running the grid must share."""
+    """Everything in the results but timings and run ids: what two ways of running the grid
+    must share."""
     def strip(obj):
         if isinstance(obj, dict):
-            return {k: strip(v) for k, v in obj.items() if k not in TIMING_KEYS}
+            return {k: strip(v) for k, v in obj.items() if k not in NOT_NUMBERS}
         if isinstance(obj, list):
             return [strip(v) for v in obj]
         return obj

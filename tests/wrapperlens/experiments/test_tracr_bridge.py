@@ -1,11 +1,12 @@
-"""Our RASP evaluator and compiler against Tracr's, through `wrapperlens.experiments.compiled.tracr_bridge`.
+"""Our RASP evaluator and compiler against Tracr's, through
+`wrapperlens.experiments.compiled.tracr_bridge`.
 
 Tracr is the independent reference: its evaluator must agree with `tasks.rasp.evaluate` on every
-primitive except the differences docs/compiled.md#where-the-semantics-differ-from-tracrs-evaluator lists (each checked here as a difference);
-its compiled Counter must agree with ours below 10 `a`s and is wrong from 10 on, where ours equals
-the evaluator; the HookedTransformer converted from a Tracr model must compute what Tracr's own
-JAX model computes. The module is skipped without Tracr, except under CI, which installs the
-`tracr` extra and must not skip it.
+primitive except the differences docs/compiled.md#where-the-semantics-differ-from-tracrs-evaluator
+lists (each checked here as a difference); its compiled Counter must agree with ours below 10 `a`s
+and is wrong from 10 on, where ours equals the evaluator; the HookedTransformer converted from a
+Tracr model must compute what Tracr's own JAX model computes. The module is skipped without Tracr,
+except under CI, which installs the `tracr` extra and must not skip it.
 """
 
 import itertools
@@ -271,7 +272,8 @@ def test_every_function_names_the_install_extra_when_tracr_is_missing(monkeypatc
 
 
 def test_importing_the_bridge_imports_neither_tracr_nor_jax():
-    code = ("import sys, wrapperlens.experiments.compiled.tracr_bridge, wrapperlens.compiled, tasks.rasp\n"
+    code = ("import sys, wrapperlens.experiments.compiled.tracr_bridge, wrapperlens.compiled, "
+            "tasks.rasp\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tracr', 'jax', 'haiku'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)

@@ -2,13 +2,15 @@
 
 `paper` is the paper's setting (App. B.1, C.1; docs/paper-settings.md): the Counter on 48 letters
 (or `--task.program=max_identifier`, 10 distinct letters), N(0, 1e-3) noise on the compiled
-weights, SGD with momentum 0.9 (docs/choices.md#tracr-sgd-momentum), batch 96, 10K iterations with a 2K-step
-warmup then cosine to 1/100 of the peak, η_L / η_M / η_S / η_VS = 1e-1 / 1e-2 / 1e-3 / 1e-4, and
-the grid C_Tr ∈ {0, 0.2, 0.5, 0.6, 0.8, 0.9, 1}.
+weights, SGD with momentum 0.9 (docs/choices.md#tracr-sgd-momentum), batch 96, 10K iterations with a
+2K-step warmup then cosine to 1/100 of the peak,
+η_L / η_M / η_S / η_VS = 1e-1 / 1e-2 / 1e-3 / 1e-4, and the grid
+C_Tr ∈ {0, 0.2, 0.5, 0.6, 0.8, 0.9, 1}.
 
 `cpu` keeps every setting of `paper` but the length of the Counter's inputs (24 letters: a
 quarter of the paper's cost per step) and the steps (600, with the same 20 % warmup), so that the
-whole grid of both programs over 3 seeds fits 30 minutes on 2 cores (docs/choices.md#compiled-models-cpu).
+whole grid of both programs over 3 seeds fits 30 minutes on 2 cores
+(docs/choices.md#compiled-models-cpu).
 
 `tiny` is for tests and notebooks: 12 letters, 60 steps, 200 evaluation samples, a grid of one
 seed and C_Tr 0 and 1.

@@ -16,8 +16,9 @@ weights, one metrics record at step 0 and its provenance, so children open it li
 
 Every stage logs Acc O_PT and Acc O_FT on C_Te = 1 (`acc/O_PT/cte1`: every input carries the
 correlation) and C_Te = 0 (`acc/O_PT/cte0`: none does), read at the last position
-(docs/choices.md#tracr-read-out-and-fine-tuning-loss). The loss is the cross-entropy of the answer there: a training row is the
-input's token ids followed by the answer's output-class id, which the model never reads.
+(docs/choices.md#tracr-read-out-and-fine-tuning-loss). The loss is the cross-entropy of the answer
+there: a training row is the input's token ids followed by the answer's output-class id, which the
+model never reads.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from transformer_lens import HookedTransformer
 from tasks.compiled_tasks import CompiledTask
 from wrapperlens.compiled import compiled_model
 from wrapperlens.config import ConfigError
-from wrapperlens.experiment import ExperimentRun, StageRule, read_run, register_experiment
+from wrapperlens.experiment import (ExperimentRun, StageRule, finetune_chain, read_run,
+                                    register_experiment)
 from wrapperlens.experiment import load_run as load_experiment_run
 from wrapperlens.experiments.compiled import presets as _presets  # noqa: F401 (registers them)
 from wrapperlens.experiments.compiled.configs import (SECTION_TYPES, CompileConfig,
@@ -67,13 +69,9 @@ class CompiledRun(ExperimentRun):
     `new_model`, `initial_model`, `batch`, `evaluate`, `chance_floors`), with its task."""
 
     name = "compiled"
-    stage_rules = (
+    stage_rules = finetune_chain(
         StageRule("compile", sections={"task": "task", "compile": "compile"}, trains=False),
-        StageRule("finetune", parents=("compile",), inherits=("task", "compile"),
-                  sections={"train": "finetune", "finetune": "finetune_data"}, eta=True),
-        StageRule("reft", parents=("finetune",), inherits=("task", "compile", "finetune"),
-                  sections={"train": "reft"}, eta=True),
-    )
+        fixed=("task", "compile"))
     section_types = SECTION_TYPES
 
     def setup(self) -> None:

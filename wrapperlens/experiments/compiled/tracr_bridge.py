@@ -18,15 +18,17 @@ imports them, and this module imports them only inside its functions. Install th
 `pip install wrapperlens[tracr]` (from a checkout: `pip install -c constraints.txt -e ".[tracr]"`);
 without them every function here raises `TracrMissingError`, saying so.
 
-**What differs** from `tasks.rasp` (docs/compiled.md#where-the-semantics-differ-from-tracrs-evaluator, docs/compiled.md#how-each-part-is-compiled). Tracr's evaluator raises on a `None`
-key or query of a `Comparison`, gives `None` (ours: 0) for a numerical `Map` of `None`, gives an
-`Aggregate`'s default where nothing is selected (`to_tracr` sets 0 for a numerical one, as ours;
-Tracr's own default is `None`), and averages several selected numbers in a categorical `Aggregate`
-(ours raises). Tracr's compiled model divides attention logits by sqrt(d_head), approximates the
-`SelectorWidth` and numerical MLPs with a precision set by `mlp_exactness` (so its Counter is
-wrong from 10 `a`s on, where ours is exact), puts a constant `one` dimension in every token
-embedding, and decodes a categorical output by argmax alone (never "no value": where our
-evaluator says `None`, it names some value).
+**What differs** from `tasks.rasp`
+(docs/compiled.md#where-the-semantics-differ-from-tracrs-evaluator,
+docs/compiled.md#how-each-part-is-compiled). Tracr's evaluator raises on a `None` key or query of a
+`Comparison`, gives `None` (ours: 0) for a numerical `Map` of `None`, gives an `Aggregate`'s default
+where nothing is selected (`to_tracr` sets 0 for a numerical one, as ours; Tracr's own default is
+`None`), and averages several selected numbers in a categorical `Aggregate` (ours raises). Tracr's
+compiled model divides attention logits by sqrt(d_head), approximates the `SelectorWidth` and
+numerical MLPs with a precision set by `mlp_exactness` (so its Counter is wrong from 10 `a`s on,
+where ours is exact), puts a constant `one` dimension in every token embedding, and decodes a
+categorical output by argmax alone (never "no value": where our evaluator says `None`, it names some
+value).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The claims table: each claim of docs/claims.md, a quantity measured per seed, and a rule.
 
 Every rule was written before the runs it judges and is fixed here, threshold and K range
-included (docs/reproduction.md#how-a-claim-is-decided); nothing is read off the curves. A claim's quantity is measured
-once per seed (per seed and setting where a claim pools settings), and the status follows from
-where those values lie against the threshold:
+included (docs/reproduction.md#how-a-claim-is-decided); nothing is read off the curves. A claim's
+quantity is measured once per seed (per seed and setting where a claim pools settings), and the
+status follows from where those values lie against the threshold:
 
 - **reproduced**: every value is above the threshold;
 - **not reproduced**: none is;
@@ -108,7 +108,9 @@ def _claim4(results: Results) -> Measured:
                     SEED_ROLES["finetune"])
 
 
-PRUNE_K = range(5, 16)  # "pruning 5–15 neurons" (docs/claims.md#claim-5-pruning-a-few-units-revives-the-pretraining-capability)
+# "pruning 5–15 neurons"
+# (docs/claims.md#claim-5-pruning-a-few-units-revives-the-pretraining-capability)
+PRUNE_K = range(5, 16)
 
 
 def _claim5(results: Results) -> Measured:
@@ -154,7 +156,8 @@ def _claim6(results: Results) -> Measured:
     return Measured(values, floor, note, SEED_ROLES["finetune"])
 
 
-REVIVED = 0.8  # counting a is "back" at 80 % on natural strings (docs/reproduction.md#how-a-claim-is-decided)
+# counting a is "back" at 80 % on natural strings (docs/reproduction.md#how-a-claim-is-decided)
+REVIVED = 0.8
 
 
 def _steps_to(curve: list[dict], threshold: float) -> int | None:

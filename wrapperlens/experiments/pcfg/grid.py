@@ -2,8 +2,8 @@
 
 `plan(preset)` turns the preset's `grid` section (`wrapperlens.experiments.pcfg.grid_config`)
 into `wrapperlens.sweeps.Job`s; `collect(out, planned, outcomes)` reads every finished run and
-analysis back into the `results.json` layout (docs/reproduction.md#what-is-written). The job functions run in
-worker processes and take JSON arguments only:
+analysis back into the `results.json` layout (docs/reproduction.md#what-is-written). The job
+functions run in worker processes and take JSON arguments only:
 
 - `PCFGRun.train_job` (`wrapperlens.experiment.ExperimentRun.train_job`): resolve one stage and
   train it into `OUT/runs/<run id>` (reused when finished, resumed when killed);

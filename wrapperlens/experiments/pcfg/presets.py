@@ -2,19 +2,21 @@
 
 The PCFG scales (docs/choices.md#what-each-preset-is-for):
 
-`paper` is the paper's setting (App. C.2; docs/paper-settings.md#model-and-training): minGPT 6 × 192 × 6
-heads, 250-token strings, 200K pretraining and 10K fine-tuning iterations, η = 1e-4 / 1e-5 / 1e-6.
+`paper` is the paper's setting (App. C.2; docs/paper-settings.md#model-and-training): minGPT
+6 × 192 × 6 heads, 250-token strings, 200K pretraining and 10K fine-tuning iterations,
+η = 1e-4 / 1e-5 / 1e-6.
 
 `cpu` is scaled so that the whole grid of `wrapperlens reproduce --preset cpu` (priors L and H ×
 5 fine-tuning cells × 3 seeds, with reFT, Scr.+FT, pruning and probes) fits the 2-core budget
-(docs/reproduction.md#the-grid): 32-token strings with a 16-token window, the 3rd occurrence for I, a
-2-layer 64-wide model, the paper's next-token loss, pretraining on the Counter and Indexer
+(docs/reproduction.md#the-grid): 32-token strings with a 16-token window, the 3rd occurrence for I,
+a 2-layer 64-wide model, the paper's next-token loss, pretraining on the Counter and Indexer
 families only (the ones fine-tuned; 2500 steps learn count a, and under P^H count b, while P^L
 leaves count b weak), 500 fine-tuning steps, and fine-tuning learning rates
 η_L / η_M / η_S = 3e-4 / 1e-4 / 1e-5: η_M and η_S one decade higher than the paper's (20x fewer
 steps need a larger step to move as far), η_L only 3x, so that every fine-tuning rate stays below
-the pretraining rate 1e-3 (docs/choices.md#each-stages-learning-rate-is-below-its-parents). With every family (`--task.families=C,CC,I,IC,T`)
-and 8000 steps it learns the whole task mixture (docs/choices.md#what-each-preset-is-for).
+the pretraining rate 1e-3 (docs/choices.md#each-stages-learning-rate-is-below-its-parents). With
+every family (`--task.families=C,CC,I,IC,T`) and 8000 steps it learns the whole task mixture
+(docs/choices.md#what-each-preset-is-for).
 
 `demo` is the README's main command: the Counter alone on 24-token strings, 1200 pretraining
 and 300 fine-tuning steps, one seed; it covers claims 1, 2, 4, 5, 6 and 7 in under five minutes.

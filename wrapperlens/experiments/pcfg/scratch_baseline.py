@@ -1,4 +1,5 @@
-"""The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT (docs/choices.md#scrft-baseline-pretraining).
+"""The Scr.+FT baseline of reverse fine-tuning and its comparison with reFT
+(docs/choices.md#scrft-baseline-pretraining).
 
 Reverse fine-tuning (reFT) trains a model that was pretrained to count `a` and fine-tuned to count
 `b` on counting `a` again. How fast it gets there means little on its own; the paper's yardstick is
@@ -26,11 +27,12 @@ The two evaluation sets are the *same strings*: an evaluation set is seeded by t
 `eval_seed`, the question ("C_a"), C_Te and its size, none of which the swapped prior changes.
 The ``.../cte0`` sets would differ: each excludes the strings that carry its own run's
 correlation, count(b) = count(a) + q for reFT but count(a) = count(b) + q for Scr.+FT, whose
-operands are swapped (docs/choices.md#the-test-sets-of-fine-tuning-and-reft). `compare_reft_with_scratch` reports the
-iterations-to-threshold of each (the first logged step at or above the threshold) and plots both.
-If reFT reaches the threshold in far fewer steps than Scr.+FT, the fine-tuned model still held the
-capability (paper Fig. 9, docs/claims.md#claim-7-reft-revives-the-capability-faster-than-scrft: reFT ~0.1–3K iterations vs Scr.+FT ~4.5K at
-paper scale).
+operands are swapped (docs/choices.md#the-test-sets-of-fine-tuning-and-reft).
+`compare_reft_with_scratch` reports the iterations-to-threshold of each (the first logged step at or
+above the threshold) and plots both. If reFT reaches the threshold in far fewer steps than Scr.+FT,
+the fine-tuned model still held the capability (paper Fig. 9,
+docs/claims.md#claim-7-reft-revives-the-capability-faster-than-scrft: reFT ~0.1–3K iterations vs
+Scr.+FT ~4.5K at paper scale).
 
 Layout written by `run_scratch_baseline(out, ...)`::
 

@@ -14,17 +14,17 @@ combines a preset, a parent run and command-line overrides into a `PCFGRun`, and
 | reft | a finetune run | the pretraining question (count a), natural strings | η_S |
 
 A stage's learning rate must be below its parent's: fine-tuning below pretraining, reFT below
-fine-tuning (docs/choices.md#each-stages-learning-rate-is-below-its-parents). Batch t of a stage is drawn from (task.seed, stage, train.seed,
-t): fine-tuning and reFT keep their parent's task and model, and `train.seed` varies their data
-(docs/choices.md#seeds-per-stage).
+fine-tuning (docs/choices.md#each-stages-learning-rate-is-below-its-parents). Batch t of a stage is
+drawn from (task.seed, stage, train.seed, t): fine-tuning and reFT keep their parent's task and
+model, and `train.seed` varies their data (docs/choices.md#seeds-per-stage).
 
 Evaluation (logged to `metrics.jsonl`): exact-match accuracy of the greedy answer token at the
-`<art>` position (docs/choices.md#the-accuracy-metric). Pretraining logs every family × operand (`acc/C_a`, ...);
-fine-tuning and reFT log Acc O_PT and Acc O_FT on three test sets each (docs/choices.md#the-test-sets-of-fine-tuning-and-reft):
-C_Te = 1 (`acc/O_PT/cte1`: every string carries the correlation), C_Te = 0 (`acc/O_PT/cte0`: no
-string carries it, chance correlations excluded) and the strings as sampled
-(`acc/O_PT/natural`). `PCFGRun.chance_floors` gives the accuracy of always answering each set's
-most common answer (docs/choices.md#chance-floors).
+`<art>` position (docs/choices.md#the-accuracy-metric). Pretraining logs every family × operand
+(`acc/C_a`, ...); fine-tuning and reFT log Acc O_PT and Acc O_FT on three test sets each
+(docs/choices.md#the-test-sets-of-fine-tuning-and-reft): C_Te = 1 (`acc/O_PT/cte1`: every string
+carries the correlation), C_Te = 0 (`acc/O_PT/cte0`: no string carries it, chance correlations
+excluded) and the strings as sampled (`acc/O_PT/natural`). `PCFGRun.chance_floors` gives the
+accuracy of always answering each set's most common answer (docs/choices.md#chance-floors).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from transformer_lens import HookedTransformer
 
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig
 from tasks.data import PCFGStream, PCFGTask, Question, TaskBatch
-from wrapperlens.experiment import ExperimentRun, StageRule, read_run, register_experiment
+from wrapperlens.experiment import (ExperimentRun, StageRule, finetune_chain, read_run,
+                                    register_experiment)
 from wrapperlens.experiment import load_run as load_experiment_run
 from wrapperlens.experiments.pcfg import presets as _presets  # noqa: F401 (registers them)
 from wrapperlens.models import ModelConfig, build_model
@@ -91,13 +92,9 @@ class PCFGRun(ExperimentRun):
     """
 
     name = "pcfg"
-    stage_rules = (
+    stage_rules = finetune_chain(
         StageRule("pretrain", sections={"task": "task", "model": "model", "train": "pretrain"}),
-        StageRule("finetune", parents=("pretrain",), inherits=("task", "model"),
-                  sections={"train": "finetune", "finetune": "finetune_data"}, eta=True),
-        StageRule("reft", parents=("finetune",), inherits=("task", "model", "finetune"),
-                  sections={"train": "reft"}, eta=True),
-    )
+        fixed=("task", "model"))
     section_types = SECTION_TYPES
 
     def setup(self) -> None:
@@ -113,7 +110,8 @@ class PCFGRun(ExperimentRun):
     # ------------------------------------------------------------------------------- data
     def stream(self) -> PCFGStream:
         """The training data of this stage: seeded by the task seed, the stage's name (stages
-        draw different strings from one task seed) and `train.seed` (docs/choices.md#seeds-per-stage)."""
+        draw different strings from one task seed) and `train.seed`
+        (docs/choices.md#seeds-per-stage)."""
         ft = self.finetune_data
         common = {"stream": self.stage, "seed": self.train_config.seed}
         size = self.train_config.batch_size
@@ -137,7 +135,8 @@ class PCFGRun(ExperimentRun):
         return TrainBatch(tokens, mask)
 
     def eval_questions(self) -> dict[str, tuple[Question, FinetuneDataConfig | None, float]]:
-        """Named evaluation sets: (question, correlation config, C_Te); docs/choices.md#the-test-sets-of-fine-tuning-and-reft.
+        """Named evaluation sets: (question, correlation config, C_Te);
+        docs/choices.md#the-test-sets-of-fine-tuning-and-reft.
 
         Fine-tuning and reFT: `.../cte1` strings all carry the correlation; `.../cte0` strings
         carry none (those that do by chance are redrawn, `uncorrelated="exclude"`); `.../natural`
@@ -178,7 +177,8 @@ class PCFGRun(ExperimentRun):
     def chance_floors(self) -> dict[str, float]:
         """Per evaluation set (the names of `eval_sets`): the fraction of its rows whose answer
         is the set's most common answer, i.e. the accuracy of a model that ignores the string
-        (docs/choices.md#chance-floors). An accuracy near its floor says nothing about the capability."""
+        (docs/choices.md#chance-floors). An accuracy near its floor says nothing about the
+        capability."""
         floors = {}
         for name, batch in self.eval_sets().items():
             _, counts = np.unique(batch.answers, return_counts=True)
@@ -221,6 +221,7 @@ def resolve_configs(
     Raises:
         ConfigError: an unknown stage, key or value; a parent of the wrong stage; an override
             of what the parent fixes; or a learning rate not below the parent's (fine-tuning
-            below pretraining, reFT below fine-tuning; docs/choices.md#each-stages-learning-rate-is-below-its-parents).
+            below pretraining, reFT below fine-tuning;
+            docs/choices.md#each-stages-learning-rate-is-below-its-parents).
     """
     return PCFGRun.resolve(stage, preset, parent, eta, overrides)
