@@ -55,6 +55,11 @@ class Tally:
             self.examples.setdefault(reader, []).append(detail[:300])
         return outcome
 
+    def check(self, reader: str, outcome: str, detail: str, what: str) -> None:
+        """Record one input's outcome and fail the test on a bug (`BAD`)."""
+        self.record(reader, outcome, f"{what}: {detail}")
+        assert outcome not in BAD, f"{reader}: {what}: {outcome}: {detail}"
+
     def table(self) -> str:
         cols = ("inputs",) + OUTCOMES
         lines = [f"{'reader':34s}" + "".join(f"{c:>17s}" for c in cols)]

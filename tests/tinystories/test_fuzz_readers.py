@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from tests.fuzzing import (BAD, Tally, bit_flips, classify, dumps, fuzz_settings,
+from tests.fuzzing import (Tally, bit_flips, classify, dumps, fuzz_settings,
                            json_corruptions, text_corruptions, truncations)
 from tinystories.gpt_neo import load_gpt_neo
 from tinystories.prepare import PrepareConfig, prepare_stories, prepared_info
@@ -34,10 +34,6 @@ def _summary():
     yield
     TALLY.write(__name__)
 
-
-def _check(reader: str, outcome: str, detail: str, what: str) -> None:
-    TALLY.record(reader, outcome, f"{what}: {detail}")
-    assert outcome not in BAD, f"{reader}: {what}: {outcome}: {detail}"
 
 
 def _copy_with(directory: Path, name: str, data: bytes) -> Path:
@@ -74,7 +70,7 @@ def test_prepare_json_is_read_or_refused_by_name(prepared, data):
         lambda: prepared_info(target), expected, ["prepare.json"],
         equal=lambda a, b: (a.text_format, a.labelled, a.feature, a.protocols)
         == (b.text_format, b.labelled, b.feature, b.protocols))
-    _check("prepare.json (prepared_info)", outcome, detail, what)
+    TALLY.check("prepare.json (prepared_info)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 
@@ -148,5 +144,5 @@ def test_gpt_neo_directory_is_read_or_refused_by_name(hf_dir, data):
         .map(lambda wb: (f"model.safetensors {wb[0]}", "model.safetensors", wb[1]))))
     target = _copy_with(hf_dir, name, blob)
     outcome, detail = classify(lambda: _neo_result(target), expected, [name], equal=_same)
-    _check("GPT-Neo dir (load_gpt_neo)", outcome, detail, what)
+    TALLY.check("GPT-Neo dir (load_gpt_neo)", outcome, detail, what)
     shutil.rmtree(target.parent)

@@ -6,8 +6,8 @@ and the CDLA-Sharing-1.0 notice), so they run on a fresh clone:
 (400 complete stories, then one cut off), and `tinystories_hf_train_first100_ge128tok.json`,
 100 of the same stories as the hub's `datasets` rows serve them, 11 with mojibake. The expected
 counts and stories are read from the raw files here, independently of the loader. The larger
-sample the excerpt was cut from (`shared/data/tinystories` beside the repository) is optional:
-one test checks the excerpt against it where it is present.
+sample the excerpt was cut from is optional (`tests/data/tinystories/check_excerpt.py` checks
+the excerpt against it where it is present).
 """
 
 import collections
@@ -34,9 +34,6 @@ from tinystories.prepare import (
 DATA = Path(__file__).resolve().parents[1] / "data" / "tinystories"
 TXT = DATA / "tinystories_v1_train_head330000B.txt"
 HF_JSON = DATA / "tinystories_hf_train_first100_ge128tok.json"
-FULL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "tinystories"
-FULL_TXT = FULL / "tinystories_v1_train_head2MiB.txt"
-FULL_HF_JSON = FULL / "tinystories_hf_train_first1000_ge128tok.json"
 DELETION_PROTOCOLS = ("filter", "F+R", "filter_mix_match", "reft")
 
 
@@ -57,22 +54,6 @@ def test_the_excerpt_is_the_files_its_readme_names():
     for path in (TXT, HF_JSON):
         assert f"`{path.name}`" in readme
         assert hashlib.sha256(path.read_bytes()).hexdigest() in readme, path.name
-
-
-@pytest.mark.skipif(
-    not FULL_TXT.is_file() or not FULL_HF_JSON.is_file(),
-    reason=f"optional: the full TinyStories sample the excerpt was cut from is not in {FULL}",
-)
-def test_the_excerpt_is_cut_from_the_full_sample_unchanged():
-    """As the excerpt's README says: a byte prefix of the .txt, the .json's first 100 strings."""
-    assert FULL_TXT.read_bytes()[:330_000] == TXT.read_bytes()
-    full_rows = json.loads(FULL_HF_JSON.read_text(encoding="utf-8"))
-    assert len(full_rows) == 1000
-    assert json.dumps(full_rows[:100], indent=1, ensure_ascii=False) == HF_JSON.read_text(
-        encoding="utf-8")
-    # The same serialisation gives the full file back, so the excerpt keeps its format.
-    assert json.dumps(full_rows, indent=1, ensure_ascii=False) == FULL_HF_JSON.read_text(
-        encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

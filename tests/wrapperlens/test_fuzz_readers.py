@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tests.fuzzing import (BAD, Tally, bit_flips, classify, dumps, fuzz_settings,
+from tests.fuzzing import (Tally, bit_flips, classify, dumps, fuzz_settings,
                            json_corruptions, text_corruptions, tree_bytes, truncations)
 from tests.helpers import tiny_pcfg_spec
 from wrapperlens.checkpoints import hooked_config_to_dict
@@ -52,10 +52,6 @@ def run_dir(tmp_path_factory) -> Path:
     run_stage(tiny_pcfg_spec(), path, progress=False)
     return path
 
-
-def _check(reader: str, outcome: str, detail: str, what: str) -> None:
-    TALLY.record(reader, outcome, f"{what}: {detail}")
-    assert outcome not in BAD, f"{reader}: {what}: {outcome}: {detail}"
 
 
 def _with_file(run_dir: Path, name: str, data: bytes, needs: tuple[str, ...] | None = None) -> Path:
@@ -88,7 +84,7 @@ def test_config_json_is_read_or_refused_by_name(run_dir, data):
     what, blob = data.draw(_json_inputs(run_dir / "config.json", MODEL_SIZES))
     target = _with_file(run_dir, "config.json", blob, needs=())
     outcome, detail = classify(lambda: saved_run(target).to_json(), expected, ["config.json"])
-    _check("config.json (saved_run)", outcome, detail, what)
+    TALLY.check("config.json (saved_run)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 
@@ -120,7 +116,7 @@ def test_model_json_is_read_or_refused_by_name(run_dir, data):
     target = _with_file(run_dir, "model.json", blob, needs=("model.json", "model.safetensors", "provenance.json"))
     outcome, detail = classify(lambda: _model_result(RunDir(target).load_model()), expected,
                                ["model.json"], equal=_same_model)
-    _check("model.json (load_model)", outcome, detail, what)
+    TALLY.check("model.json (load_model)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 
@@ -203,7 +199,7 @@ def test_model_safetensors_is_read_or_refused_by_name(run_dir, data):
     target = _with_file(run_dir, "model.safetensors", new, needs=("model.json", "model.safetensors", "provenance.json"))
     outcome, detail = classify(lambda: _model_result(RunDir(target).load_model()), expected,
                                ["model.safetensors"], equal=_same_model)
-    _check("model.safetensors (load_model)", outcome, detail, what)
+    TALLY.check("model.safetensors (load_model)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 
@@ -268,7 +264,7 @@ def test_resume_from_a_corrupted_trainer_state_is_refused_leaving_every_file(
                                ["trainer_state.safetensors"], equal=_same_resume)
     if outcome == "refused_named" and tree_bytes(target) != before:
         outcome, detail = "emptied", f"changed {sorted(k for k, v in tree_bytes(target).items() if before.get(k) != v)}"
-    _check("trainer_state.safetensors (resume)", outcome, detail, what)
+    TALLY.check("trainer_state.safetensors (resume)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 
@@ -326,7 +322,7 @@ def test_metrics_jsonl_is_read_or_refused_by_name(run_dir, data):
     expected = _expected_metrics(original, raw, blob, what)
     outcome, detail = classify(lambda: RunDir(target).metrics(), expected, ["metrics.jsonl"],
                                equal=lambda a, b: json.dumps(a) == json.dumps(b))
-    _check("metrics.jsonl (read_metrics)", outcome, detail, what)
+    TALLY.check("metrics.jsonl (read_metrics)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 
@@ -338,7 +334,7 @@ def test_provenance_json_is_read_or_refused_by_name(run_dir, data):
     what, blob = data.draw(_json_inputs(run_dir / "provenance.json"))
     target = _with_file(run_dir, "provenance.json", blob, needs=())
     outcome, detail = classify(lambda: RunDir(target).provenance(), expected, ["provenance.json"])
-    _check("provenance.json (provenance)", outcome, detail, what)
+    TALLY.check("provenance.json (provenance)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 
@@ -416,7 +412,7 @@ def test_overrides_are_applied_as_written_or_refused_naming_the_key(key, raw):
 
     outcome, detail = classify(read, None, [key], equal=lambda got, _: _equivalent(
         raw, got[0], got[1]))
-    _check("--section.key=value (overrides)", outcome, detail, f"--{key}={raw!r}")
+    TALLY.check("--section.key=value (overrides)", outcome, detail, f"--{key}={raw!r}")
 
 
 CONFIG_FILE = {"train": {"lr": 0.01, "steps": 5, "schedule": "constant"},
@@ -453,7 +449,7 @@ def test_config_files_are_applied_as_written_or_refused_naming_the_file(data, su
     names = [path.name] + list(parsed)
     outcome, detail = classify(read, None, names, equal=same)
     # A truncated TOML file can be a valid, shorter one: then every key it holds must apply.
-    _check("--config FILE (load_config_file)", outcome, detail, what)
+    TALLY.check("--config FILE (load_config_file)", outcome, detail, what)
 
 
 # --------------------------------------------------------------------------- sweep outcomes
@@ -488,5 +484,5 @@ def test_sweep_outcome_files_are_read_or_refused_by_name(jobs_dir, data):
         return got[0] == want[0] and (got[1] == want[1] or (other_job and got[1] is None))
 
     outcome, detail = classify(read, expected, ["b=1.json"], equal=same)
-    _check("jobs/<key>.json (sweep outcomes)", outcome, detail, what)
+    TALLY.check("jobs/<key>.json (sweep outcomes)", outcome, detail, what)
     shutil.rmtree(target.parent)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzzing import BAD, Tally, classify, dumps, fuzz_settings, json_corruptions
+from tests.fuzzing import Tally, classify, dumps, fuzz_settings, json_corruptions
 from tests.fuzzing import text_corruptions
 from tests.toy.experiment import SETTING
 from wrapperlens.reproduction import read_sweep, reproduce
@@ -46,10 +46,6 @@ def _inputs(path: Path, skip):
         lambda d: (d[0], dumps(d[1]))))
 
 
-def _check(reader: str, outcome: str, detail: str, what: str) -> None:
-    TALLY.record(reader, outcome, f"{what}: {detail}")
-    assert outcome not in BAD, f"{reader}: {what}: {outcome}: {detail}"
-
 
 def _free_form_result(path: tuple) -> bool:
     return (len(path) >= 3 and path[0] == "analyses" and path[2] == "result") or \
@@ -64,7 +60,7 @@ def test_results_json_is_read_or_refused_by_name(sweep_dir, data):
     target = Path(tempfile.mkdtemp(prefix="fz_")) / "results.json"
     target.write_bytes(blob)
     outcome, detail = classify(lambda: read_results(target), expected, ["results.json"])
-    _check("results.json (read_results)", outcome, detail, what)
+    TALLY.check("results.json (read_results)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 
@@ -77,7 +73,7 @@ def test_sweep_json_is_read_or_refused_by_name(sweep_dir, data):
     target = Path(tempfile.mkdtemp(prefix="fz_")) / "sweep.json"
     target.write_bytes(blob)
     outcome, detail = classify(lambda: read_sweep(target), expected, ["sweep.json"])
-    _check("sweep.json (read_sweep)", outcome, detail, what)
+    TALLY.check("sweep.json (read_sweep)", outcome, detail, what)
     shutil.rmtree(target.parent)
 
 

@@ -78,5 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args, collect_overrides(args, extra))
     except USER_ERRORS as e:
-        print(f"wrapperlens: error: {e}", file=sys.stderr)
+        message = str(e)
+        config, keys = getattr(args, "config_keys", (None, ()))
+        if any(key in message for key in keys) and str(config) not in message:
+            message += f" (set in --config {config})"
+        print(f"wrapperlens: error: {message}", file=sys.stderr)
         return 2

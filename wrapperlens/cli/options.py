@@ -190,7 +190,10 @@ def collect_overrides(args: argparse.Namespace, extra: Sequence[str]) -> dict[st
     overrides: dict[str, Any] = split_override_args(extra)
     config = getattr(args, "config", None)
     if config is not None:
-        overrides = {**load_config_file(config), **overrides}
+        from_file = load_config_file(config)
+        # The error boundary names the file beside a refused key that came from it.
+        args.config_keys = (config, {k for k in from_file if k not in overrides})
+        overrides = {**from_file, **overrides}
     if args.sections is not None:
         check_sections(args.command_name, overrides, args.sections)
     return overrides

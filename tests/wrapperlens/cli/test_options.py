@@ -127,3 +127,17 @@ def test_only_rank_0_prints_a_finished_stage(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(stage_commands, "is_main_process", lambda: True)
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert "pretrain done" in capsys.readouterr().out
+
+
+def test_a_bad_value_from_a_config_file_is_refused_naming_the_file_and_key(tmp_path, capsys):
+    config = tmp_path / "bad.json"
+    config.write_text('{"train": {"steps": "many"}}')
+    assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path / "run"),
+                 "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "train.steps" in error and f"--config {config}" in error
+    assert not (tmp_path / "run").exists()
+    # The same key set by a flag names no file.
+    assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path / "run"),
+                 "--train.steps=many"]) == 2
+    assert "--config" not in capsys.readouterr().err
