@@ -54,7 +54,7 @@ def preset_shape() -> tuple[ModelConfig, int, int, str]:
         from tasks.data import PCFGTask
         from wrapperlens.presets import get_preset
 
-        preset = get_preset("cpu")
+        preset = get_preset("cpu", "pcfg")
         task = PCFGTask(preset.task)
         return preset.model, task.n_ctx, len(task.vocab), "cpu preset"
     except Exception as error:  # noqa: BLE001 - any failure means: use the stand-in

@@ -73,7 +73,7 @@ def main() -> None:
     peak1, peak2 = matmul_gflops(1), matmul_gflops(2)
     print(f"fp32 matmul 2048²: {peak1:.0f} GFLOP/s (1 thread), {peak2:.0f} GFLOP/s (2 threads)")
 
-    p = get_preset(args.preset)
+    p = get_preset(args.preset, "pcfg")
     pt = resolve_configs("pretrain", args.preset)
     old = resolve_configs("pretrain", args.preset, overrides={
         "task.families": "C,CC,I,IC,T", "train.steps": 8000})

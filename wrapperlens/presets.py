@@ -6,13 +6,12 @@ A `Preset` is every config section an experiment's stages read by default (PCFG:
 still be overridden (`--train.lr=...`, `Preset.with_overrides`). Each preset is written as the
 configs' own defaults plus the few values that make the scale (minGPT's composed defaults).
 
-One registry holds every experiment's presets: `get_preset("cpu")` is the PCFG `cpu` preset,
-`get_preset("cpu", "tinystories")` the TinyStories one. An experiment registers its presets
-(`register_preset`) in its own presets module (`tinystories.presets`), so this package never
-imports an experiment built on it.
-
-The PCFG presets are defined in `wrapperlens.experiments.pcfg.presets` (imported on first use
-of the "pcfg" experiment: this module imports nothing of `tasks`).
+One registry holds every experiment's presets, named by experiment: `get_preset("cpu", "pcfg")`
+is the PCFG `cpu` preset, `get_preset("cpu", "tinystories")` the TinyStories one. Each
+experiment registers its presets (`register_preset`) in its own presets module
+(`wrapperlens.experiments.pcfg.presets`, `wrapperlens.experiments.compiled.presets`,
+`tinystories.presets`), which its stages module imports: resolving a stage always finds its
+presets, and this module imports no experiment (no string imports either).
 """
 
 from __future__ import annotations
@@ -138,7 +137,7 @@ def register_preset(*new: Preset) -> None:
         known[preset.name] = preset
 
 
-def presets(experiment: str = "pcfg") -> dict[str, Preset]:
+def presets(experiment: str) -> dict[str, Preset]:
     """The presets of `experiment`, by name.
 
     Raises:
@@ -153,7 +152,7 @@ def presets(experiment: str = "pcfg") -> dict[str, Preset]:
     return dict(_REGISTRY[experiment])
 
 
-def get_preset(name: str, experiment: str = "pcfg") -> Preset:
+def get_preset(name: str, experiment: str) -> Preset:
     """The preset called `name` of `experiment`; an unknown name raises ConfigError listing the
     known ones."""
     known = presets(experiment)

@@ -41,7 +41,7 @@ def _differing(ours: HookedTransformerConfig, expected: HookedTransformerConfig)
 @pytest.mark.parametrize("name, shape", [("tiny", (1, 32, 2)), ("cpu", (2, 64, 4)),
                                          ("paper", (6, 192, 6))])
 def test_pcfg_presets_build_the_same_models_as_before(name, shape):
-    p = get_preset(name)
+    p = get_preset(name, "pcfg")
     task = PCFGTask(p.task)
     n_ctx, d_vocab = task.n_ctx, len(task.vocab)
     kwargs = _mingpt_kwargs(*shape, n_ctx, d_vocab)

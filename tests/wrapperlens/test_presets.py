@@ -22,7 +22,7 @@ def _toy(name: str = "toy", experiment: str = "toy-experiment", **etas: float) -
 
 
 def test_sections_read_as_attributes_and_an_unknown_one_is_named():
-    p = get_preset("tiny")
+    p = get_preset("tiny", "pcfg")
     assert p.experiment == "pcfg" and p.task == p.sections["task"]
     assert isinstance(p.task, PCFGTaskConfig) and p.pretrain.steps == 300
     assert list(p.sections) == ["task", "model", "pretrain", "finetune", "reft", "grid",
@@ -40,7 +40,7 @@ def test_a_stage_that_trains_at_an_eta_has_its_default_eta_as_lr():
     with pytest.raises(ConfigError, match="pretrain has no default eta"):
         p.eta("pretrain")
     for name in ("paper", "cpu", "demo", "tiny"):  # the paper's defaults: fine-tune at η_M, reFT at η_S
-        pcfg = get_preset(name)
+        pcfg = get_preset(name, "pcfg")
         assert (pcfg.finetune.lr, pcfg.reft.lr) == (pcfg.etas["M"], pcfg.etas["S"])
 
 
@@ -63,7 +63,7 @@ def test_overrides_return_a_changed_copy_and_refuse_what_an_eta_decides():
 
 
 def test_presets_survive_pickling_for_worker_processes():
-    p = get_preset("cpu").with_overrides({"pretrain.steps": 5})
+    p = get_preset("cpu", "pcfg").with_overrides({"pretrain.steps": 5})
     q = pickle.loads(pickle.dumps(p))
     assert q == p and q.pretrain.steps == 5 and q.etas == p.etas
 
@@ -88,7 +88,7 @@ def test_one_registry_with_errors_that_list_what_is_known():
         register_preset(_toy("a", "registry-test", M=1.0))
     with pytest.raises(ConfigError, match="unknown preset 'huge' for pcfg; known presets: "
                                           "paper, cpu, demo, tiny"):
-        get_preset("huge")
+        get_preset("huge", "pcfg")
     with pytest.raises(ConfigError, match="no presets registered for experiment 'nope'"):
         get_preset("cpu", "nope")
 
@@ -129,7 +129,7 @@ def test_pcfg_etas_are_below_pretraining_and_the_default_reft_eta_below_the_fine
                 "cpu": (1e-3, {"L": 3e-4, "M": 1e-4, "S": 1e-5}),
                 "tiny": (3e-3, {"L": 1e-3, "M": 3e-4, "S": 1e-4})}
     for name, (pretrain_lr, etas) in expected.items():
-        assert (get_preset(name).pretrain.lr, get_preset(name).etas) == (pretrain_lr, etas)
+        assert (get_preset(name, "pcfg").pretrain.lr, get_preset(name, "pcfg").etas) == (pretrain_lr, etas)
     for name, p in presets("pcfg").items():
         assert all(eta < p.pretrain.lr for eta in p.etas.values()), name
         assert p.reft.lr < p.finetune.lr < p.pretrain.lr, name

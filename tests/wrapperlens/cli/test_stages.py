@@ -66,7 +66,7 @@ def test_finetune_and_reft_default_to_the_parent_runs_preset(tmp_path):
     from wrapperlens.config import to_dict
     from wrapperlens.presets import get_preset
 
-    tiny, cpu = get_preset("tiny"), get_preset("cpu")
+    tiny, cpu = get_preset("tiny", "pcfg"), get_preset("cpu", "pcfg")
     common = ["--train.eval_samples=20", "--train.batch_size=8", "--no-progress"]
     assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path / "pt"),
                  "--train.steps=2", *common]) == 0
