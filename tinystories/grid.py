@@ -11,9 +11,9 @@
   model and the control, layer by layer.
 
 Preset-level overrides (`pretrain.steps`, `eval.n_generations`, `eta.M`, ...) become each stage's
-configs; `grid.seeds`, `grid.protocols` and `grid.etas` choose the runs. The setting decides no
-claim yet (claims 17-20 are listed, not covered, by the PCFG setting's table).
-`tinystories.pipeline.run_pipeline` runs it and writes the pipeline's summary.
+configs; `grid.seeds`, `grid.protocols` and `grid.etas` choose the runs. The setting decides
+claims 17-20 (`tinystories.claims`). `tinystories.pipeline.run_pipeline` runs it and writes the
+pipeline's summary.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from tinystories.claims import evaluate_story_claims
 from tinystories.experiments import StoryRun
 from tinystories.presets import EXPERIMENT
 from wrapperlens.presets import Preset, get_preset
@@ -90,8 +91,9 @@ def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJo
             proto, eta = name.rsplit("-", 1)
             runs[f"deleted {name}"] = train(f"delete/{name}", "delete", runs["pretrained"],
                                             protocol=proto, eta=eta)
-            runs[f"revived {name}"] = train(f"reft/{name}", "reft", runs[f"deleted {name}"])
-        runs["control reFT"] = train("reft/control", "reft", runs["control"])
+            runs[f"revived {name}"] = train(f"reft/{name}", "reft", runs[f"deleted {name}"],
+                                            revives=name)
+        runs["control reFT"] = train("reft/control", "reft", runs["control"], revives="control")
         args = {"preset": preset, "overrides": overrides}
         jobs.analysis(f"probe/{s}", "probe", runs, f"{_HERE}:probe_job", args, {"seed": seed})
         compared = {k: v for k, v in runs.items() if k == "pretrained" or
@@ -116,7 +118,7 @@ def data_job(out: str, preset: str, overrides: Mapping[str, Any],
     prepared_info(data / "prepared").require("filter")  # deletion needs Feature labels
     _, classifier = ensure_story_classifier(data / "prepared", p.classifier)
     build_run_tokenizer(data / "prepared", data / "tokenizer", p.tokenizer)
-    return {"dir": DATA_DIR, "records": summary["records"],
+    return {"dir": DATA_DIR, "records": summary["records"], "source": p.prepare.source,
             "classifier": {"held_out": classifier.get("held_out"),
                            "n_train_balanced": classifier.get("n_train_balanced")}}
 
@@ -181,7 +183,7 @@ def compare_job(out: str, runs: Mapping[str, Mapping[str, Any]], preset: str,
 
 
 #: The TinyStories pipeline for the reproduction loop (`wrapperlens.reproduction.reproduce`).
-SETTING = Setting(EXPERIMENT, plan, claims=lambda view: [],
+SETTING = Setting(EXPERIMENT, plan, claims=evaluate_story_claims,
                   seeds=lambda preset, over: preset_with_overrides(preset, over).grid.seeds,
                   seed_roles=SEED_ROLES,
                   metrics=("twist_", "other_loss", "test_loss", "gen_tokens"))

@@ -304,7 +304,7 @@ def claims_table(results: Mapping[str, Any]) -> str:
     """The claims as a plain-text table: id, title, mean [min, max] (n), floor, status."""
     seeds = ", ".join(f"{k} {v}" for k, v in results["seeds"].items())
     lines = [f"\nClaims ({results['preset']} preset; seeds: {seeds}; rules in "
-             "wrapperlens/experiments/*/claims.py):",
+             "each setting's claims module, docs/reproduction.md):",
              f"{'':3s} {'claim':58s} {'mean [min, max] (n)':>26s} {'floor':>6s}  status"]
     for c in results["claims"]:
         if c["status"] == "not covered" and not c["quantity"]:

@@ -82,6 +82,10 @@ def test_the_grid_runs_and_every_covered_claim_is_decided(finished, settings):
     assert {claims[i]["setting"] for i in range(8, 13)} == {"compiled"}
     assert results["tables"]["table3"]
     assert {r["setting"] for r in results["runs"]} == {"pcfg", "compiled", "tinystories"}
+    # claims 17-20 from the TinyStories pipeline of the same directory, on the story source
+    assert {claims[i]["setting"] for i in range(17, 21)} == {"tinystories"}
+    for i in (17, 19):
+        assert claims[i]["values"] and "synthetic story source" in claims[i]["note"]
     for i in (1, 2, 4, 5, 7):
         assert claims[i]["status"] in ("reproduced", "not reproduced", "inconclusive")
         assert claims[i]["values"] and claims[i]["spread"][0] <= claims[i]["mean"] <= claims[i]["spread"][1]
