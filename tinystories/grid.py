@@ -72,7 +72,7 @@ def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJo
     jobs = Planner(StoryRun, preset)
     data = jobs.analysis("data", "data", None, f"{_HERE}:data_job",
                          {"preset": preset, "overrides": overrides})
-    for seed in range(grid.seeds):
+    for seed in grid.seed_range:
         s = f"seed={seed}"
         pt_seed = {"train.seed": seed, "model.init_seed": seed}
 

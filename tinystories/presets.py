@@ -77,20 +77,28 @@ class StoryGridConfig:
     Attributes:
         seeds: Seeds (each: `train.seed` and `model.init_seed` of the pretrainings, `train.seed`
             of every later stage).
+        first_seed: The first seed: seeds `first_seed .. first_seed + seeds - 1`.
         protocols: Deletion protocols (F, F+R, F+MM).
         etas: Deletion learning rates (M, S).
     """
 
     seeds: int = 1
+    first_seed: int = 0
     protocols: tuple[str, ...] = PROTOCOLS
     etas: tuple[str, ...] = ETAS
 
     def __post_init__(self) -> None:
         bad = [p for p in self.protocols if p not in PROTOCOLS] + [
             e for e in self.etas if e not in ETAS]
-        if self.seeds < 1 or bad or not self.protocols or not self.etas:
-            raise ValueError(f"grid: seeds >= 1, protocols of {PROTOCOLS} and etas of {ETAS} "
-                             f"(got seeds={self.seeds}, unknown {bad or 'none'})")
+        if self.seeds < 1 or self.first_seed < 0 or bad or not self.protocols or not self.etas:
+            raise ValueError(f"grid: seeds >= 1, first_seed >= 0, protocols of {PROTOCOLS} and "
+                             f"etas of {ETAS} (got seeds={self.seeds}, first_seed="
+                             f"{self.first_seed}, unknown {bad or 'none'})")
+
+    @property
+    def seed_range(self) -> range:
+        """The seeds the grid runs."""
+        return range(self.first_seed, self.first_seed + self.seeds)
 
 
 def _story_preset(name: str, etas: dict[str, float], **sections: Any) -> Preset:

@@ -61,7 +61,8 @@ def _plan(settings: Sequence[Setting], preset: str,
 
 # ----------------------------------------------------------------------------------- sweep
 def reproduce(settings: Sequence[Setting], preset: str, out: str | Path, *,
-              seeds: int | None = None, overrides: Mapping[str, Any] | None = None,
+              seeds: int | None = None, first_seed: int | None = None,
+              overrides: Mapping[str, Any] | None = None,
               executor: str = "local", workers: int | None = None, threads: int = 1,
               address: str | None = None, device: str = "cpu",
               progress: bool = True) -> dict[str, Any]:
@@ -72,6 +73,8 @@ def reproduce(settings: Sequence[Setting], preset: str, out: str | Path, *,
         preset: The preset of every setting ("demo", "cpu", "paper", "tiny").
         out: Output directory (created; an interrupted sweep there is continued).
         seeds: Seeds per cell (default: each preset's `grid.seeds`).
+        first_seed: The first seed (default 0): seeds `first_seed .. first_seed + seeds - 1`,
+            e.g. 3 for held-out seeds 3-5 that no rule was chosen on.
         overrides: `section.key` values given to every setting's plan (each refuses keys it
             does not know, naming them).
         executor: "local" (a process per job), "ray" or "inline" (this process).
@@ -92,6 +95,8 @@ def reproduce(settings: Sequence[Setting], preset: str, out: str | Path, *,
     overrides = dict(overrides or {})
     if seeds is not None:
         overrides["grid.seeds"] = seeds
+    if first_seed is not None:
+        overrides["grid.first_seed"] = first_seed
     planned = _plan(settings, preset, overrides)
     asked = {"settings": [s.name for s in settings], "preset": preset, "overrides": overrides}
     sweep_file = out / SWEEP_FILE
@@ -300,9 +305,18 @@ def _number(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+def _seed_range(results: Mapping[str, Any], setting: str) -> str:
+    """" (seeds 3-5)": the seeds the setting's runs used, when they do not start at 0."""
+    used = sorted({r["params"]["seed"] for r in results["runs"]
+                   if r.get("setting") == setting and "seed" in r["params"]})
+    if not used or used[0] == 0:
+        return ""
+    return f" (seed {used[0]})" if len(used) == 1 else f" (seeds {used[0]}-{used[-1]})"
+
+
 def claims_table(results: Mapping[str, Any]) -> str:
     """The claims as a plain-text table: id, title, mean [min, max] (n), floor, status."""
-    seeds = ", ".join(f"{k} {v}" for k, v in results["seeds"].items())
+    seeds = ", ".join(f"{k} {v}{_seed_range(results, k)}" for k, v in results["seeds"].items())
     lines = [f"\nClaims ({results['preset']} preset; seeds: {seeds}; rules in "
              "each setting's claims module, docs/reproduction.md):",
              f"{'':3s} {'claim':58s} {'mean [min, max] (n)':>26s} {'floor':>6s}  status"]

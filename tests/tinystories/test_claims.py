@@ -154,3 +154,4 @@ def test_unfinished_runs_are_not_read():
     c = _claims([_deletion("F-M", (2.0, 3.0), (0.8, 0.1)),
                  {**_deletion("F-S", (2.0, 2.3), (0.8, 0.6)), "status": "failed"}])[17]
     assert c["status"] == "not covered"
+

@@ -53,6 +53,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
 def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
     """Register reproduce and report."""
     p = add_command(
@@ -72,6 +79,9 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
     add_out(p, "output directory (default: runs/reproduce-PRESET)", required=False)
     p.add_argument("--seeds", type=_positive, metavar="N",
                    help="seeds per setting (default: the preset's grid.seeds)")
+    p.add_argument("--first-seed", type=_non_negative, metavar="S",
+                   help="first seed (default 0): seeds S .. S+N-1, e.g. --first-seed 3 for "
+                   "held-out seeds 3-5 that no claim rule was chosen on (use another --out)")
     p.add_argument("--executor", choices=("local", "ray", "inline"), default="local",
                    help="local: one process per run on every core (default); ray: Ray tasks "
                    "(pip install 'wrapperlens[ray]'); inline: one run at a time in this process")
@@ -100,7 +110,7 @@ def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     preset = args.preset or "demo"
     out = args.out or Path("runs") / f"reproduce-{preset}"
     results = reproduce(_setting_objects(args.settings), preset, out, seeds=args.seeds,
-                        overrides=dict(overrides), executor=args.executor, workers=args.workers,
+                        first_seed=args.first_seed, overrides=dict(overrides), executor=args.executor, workers=args.workers,
                         threads=args.threads, address=args.address, device=args.device,
                         progress=not args.no_progress)
     failed = failed_jobs(results)
