@@ -103,6 +103,18 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="a `wrapperlens reproduce` --out")
 
+    p = add_command(
+        sub, "claims", _claims,
+        "Print the claims table of a reproduce directory; with a second directory of the same "
+        "command on other seeds (--first-seed), each claim's verdict on both and the joined "
+        "verdict: reproduced or not reproduced only where both agree, else inconclusive.",
+        help="The claims table of one or two reproduce directories (held-out seeds)",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="a `wrapperlens reproduce` --out")
+    p.add_argument("held_out", type=Path, metavar="HELD_OUT", nargs="?",
+                   help="the same command's --out on seeds no rule was chosen on")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+
 
 def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     from wrapperlens.reproduction import failed_jobs, reproduce
@@ -110,9 +122,9 @@ def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     preset = args.preset or "demo"
     out = args.out or Path("runs") / f"reproduce-{preset}"
     results = reproduce(_setting_objects(args.settings), preset, out, seeds=args.seeds,
-                        first_seed=args.first_seed, overrides=dict(overrides), executor=args.executor, workers=args.workers,
-                        threads=args.threads, address=args.address, device=args.device,
-                        progress=not args.no_progress)
+                        first_seed=args.first_seed, overrides=dict(overrides),
+                        executor=args.executor, workers=args.workers, threads=args.threads,
+                        address=args.address, device=args.device, progress=not args.no_progress)
     failed = failed_jobs(results)
     if failed:
         print(f"{len(failed)} job(s) failed (their errors are in results.json and the report): "
@@ -125,4 +137,28 @@ def _report(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
     rebuild_report(_setting_objects(SETTINGS), args.dir)
     print(f"Written: {args.dir / 'results.json'}, {args.dir / 'report.html'}")
+    return 0
+
+
+def _claims(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
+    from wrapperlens.held_out import combine, markdown_table
+    from wrapperlens.reproduction import claims_table
+    from wrapperlens.results import read_results
+
+    chosen = read_results(args.dir)
+    if args.held_out is None:
+        print(claims_table(chosen))
+        return 0
+    held_out = read_results(args.held_out)
+    try:
+        rows = combine(chosen, held_out)
+    except ValueError as e:
+        raise ValueError(f"{args.dir} and {args.held_out}: {e}") from None
+    walls = (chosen["wall_seconds"], held_out["wall_seconds"])
+    if args.markdown:
+        print(markdown_table(rows, walls))
+    else:
+        for r in rows:
+            print(f"{r['id']:3d} {r['title'][:52]:52s} {r['chosen']['status']:>15s} / "
+                  f"{r['held_out']['status'] if r['held_out'] else '-':>15s} -> {r['status']}")
     return 0
