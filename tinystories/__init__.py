@@ -20,6 +20,7 @@ Modules, bottom to top:
 - `presets`: every stage's defaults at the `paper`, `cpu` and `tiny` scales;
 - `experiments`: the pretrain / delete / reft stages and their run directories;
 - `compare`: checkpoint comparison per layer (cosine, relative norm, CKA, weights, probe transfer);
+- `claims`: claims 17-20, decided from the pipeline's results;
 - `pipeline`: everything in one call, with a summary;
 - `cli`: `wrapperlens tinystories ...`.
 
@@ -115,4 +116,7 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     "pipeline": ("run_pipeline", "format_summary"),
     # The pipeline as the reproduction loop's setting.
     "grid": ("preset_with_overrides",),
+    # Claims 17-20 and their rules.
+    "claims": ("STORY_CLAIMS", "evaluate_story_claims", "EARLY_FRACTION", "MIN_PROBE_GAP",
+               "DECODED", "OTHER_FEATURES"),
 })
