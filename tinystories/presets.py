@@ -1,4 +1,4 @@
-"""Named scales of the TinyStories experiments: `paper`, `cpu` and `tiny`.
+"""Named scales of the TinyStories experiments: `paper`, `cpu`, `demo` and `tiny`.
 
 Each is a `wrapperlens.presets.Preset` of experiment "tinystories", registered on import:
 `get_preset("cpu", EXPERIMENT)`. Its sections are `prepare`, `tokenizer`, `model`, `batches`,
@@ -42,6 +42,10 @@ far: pretraining 3e-3 (cosine), deletion η_M = 1e-3 and η_S = 1e-4 (a decade a
 Generations (32 per point, 200 tokens) at 0, 10, 30, 100 and 300 reFT steps stand in for the
 paper's 0/30/300/3000 of 4000; the twist loss averages 64 Twist test stories.
 
+**demo**: the TinyStories part of the main job (`wrapperlens reproduce --preset demo`), under a
+minute: the `tiny` model pretrained 120 steps on 600 stories, protocol F only, short deletion and
+reFT, 8 generations of 64 tokens. It decides claims 17-20, on a model too small to learn much.
+
 **tiny**: seconds; for tests and notebooks. Numbers mean nothing.
 """
 
@@ -62,7 +66,7 @@ from wrapperlens.models import ModelConfig
 from wrapperlens.presets import Preset, register_preset
 from wrapperlens.training import TrainConfig
 
-__all__ = ["EXPERIMENT", "PAPER", "CPU", "TINY", "StoryGridConfig", "PROTOCOLS", "ETAS"]
+__all__ = ["EXPERIMENT", "PAPER", "CPU", "TINY", "DEMO", "StoryGridConfig", "PROTOCOLS", "ETAS"]
 
 #: The experiment name of these presets in the registry of `wrapperlens.presets`.
 EXPERIMENT = "tinystories"
@@ -175,4 +179,25 @@ TINY = _story_preset(
     classifier=TwistClassifierConfig(n_buckets=4096),  # a small hashed n-gram space
 )
 
-register_preset(PAPER, CPU, TINY)
+# The main job's preset (`wrapperlens reproduce --preset demo`): under a minute, one protocol.
+_DEMO_DELETE = TrainConfig(steps=20, batch_size=16, schedule="constant", eval_every=5,
+                           log_spaced_eval=True, checkpoint_every=10)
+DEMO = _story_preset(
+    "demo",
+    etas={"M": 1e-3, "S": 1e-4},
+    prepare=PrepareConfig(n_stories=600, test_fraction=0.25),
+    tokenizer=TokenizerConfig(vocab_size=1024, model_max_length=256),
+    model=ModelConfig(architecture="llama", n_layers=2, d_model=32, n_heads=2, n_ctx=256),
+    pretrain=TrainConfig(steps=120, batch_size=16, lr=3e-3, warmup_frac=0.05, min_lr_frac=0.1,
+                         eval_every=60, checkpoint_every=60),
+    delete=_DEMO_DELETE,
+    reft=dataclasses.replace(_DEMO_DELETE, steps=30, lr=1e-4),
+    eval=EvalConfig(n_loss_stories=32, generation_steps=(0, 5, 10), n_generations=8,
+                    max_new_tokens=64, generation_batch_size=8),
+    probe=ProbeConfig(steps=200),
+    probe_data=ProbeDataConfig(n_stories=150),
+    classifier=TwistClassifierConfig(n_buckets=4096),
+    grid=StoryGridConfig(protocols=("F",)),
+)
+
+register_preset(PAPER, CPU, TINY, DEMO)

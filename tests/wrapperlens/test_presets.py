@@ -116,7 +116,7 @@ print(json.dumps({"before": before, "error": error, "names": list(presets.preset
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["before"] is False
     assert "no presets registered for experiment 'tinystories'" in result["error"]
-    assert result["names"] == ["paper", "cpu", "tiny"]
+    assert result["names"] == ["paper", "cpu", "tiny", "demo"]
     assert (result["experiment"], result["model"]) == ("tinystories", "llama")
     assert result["sections"] == ["prepare", "tokenizer", "model", "batches", "pretrain", "delete",
                                   "reft", "eval", "probe", "probe_data", "classifier", "grid"]
