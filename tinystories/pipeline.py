@@ -45,8 +45,8 @@ def run_pipeline(
     out: str | Path,
     preset: str = "cpu",
     overrides: Mapping[str, Any] | None = None,
-    protocols: Sequence[str] = PROTOCOLS,
-    etas: Sequence[str] = ETAS,
+    protocols: Sequence[str] | None = None,
+    etas: Sequence[str] | None = None,
     workers: int = 2,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -58,8 +58,9 @@ def run_pipeline(
         out: Output directory (an interrupted pipeline there is continued).
         preset: "cpu", "tiny" or "paper".
         overrides: `section.key` values over the preset (`preset_with_overrides`).
-        protocols: Deletion protocols to run.
-        etas: Deletion learning rates to run ("M", "S").
+        protocols: Deletion protocols to run (default: the preset's `grid.protocols`, all
+            three unless overridden); the same as `overrides["grid.protocols"]`.
+        etas: Deletion learning rates to run ("M", "S"; default: the preset's `grid.etas`).
         workers: Runs in parallel (1: everything in this process).
         progress: A progress bar over jobs.
         log: Receives the summary's text.
@@ -74,7 +75,14 @@ def run_pipeline(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if not isinstance(preset, str):
         raise ConfigError("run_pipeline takes a preset name; give changes as overrides")
-    over = {**(overrides or {}), "grid.protocols": list(protocols), "grid.etas": list(etas)}
+    over = dict(overrides or {})
+    for key, given in (("grid.protocols", protocols), ("grid.etas", etas)):
+        if given is None:
+            continue
+        if key in over and list(over[key]) != list(given):
+            raise ConfigError(f"{key} is given twice: {list(given)} and {over[key]!r} (in the "
+                              "overrides); give it once")
+        over[key] = list(given)
     out = Path(out)
     results = reproduce([SETTING], preset, out, overrides=over,
                         executor=executor or ("inline" if workers == 1 else "local"),

@@ -129,3 +129,24 @@ def test_pipeline_overrides_change_sections_and_etas():
         preset_with_overrides("tiny", {"eta.L": 1e-2})
     with pytest.raises(ConfigError, match="unknown section"):
         preset_with_overrides("tiny", {"optimizer.lr": 1e-2})
+
+
+def test_the_protocols_come_from_the_grid_unless_given_and_are_never_given_twice(monkeypatch,
+                                                                                tmp_path):
+    import wrapperlens.reproduction as reproduction
+
+    seen = []
+
+    def fake_reproduce(settings, preset, out, overrides, **kw):
+        seen.append(overrides)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(reproduction, "reproduce", fake_reproduce)
+    for kwargs, expected in (({"overrides": {"grid.protocols": ["F"]}}, ["F"]),
+                             ({"protocols": ("F+MM",)}, ["F+MM"]), ({}, None)):
+        with pytest.raises(RuntimeError, match="stop here"):
+            run_pipeline(tmp_path, "tiny", progress=False, **kwargs)
+        assert seen[-1].get("grid.protocols") == expected
+    with pytest.raises(ConfigError, match=r"grid.protocols is given twice: \['F\+R'\]"):
+        run_pipeline(tmp_path, "tiny", overrides={"grid.protocols": ["F"]}, protocols=("F+R",))
+    assert len(seen) == 3 and not (tmp_path / "sweep.json").exists()

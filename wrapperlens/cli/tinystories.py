@@ -180,9 +180,10 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         add_no_progress(p)
         p.add_argument("--workers", type=int, default=2,
                        help="training processes in parallel, one torch thread each")
-        p.add_argument("--protocols", default="F,F+R,F+MM",
-                       help="deletion protocols, comma-separated")
-        p.add_argument("--etas", default="M,S", help="deletion LRs, comma-separated")
+        p.add_argument("--protocols", help="deletion protocols, comma-separated (default: "
+                       "the preset's grid.protocols, F,F+R,F+MM)")
+        p.add_argument("--etas", help="deletion LRs, comma-separated (default: the preset's "
+                       "grid.etas, M,S)")
         p.add_argument("--executor", choices=("local", "ray", "inline"), default=None,
                        help="local: one process per run (default with --workers > 1); ray: Ray "
                        "tasks (pip install 'wrapperlens[ray]'); inline: this process")
@@ -359,12 +360,17 @@ def _cmd_export_neo(args, overrides) -> int:
     return 0
 
 
+def _listed(text: str | None) -> list[str] | None:
+    """"F,F+R" -> ["F", "F+R"]; None (not given) stays None."""
+    return None if text is None else [x for x in text.split(",") if x]
+
+
 def _cmd_pipeline(args, overrides) -> int:
     from tinystories.pipeline import run_pipeline
 
     run_pipeline(args.out, resolve_preset(args), overrides,
-                 protocols=[x for x in args.protocols.split(",") if x],
-                 etas=[x for x in args.etas.split(",") if x], workers=args.workers,
+                 protocols=_listed(args.protocols), etas=_listed(args.etas),
+                 workers=args.workers,
                  progress=not args.no_progress, executor=args.executor)
     return 0
 
