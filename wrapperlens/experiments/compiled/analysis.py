@@ -5,7 +5,8 @@ functions (JSON arguments, JSON values) and as functions of a run directory:
 
 - `readout_job`: the counting head's attention to `a` and to `b` keys (claim 8), or the
   Max-identifier's sorting accuracy read from its labelled residual dimensions (claim 11);
-- `prune_job` / `prune_run`: single-weight g·w pruning against as many random weights (claim 9);
+- `prune_job` / `prune_run`: single-weight g·w pruning against as many random weights (claim 9),
+  its gradient taken on inputs held out from the sets it is scored on (`gradient_letters`);
 - `attention_view`: the attention patterns on one input as an offline page, with the answer.
 
 Both run on the CPU, whatever the sweep's `device`: the compiled models are small.
@@ -18,11 +19,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from jaxtyping import Int
 
 from wrapperlens.experiments.compiled.stages import load_compiled_run
 
-__all__ = ["readout_job", "readout", "prune_job", "prune_run", "attention_view",
-           "checked_letters"]
+__all__ = ["readout_job", "readout", "prune_job", "prune_run", "gradient_letters",
+           "attention_view", "checked_letters", "GRADIENT_SAMPLES"]
+
+
+#: Inputs of the g·w gradient batch (held out from every evaluation set, `gradient_letters`).
+GRADIENT_SAMPLES = 512
+#: The name of the gradient batch's stream (`CompiledTask.eval_rng`): not an evaluation set's.
+GRADIENT_STREAM = "prune_gradient"
 
 
 def readout_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:
@@ -68,30 +76,51 @@ def readout(run_dir: str | Path) -> dict[str, Any]:
 
 
 def prune_job(out: str, run: dict, ks: list[int], random_seed: int,
-              random_draws: int = 5, device: str = "cpu") -> dict[str, Any]:
+              random_draws: int = 5, gradient_samples: int = GRADIENT_SAMPLES,
+              device: str = "cpu") -> dict[str, Any]:
     """`prune_run` of the grid's run `out/run["dir"]` (on the CPU, whatever the sweep's
     `device`: the compiled models are small)."""
-    return prune_run(Path(out) / run["dir"], ks, random_seed, random_draws)
+    return prune_run(Path(out) / run["dir"], ks, random_seed, random_draws, gradient_samples)
+
+
+def gradient_letters(compiled_run, n: int = GRADIENT_SAMPLES
+                     ) -> Int[np.ndarray, "rows length"]:
+    """The g·w gradient batch of `prune_run`: up to `n` C_Te = 0 inputs (letter indices) that
+    are in none of the run's evaluation sets.
+
+    They are drawn from their own stream (`GRADIENT_STREAM`, seeded by `task.eval_seed`), and any
+    row equal to a row of the C_Te = 0 or C_Te = 1 evaluation set is dropped, so pruning is
+    scored on inputs its gradient never saw (docs/reproduction.md#the-compiled-models-grid).
+    """
+    task = compiled_run.task
+    drawn = task.batch(task.eval_rng(GRADIENT_STREAM, n), n, 0.0)[0]
+    scored = {row.tobytes() for c in (0, 1) for row in compiled_run.eval_letters(c)}
+    keep = np.array([row.tobytes() not in scored for row in drawn], dtype=bool)
+    return drawn[keep]
 
 
 def prune_run(run_dir: str | Path, ks: list[int], random_seed: int = 0,
-              random_draws: int = 5) -> dict[str, Any]:
+              random_draws: int = 5, gradient_samples: int = GRADIENT_SAMPLES
+              ) -> dict[str, Any]:
     """Single-weight g·w pruning for the O_PT loss on C_Te = 0 inputs (paper App. G, Fig. 55),
     against pruning as many random weights; every block linear map is eligible.
 
-    The gradient is taken on the first 512 inputs of the run's C_Te = 0 evaluation set; every K
-    is evaluated on all of the run's evaluation sets (`CompiledRun.evaluate`).
+    The gradient is taken on `gradient_letters` (C_Te = 0 inputs held out from every
+    evaluation set); every K is scored on all of the run's evaluation sets
+    (`CompiledRun.evaluate`), none of whose rows the gradient saw.
 
     Returns:
         {"ks": the sorted Ks, "top": metrics after zeroing the top-K weights, per K, "random":
         the mean metrics after zeroing K random weights (`random_draws` nested draws from
-        `random_seed`), per K, "weights": the labels of the top-max(K) weights, best first}.
+        `random_seed`), per K, "weights": the labels of the top-max(K) weights, best first,
+        "gradient": {"stream", "rows": inputs in the gradient batch, "dropped": drawn rows
+        dropped for being in an evaluation set}}.
     """
     from wrapperlens.analysis.pruning import PruneConfig, answer_loss, prune_sweep
     from wrapperlens.analysis.pruning_control import random_prune_sweep
 
     compiled_run, model = load_compiled_run(run_dir)
-    letters = compiled_run.eval_letters(0)[:512]
+    letters = gradient_letters(compiled_run, gradient_samples)
     tokens = compiled_run.token_ids(letters)
     loss_fn = answer_loss(tokens, tokens.shape[1] - 1,
                           compiled_run.classes(letters, compiled_run.task.config.o_pt))
@@ -100,7 +129,9 @@ def prune_run(run_dir: str | Path, ks: list[int], random_seed: int = 0,
     top = prune_sweep(model, loss_fn, ks, evaluate, config)
     rand = random_prune_sweep(model, ks, evaluate, config, draws=random_draws, seed=random_seed)
     return {"ks": top.ks, "top": top.metrics, "random": rand.metrics,
-            "weights": [u.label for u in top.units]}
+            "weights": [u.label for u in top.units],
+            "gradient": {"stream": GRADIENT_STREAM, "rows": int(len(letters)),
+                         "dropped": int(gradient_samples - len(letters))}}
 
 
 def attention_view(run_dir: str | Path, out: str | Path, letters: str | None = None

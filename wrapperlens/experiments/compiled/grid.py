@@ -7,8 +7,10 @@
   Table 3 (train.seed s);
 - Counter only: reFT at η_VS of the η_M and η_L fine-tunings with C_Tr 0 and 1 (claim 10);
   Scr.+FT (compiled for b, fine-tuned to count a at η_VS); single-weight g·w pruning against as
-  many random weights, after η_M and η_S fine-tuning with C_Tr 1 and 0 (claim 9); the counting
-  head's attention to `a` and to `b` keys in every Counter run (claim 8);
+  many random weights, after η_M and η_S fine-tuning with C_Tr 1 and 0 (claim 9; the gradient
+  taken on inputs held out from the evaluation sets it is scored on); the counting head's
+  attention to `a` and to `b` keys in every Counter run (claim 8, read with each run's
+  accuracies);
 - Max-identifier only: how well the sorting step still delivers `n_larger` (read from its
   labelled residual dimensions) in every run (claim 11).
 
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from wrapperlens.config import ConfigError
+from wrapperlens.experiments.compiled.analysis import GRADIENT_SAMPLES
 from wrapperlens.experiments.compiled.claims import SEED_ROLES, evaluate_compiled_claims
 from wrapperlens.experiments.compiled.presets import CompiledGridConfig
 from wrapperlens.experiments.compiled.stages import CompiledRun
@@ -92,7 +95,8 @@ def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJo
                     if eta in _PRUNE_ETAS and c_tr in (0.0, 1.0):
                         jobs.analysis(f"prune/{ft}", "prune", ft, f"{_ANALYSIS}:prune_job",
                                       {"ks": list(grid.prune_ks), "random_seed": seed,
-                                       "random_draws": grid.prune_random_draws},
+                                       "random_draws": grid.prune_random_draws,
+                                       "gradient_samples": GRADIENT_SAMPLES},
                                       {"stage": "finetune", **cell})
                     if eta in _REFT_FROM and c_tr in (0.0, 1.0) and "VS" in grid.etas:
                         after = dict(eta="VS", after=eta, c_tr=float(c_tr), **params)
