@@ -9,7 +9,7 @@ import torch
 from tasks.rasp import evaluate
 from wrapperlens.config import ConfigError
 from wrapperlens.experiments.compiled.claims import evaluate_compiled_claims
-from wrapperlens.experiments.compiled.analysis import readout
+from wrapperlens.experiments.compiled.analysis import gradient_letters, prune_run, readout
 from wrapperlens.experiments.compiled.grid import SETTING, plan
 from wrapperlens.reproduction import reproduce
 from wrapperlens.experiments.compiled.stages import (
@@ -133,7 +133,9 @@ def test_the_plan_covers_table3_and_its_analyses():
     jobs = {g.job.key: g.job for g in plan("cpu")}
     ft = [k for k in jobs if "stage=finetune" in k and k.startswith("program=")]
     assert len(ft) == 2 * 4 * 7 * 3  # programs × η × C_Tr × seeds
-    assert sum(k.startswith("prune/") for k in jobs) == 2 * 2 * 3  # η_M, η_S × C_Tr 0, 1
+    prunes = [j for k, j in jobs.items() if k.startswith("prune/")]
+    assert len(prunes) == 2 * 2 * 3  # η_M, η_S × C_Tr 0, 1
+    assert all(j.args["gradient_samples"] == 512 for j in prunes)
     assert sum("stage=reft" in k and k.startswith("program=") for k in jobs) == 2 * 2 * 3
     for job in jobs.values():
         assert set(job.after) <= set(jobs)
@@ -154,38 +156,44 @@ def test_the_tiny_grid_runs_and_decides_every_claim(tmp_path):
     assert again["tables"]["table3"] == results["tables"]["table3"]
 
 
-def _run(program, stage, final, **params):
-    return {"status": "finished", "stage": stage, "params": {"program": program, **params},
-            "final": final, "floors": {"acc/O_FT/cte1": 0.2}}
+def test_the_pruning_gradient_is_taken_on_rows_no_scored_set_holds(tmp_path, monkeypatch):
+    import wrapperlens.analysis.pruning as pruning
+
+    _, path = _compile(tmp_path)
+    seen = []
+    real = pruning.answer_loss
+    monkeypatch.setattr(pruning, "answer_loss",
+                        lambda tokens, *a: seen.append(tokens) or real(tokens, *a))
+    result = prune_run(path, [0, 1], random_draws=1)
+    run, _ = load_compiled_run(path)
+    scored = {tuple(row) for name, (tokens, _) in run.eval_sets().items()
+              for row in tokens.tolist()}
+    (gradient,) = seen
+    assert len(gradient) == 512 and result["gradient"] == {
+        "stream": "prune_gradient", "rows": 512, "dropped": 0}
+    assert not scored & {tuple(row) for row in gradient.tolist()}
+    # the old batch (the first 512 C_Te = 0 evaluation rows) was all scored
+    old = run.token_ids(run.eval_letters(0)[:512])
+    assert {tuple(row) for row in old.tolist()} <= scored
 
 
-def test_claim_rules_on_hand_made_results():
-    ok = {"acc/O_FT/cte1": 0.95, "acc/O_FT/cte0": 0.01, "acc/O_PT/cte0": 0.9}
-    runs = [_run("counter", "finetune", ok, eta="S", c_tr=c, seed=0) for c in (0.5, 1.0)]
-    runs += [_run("counter", "reft", {"acc/O_PT/cte0": v}, after=a, c_tr=1.0, seed=0)
-             for a, v in (("M", 0.9), ("L", 0.1))]
-    readout = lambda program, value, **p: {  # noqa: E731
-        "kind": "readout", "status": "finished", "result": value,
-        "params": {"program": program, "stage": "finetune", "seed": 0, **p}}
-    analyses = [readout("counter", {"attention_to_a": 0.8, "attention_to_b": 0.1}, eta="S",
-                        c_tr=1.0),
-                readout("counter", {"attention_to_a": 0.2, "attention_to_b": 0.7}, eta="M",
-                        c_tr=0.0)]
-    analyses += [readout("max_identifier", {"sorting_accuracy": v}, eta=e, c_tr=0.0)
-                 for e, v in (("VS", 0.95), ("L", 0.2), ("M", 0.3), ("S", 0.1))]
-    prune = {"ks": [0, 1, 2], "top": [{"acc/O_PT/cte0": a} for a in (0.1, 0.8, 0.85)],
-             "random": [{"acc/O_PT/cte0": a} for a in (0.1, 0.1, 0.12)]}
-    analyses.append({"kind": "prune", "status": "finished", "result": prune,
-                     "params": {"program": "counter", "stage": "finetune", "eta": "M",
-                                "c_tr": 1.0, "seed": 0}})
-    claims = {c["id"]: c for c in evaluate_compiled_claims({"runs": runs, "analyses": analyses})}
-    assert {i: c["status"] for i, c in claims.items()} == {i: "reproduced" for i in range(8, 13)}
-    # K = 2 gains 0.75 against 0.02 at random, more than K = 1 (0.7 against 0)
-    assert claims[9]["values"] == [pytest.approx(0.73)] and "[2]" in claims[9]["note"]
-    assert claims[10]["values"] == [pytest.approx(0.8)]
-    # the same claim with a failed shortcut is not reproduced
-    runs[0]["final"] = {**ok, "acc/O_FT/cte1": 0.3}
-    runs[1]["final"] = {**ok, "acc/O_FT/cte1": 0.3}
-    assert evaluate_compiled_claims({"runs": runs, "analyses": analyses})[4]["status"] == \
-        "not reproduced"
-    assert evaluate_compiled_claims({"runs": [], "analyses": []})[0]["status"] == "not covered"
+def test_gradient_rows_that_an_evaluation_set_holds_are_dropped(tmp_path):
+    run, _ = _compile(tmp_path)
+    drawn = gradient_letters(run, 50)
+    assert len(drawn) == 50
+    # an evaluation set that happens to hold three of the drawn rows: exactly those go
+    cte1 = run.eval_letters(1).copy()
+    cte1[[0, 5, 9]] = drawn[[2, 7, 11]]
+    run._eval_letters[1] = cte1
+    kept = gradient_letters(run, 50)
+    assert len(kept) == 47 and not ({r.tobytes() for r in kept}
+                                    & {r.tobytes() for r in drawn[[2, 7, 11]]})
+    # C_Te = 0 inputs: none carries the correlation
+    assert not run.task.is_correlated(kept).any()
+
+
+def test_the_claim_rules_are_tested_on_hand_made_results():
+    # tests/wrapperlens/experiments/test_compiled_claims.py; here: the grid's values are read
+    claims = evaluate_compiled_claims({"runs": [], "analyses": []})
+    assert [c["id"] for c in claims] == [8, 9, 10, 11, 12]
+    assert {c["status"] for c in claims} == {"not covered"}
