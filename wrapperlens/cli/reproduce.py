@@ -20,7 +20,7 @@ from wrapperlens.cli.options import (add_command, add_config, add_device, add_no
 
 __all__ = ["REPRODUCE_COMMANDS", "add_reproduce_commands"]
 
-REPRODUCE_COMMANDS = ("reproduce", "report")
+REPRODUCE_COMMANDS = ("reproduce", "report", "claims")
 SETTINGS = ("pcfg", "compiled", "tinystories")
 
 
@@ -61,21 +61,23 @@ def _non_negative(text: str) -> int:
 
 
 def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
-    """Register reproduce and report."""
+    """Register reproduce, report and claims."""
     p = add_command(
         sub, "reproduce", _reproduce,
-        "The main job: does the finding hold? Runs the preset's grid (priors x fine-tuning "
-        "cells x seeds, with reFT, Scr.+FT, pruning, probes and attention views), checks each "
-        "claim of docs/claims.md by its rule and writes DIR/results.json and DIR/report.html. "
+        "The main job: does the finding hold? Runs the preset's grid of each setting (PCFG: "
+        "priors x fine-tuning cells x seeds, with reFT, Scr.+FT, pruning, probes and attention "
+        "views; the compiled models' Table 3 grid; the TinyStories deletion / revival "
+        "pipeline), checks each claim of docs/claims.md by its rule and writes "
+        "DIR/results.json and DIR/report.html. "
         "Every run lives under its run id in DIR/runs; run again, finished runs are reused and "
         "an interrupted sweep continues where it stopped; a failed run is recorded and the "
         "others go on.",
         help="Run a preset's grid over seeds and judge each claim", sections=None,
     )
     add_preset(p, from_run=False, names="demo | cpu | paper | tiny", default="demo")
-    p.add_argument("--settings", type=_settings, default=("pcfg",), metavar="LIST",
+    p.add_argument("--settings", type=_settings, default=SETTINGS, metavar="LIST",
                    help="comma-separated settings to run into one directory and one report: "
-                   f"{', '.join(SETTINGS)} (default: pcfg)")
+                   f"{', '.join(SETTINGS)} (default: all three, claims 1-20)")
     add_out(p, "output directory (default: runs/reproduce-PRESET)", required=False)
     p.add_argument("--seeds", type=_positive, metavar="N",
                    help="seeds per setting (default: the preset's grid.seeds)")

@@ -32,7 +32,7 @@ def test_the_flags_reach_reproduce(monkeypatch, tmp_path):
     assert (seen["preset"], seen["out"], seen["seeds"], seen["executor"], seen["workers"],
             seen["first_seed"]) == ("demo", tmp_path, 4, "inline", 3, 3)
     assert seen["overrides"] == {"grid.priors": "L"} and seen["progress"] is False
-    assert seen["settings"] == ["pcfg"]
+    assert seen["settings"] == ["pcfg", "compiled", "tinystories"]  # every claim by default
 
 
 def test_bad_values_are_refused(tmp_path, capsys):

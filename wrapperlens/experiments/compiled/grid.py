@@ -74,7 +74,7 @@ def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJo
                       params=params)
 
     for program in grid.programs:
-        for seed in range(grid.seeds):
+        for seed in grid.seed_range:
             # The presets' task.length is the Counter's; Max-identifier keeps the paper's 10.
             length = {} if program == "counter" else {"task.length": 0}
             base = {"task.program": program, **length, "compile.seed": seed}

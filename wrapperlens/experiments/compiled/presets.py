@@ -1,4 +1,4 @@
-"""The compiled-model presets: `paper`, `cpu` and `tiny` (experiment "compiled").
+"""The compiled-model presets: `paper`, `cpu`, `demo` and `tiny` (experiment "compiled").
 
 `paper` is the paper's setting (App. B.1, C.1; docs/paper-settings.md): the Counter on 48 letters
 (or `--task.program=max_identifier`, 10 distinct letters), N(0, 1e-3) noise on the compiled
@@ -11,6 +11,9 @@ C_Tr ∈ {0, 0.2, 0.5, 0.6, 0.8, 0.9, 1}.
 quarter of the paper's cost per step) and the steps (600, with the same 20 % warmup), so that the
 whole grid of both programs over 3 seeds fits 30 minutes on 2 cores
 (docs/choices.md#compiled-models-cpu).
+
+`demo` is the compiled part of the main job (`wrapperlens reproduce --preset demo`): the Counter
+alone on 16 letters, 100 steps, one seed, C_Tr 0, 0.5 and 1.
 
 `tiny` is for tests and notebooks: 12 letters, 60 steps, 200 evaluation samples, a grid of one
 seed and C_Tr 0 and 1.
@@ -31,7 +34,7 @@ from wrapperlens.experiments.compiled.configs import CompileConfig, CompiledFine
 from wrapperlens.presets import Preset, register_preset
 from wrapperlens.training import TrainConfig
 
-__all__ = ["PAPER", "CPU", "TINY", "ETAS", "C_TR_GRID", "CompiledGridConfig"]
+__all__ = ["PAPER", "CPU", "TINY", "DEMO", "ETAS", "C_TR_GRID", "CompiledGridConfig"]
 
 #: The paper's learning rates (App. C.1): η_L, η_M, η_S, η_VS.
 ETAS = {"L": 1e-1, "M": 1e-2, "S": 1e-3, "VS": 1e-4}
@@ -45,6 +48,7 @@ class CompiledGridConfig:
 
     Attributes:
         seeds: Seeds per cell (each: the compile noise and every stage's data order).
+        first_seed: The first seed: seeds `first_seed .. first_seed + seeds - 1`.
         programs: "counter" and / or "max_identifier".
         etas: The fine-tuning learning rates, by name.
         c_trs: The C_Tr values (Table 3's).
@@ -53,6 +57,7 @@ class CompiledGridConfig:
     """
 
     seeds: int = 3
+    first_seed: int = 0
     programs: tuple[str, ...] = ("counter", "max_identifier")
     etas: tuple[str, ...] = ("L", "M", "S", "VS")
     c_trs: tuple[float, ...] = C_TR_GRID
@@ -60,8 +65,9 @@ class CompiledGridConfig:
     prune_random_draws: int = 5
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ValueError(f"grid.seeds={self.seeds} must be >= 1")
+        if self.seeds < 1 or self.first_seed < 0:
+            raise ValueError(f"grid.seeds={self.seeds} must be >= 1 and grid.first_seed="
+                             f"{self.first_seed} >= 0")
         bad = [p for p in self.programs if p not in ("counter", "max_identifier")] or \
             [e for e in self.etas if e not in ETAS]
         if bad or not self.programs or not self.etas:
@@ -72,6 +78,11 @@ class CompiledGridConfig:
         if 0 not in self.prune_ks or self.prune_random_draws < 1:
             raise ValueError("grid.prune_ks must include 0 (the unpruned model) and "
                              "grid.prune_random_draws must be >= 1")
+
+    @property
+    def seed_range(self) -> range:
+        """The seeds the grid runs."""
+        return range(self.first_seed, self.first_seed + self.seeds)
 
 
 def _compiled_preset(name: str, **sections: Any) -> Preset:
@@ -106,4 +117,13 @@ TINY = _compiled_preset(
                             prune_random_draws=2),
 )
 
-register_preset(PAPER, CPU, TINY)
+# The main job's compiled part (`wrapperlens reproduce --preset demo`): the Counter alone.
+DEMO = _compiled_preset(
+    "demo", task=CompiledTaskConfig(program="counter", length=16),
+    finetune=_sgd(100, eval_samples=500), reft=_sgd(100, eval_samples=500,
+                                                   log_spaced_eval=True),
+    grid=CompiledGridConfig(seeds=1, programs=("counter",), c_trs=(0.0, 0.5, 1.0),
+                            prune_ks=(0, 1, 2, 4), prune_random_draws=2),
+)
+
+register_preset(PAPER, CPU, TINY, DEMO)

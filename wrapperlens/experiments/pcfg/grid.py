@@ -69,7 +69,7 @@ def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJo
     pt_over, ft_over = _split_overrides(overrides)
     p = presets.get(preset)
     jobs = Planner(PCFGRun, preset)
-    for seed in range(grid.seeds):
+    for seed in grid.seed_range:
         pt_seed = {"train.seed": seed, "model.init_seed": seed}
         for prior in grid.priors:
             pt = jobs.train(f"pretrain/prior={prior}/seed={seed}", "pretrain",
@@ -105,7 +105,7 @@ def _analyses(jobs: Planner, grid: GridConfig, cell: Cell, prior: str, seed: int
     if cell.eta in grid.probe_etas:
         jobs.analysis(f"probe/{key}", "probe", ft, f"{_HERE}:probe_job",
                       {"samples": grid.probe_samples}, params)
-    if grid.attention and seed == 0 and prior == grid.priors[0] and cell.eta == "M":
+    if grid.attention and seed == grid.first_seed and prior == grid.priors[0] and cell.eta == "M":
         jobs.analysis(f"attention/{key}", "attention", ft, f"{_HERE}:attention_job",
                       params=params)
 

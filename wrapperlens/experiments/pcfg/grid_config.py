@@ -65,6 +65,8 @@ class GridConfig:
         priors: Pretraining priors, "L" (weakly relevant b) to "H".
         seeds: Seeds per setting; seed s sets `train.seed` and `model.init_seed` of the
             pretraining and `train.seed` of every stage that descends from it.
+        first_seed: The first seed: the grid runs seeds `first_seed .. first_seed + seeds - 1`
+            (3 for held-out seeds 3-5; docs/reproduction.md#held-out-seeds).
         cells: Fine-tuning settings `FAMILY:C_TR:ETA`, each run from every pretraining.
         reft_after: The η of the Counter C_Tr = 1 fine-tunings that are reverse fine-tuned ("" = none).
         reft_eta: The η of reFT and of Scr.+FT's fine-tuning; must be below `reft_after`'s.
@@ -79,6 +81,7 @@ class GridConfig:
 
     priors: tuple[str, ...] = ("L", "H")
     seeds: int = 3
+    first_seed: int = 0
     cells: tuple[str, ...] = ("C:1:L", "C:1:M", "C:1:S")
     reft_after: str = "L"
     reft_eta: str = "M"
@@ -93,6 +96,8 @@ class GridConfig:
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise ValueError(f"grid.seeds={self.seeds} must be >= 1")
+        if self.first_seed < 0:
+            raise ValueError(f"grid.first_seed={self.first_seed} must be >= 0")
         if not self.priors:
             raise ValueError("grid.priors is empty")
         cells = [parse_cell(c) for c in self.cells]
@@ -100,6 +105,11 @@ class GridConfig:
             raise ValueError(f"grid.cells {self.cells} repeats a cell")
         if self.prune_random_draws < 0:
             raise ValueError(f"grid.prune_random_draws={self.prune_random_draws} must be >= 0")
+
+    @property
+    def seed_range(self) -> range:
+        """The seeds the grid runs."""
+        return range(self.first_seed, self.first_seed + self.seeds)
 
     def parsed_cells(self) -> list[Cell]:
         return [parse_cell(c) for c in self.cells]
