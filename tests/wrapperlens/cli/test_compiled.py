@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from wrapperlens.cli import main
 from wrapperlens.cli.compiled import COMPILED_COMMANDS, claims_text, table3_text
+from wrapperlens.experiments.compiled.analysis import gradient_letters
 from wrapperlens.experiments.compiled.presets import ETAS
 from wrapperlens.experiments.compiled.stages import load_compiled_run
 from wrapperlens.runs import RunDir
@@ -101,8 +102,9 @@ def test_prune_k0_is_the_unpruned_model_and_the_top_weight_has_the_largest_gw(ru
     assert result["top"][0] == pytest.approx(unpruned) == result["random"][0]
     assert f"{100 * unpruned['acc/O_PT/cte0']:.1f}%" in text.splitlines()[2]
     assert all(label in text for label in result["weights"])
-    # brute force: g·w of every block matrix for the O_PT loss on the C_Te = 0 inputs
-    tokens, classes = run.eval_sets()["acc/O_PT/cte0"]
+    # brute force: g·w of every block matrix for the O_PT loss on the held-out C_Te = 0 inputs
+    letters = gradient_letters(run)
+    tokens, classes = run.token_ids(letters), run.classes(letters, "a")
     params = {n: p for n, p in model.named_parameters()
               if re.fullmatch(r"blocks\.\d+\.(attn|mlp)\.W_\w+", n)}
     loss = F.cross_entropy(model(tokens[:512])[:, -1], classes[:512])

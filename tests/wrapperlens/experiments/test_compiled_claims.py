@@ -46,7 +46,8 @@ def _prune(top, rand, seed, eta, c_tr=1.0, held_out=True):
 #: Table 3's Counter rows (O_PT, O_FT on C_Te 1, then on C_Te 0), as fractions.
 COUNTER = {("L", 0.0): _acc(0.0, 1.0, 0.0, 1.0), ("L", 1.0): _acc(0.0, 1.0, 0.358, 0.007),
            ("M", 0.0): _acc(0.011, 0.963, 0.0, 0.988), ("M", 1.0): _acc(0.003, 0.983, 0.042, 0.002),
-           ("S", 0.0): _acc(0.546, 0.012, 0.257, 0.272), ("S", 0.5): _acc(0.071, 0.909, 0.198, 0.023),
+           ("S", 0.0): _acc(0.546, 0.012, 0.257, 0.272),
+           ("S", 0.5): _acc(0.071, 0.909, 0.198, 0.023),
            ("S", 1.0): _acc(0.04, 0.943, 0.103, 0.022)}
 #: The attention (to a, to b) the paper draws (Fig. 10, 42, 45, 48): η_M at C_Tr 0 learns to
 #: attend to b "but still attends to a".
@@ -174,7 +175,8 @@ def destroyed_counter():
 def old_claim8(results):
     """THE OLD RULE of claim 8, copied from wrapperlens/experiments/compiled/claims.py as it was
     before this fix (commit 6d6adfd), for the tests below only: attention to a minus to b at η_S
-    (every C_Tr) and C_Tr ≥ 0.5 (every η), and b minus a at η_M with C_Tr 0; no accuracy read."""
+    (every C_Tr) and C_Tr ≥ 0.5 (every η), and b minus a at η_M with C_Tr 0; no accuracy
+    read."""
     readouts = [a for a in results["analyses"] if a["kind"] == "readout"]
     counter = [a for a in readouts if a["status"] == "finished"
                and a["params"]["program"] == "counter" and a["params"]["stage"] == "finetune"]
