@@ -194,7 +194,6 @@ def _not_covered(why: str) -> Callable[[Results], Measured]:
     return lambda results: Measured([], note=why)
 
 
-_APPENDIX = "an appendix experiment the grid does not run yet"
 _TRACR = ("compiled (Tracr-style) models: decided by the compiled setting (`wrapperlens "
           "reproduce --settings pcfg,compiled`, or `wrapperlens compiled grid`)")
 _STORIES = "TinyStories: run `wrapperlens tinystories pipeline` (not joined to this table yet)"
@@ -231,10 +230,6 @@ CLAIMS: tuple[Claim, ...] = (
         (10, "Tracr reFT needs a capability that survived"),
         (11, "Max-identifier sorting breaks unless the rate is very small"),
         (12, "A small rate without correlation cannot learn to count b"))),
-    *(Claim(i, t, "", "", 0.0, _not_covered(_APPENDIX)) for i, t in (
-        (13, "The synthetic jailbreak"), (14, "randFT is revived like ordinary fine-tuning"),
-        (15, "Pretraining data in fine-tuning does not change the picture"),
-        (16, "A large rate can learn an inhibitor"))),
     *(Claim(i, t, "", "", 0.0, _not_covered(_STORIES)) for i, t in (
         (17, "Deletion removes the Twist behaviour"), (18, "Twist probes barely move"),
         (19, "TinyStories reFT revives Twists quickly"), (20, "Other features are untouched"))),

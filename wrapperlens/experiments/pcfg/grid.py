@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from wrapperlens.config import ConfigError
-from wrapperlens.experiments.pcfg import presets
+from wrapperlens.experiments.pcfg import appendix, presets
 from wrapperlens.experiments.pcfg.claims import evaluate_claims
 from wrapperlens.experiments.pcfg.grid_config import COUNT_A_NATURAL, SEED_ROLES, Cell, GridConfig
 from wrapperlens.experiments.pcfg.report_plots import FIGURES
@@ -71,8 +71,9 @@ def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJo
     jobs = Planner(PCFGRun, preset)
     for seed in grid.seed_range:
         pt_seed = {"train.seed": seed, "model.init_seed": seed}
+        pretrained = {}
         for prior in grid.priors:
-            pt = jobs.train(f"pretrain/prior={prior}/seed={seed}", "pretrain",
+            pt = pretrained[prior] = jobs.train(f"pretrain/prior={prior}/seed={seed}", "pretrain",
                             overrides={**pt_over, "task.prior": prior, **pt_seed},
                             params=dict(prior=prior, seed=seed))
             for cell in grid.parsed_cells():
@@ -90,6 +91,7 @@ def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJo
                                        "lr": p.etas.get(grid.reft_eta), "after_eta": cell.eta})
         if grid.scratch:
             _scratch(jobs, preset, grid, seed, pt_over, pt_seed)
+        appendix.plan_seed(jobs, grid, p.etas, seed, pretrained, pt_over, ft_over)
     return jobs.ordered()
 
 
@@ -182,7 +184,14 @@ def _count_a_curve(run: dict[str, Any]) -> None:
             point[COUNT_A_NATURAL] = point[source]
 
 
+def _claims(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Claims 1-12 and 17-20 (`claims`; 8-12 and 17-20 say where they are decided) and 13-16
+    (`appendix`), by id."""
+    return sorted(evaluate_claims(results) + appendix.evaluate_appendix(results),
+                  key=lambda c: c["id"])
+
+
 #: The PCFG grid for the reproduction loop (`wrapperlens.reproduction.reproduce`).
-SETTING = Setting("pcfg", plan, evaluate_claims,
+SETTING = Setting("pcfg", plan, _claims,
                   seeds=lambda preset, overrides: preset_grid(preset, overrides).seeds,
                   seed_roles=SEED_ROLES, figures=FIGURES, finish_run=_count_a_curve)

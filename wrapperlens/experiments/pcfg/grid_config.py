@@ -12,6 +12,7 @@ The grid is priors × fine-tuning cells × seeds, plus the runs and analyses the
 | pruning | fine-tuning at `prune_eta` (low prior, Counter, C_Tr = 1) | top-K g·w units vs K random units |
 | probes | fine-tuning at `probe_etas` (Counter, C_Tr = 1) | count(a) by layer: fine-tuned, pretrained, random init |
 | attention | seed 0, low prior, Counter, C_Tr = 1, η_M | the pair's attention patterns |
+| appendix | seed × experiment of `appendix` | claims 13-16 (App. E, H.1): `wrapperlens.experiments.pcfg.appendix` |
 
 Every section can be overridden like the others: `--grid.seeds=5`, `--grid.cells=C:1:M,C:0.8:M`.
 """
@@ -20,7 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GridConfig", "Cell", "parse_cell", "SEED_ROLES", "COUNT_A_NATURAL"]
+__all__ = ["GridConfig", "Cell", "parse_cell", "SEED_ROLES", "COUNT_A_NATURAL",
+           "APPENDIX_EXPERIMENTS"]
+
+#: The appendix experiments a grid can run (claims 13-16; docs/claims.md).
+APPENDIX_EXPERIMENTS = ("jailbreak", "randft", "mix", "inhibitor")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,10 @@ class GridConfig:
         probe_etas: The ηs of the Counter C_Tr = 1 fine-tunings that are probed, both priors.
         probe_samples: Prompts per probe (split into probe training and test rows).
         attention: Write the attention view of one pair.
+        appendix: The appendix experiments run per seed (claims 13-16), any of "jailbreak",
+            "randft", "mix" and "inhibitor" (`wrapperlens.experiments.pcfg.appendix`).
+        mix: The fraction of pretraining data in each fine-tuning batch of the "mix" experiment
+            (paper App. E.1 mixes 50/50, 10/90 and 0.1/99.9 PT/FT).
     """
 
     priors: tuple[str, ...] = ("L", "H")
@@ -92,6 +101,8 @@ class GridConfig:
     probe_etas: tuple[str, ...] = ("L", "M", "S")
     probe_samples: int = 2000
     attention: bool = True
+    appendix: tuple[str, ...] = ()
+    mix: float = 0.1
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -103,6 +114,12 @@ class GridConfig:
         cells = [parse_cell(c) for c in self.cells]
         if len({c.name for c in cells}) != len(cells):
             raise ValueError(f"grid.cells {self.cells} repeats a cell")
+        unknown = sorted(set(self.appendix) - set(APPENDIX_EXPERIMENTS))
+        if unknown:
+            raise ValueError(f"grid.appendix: {', '.join(unknown)} unknown; expected any of "
+                             + ", ".join(APPENDIX_EXPERIMENTS))
+        if not 0.0 < self.mix < 1.0:
+            raise ValueError(f"grid.mix={self.mix} must be in (0, 1)")
         if self.prune_random_draws < 0:
             raise ValueError(f"grid.prune_random_draws={self.prune_random_draws} must be >= 0")
 

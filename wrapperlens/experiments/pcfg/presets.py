@@ -31,7 +31,7 @@ import dataclasses
 from typing import Any
 
 from tasks.config import FinetuneDataConfig, PCFGTaskConfig
-from wrapperlens.experiments.pcfg.grid_config import GridConfig
+from wrapperlens.experiments.pcfg.grid_config import APPENDIX_EXPERIMENTS, GridConfig
 from wrapperlens.models import ModelConfig
 from wrapperlens.presets import Preset, get_preset, register_preset
 from wrapperlens.training import TrainConfig
@@ -62,6 +62,7 @@ PAPER = _pcfg_preset(
     grid=GridConfig(  # the paper's grid: 3 priors × 4 C_Tr × 3 ηs, Counter and Indexer
         priors=("L", "M", "H"),
         cells=tuple(f"{f}:{c}:{e}" for f in "CI" for c in (0, 0.5, 0.8, 1) for e in "LMS"),
+        appendix=APPENDIX_EXPERIMENTS,
     ),
 )
 
@@ -76,7 +77,8 @@ CPU = _pcfg_preset(
     pretrain=TrainConfig(steps=2500, eval_every=500, checkpoint_every=500),
     finetune=TrainConfig(steps=500, loss="answer", eval_every=50, checkpoint_every=250),
     reft=TrainConfig(steps=300, loss="answer", eval_every=30, log_spaced_eval=True),
-    grid=GridConfig(seeds=3, cells=("C:1:L", "C:1:M", "C:1:S", "C:0.8:M", "I:1:M")),
+    grid=GridConfig(seeds=3, cells=("C:1:L", "C:1:M", "C:1:S", "C:0.8:M", "I:1:M"),
+                    appendix=APPENDIX_EXPERIMENTS),
 )
 
 # `demo`: the Counter alone on 24-token strings, one seed; the README's main command (≤ 5 min).
