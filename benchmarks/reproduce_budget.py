@@ -90,13 +90,13 @@ def main() -> None:
         print(f"{name:28s} {flops / 1e9:10.2f} {1e3 * seconds:8.1f} {rate:8.1f} "
               f"{rate / peak1:13.2f} {rate / peak2:13.2f}")
 
-    steps = Counter()
+    steps = Counter()  # by label (pretrain, scratch_finetune, jailbreak_pretrain, ...)
     stage_steps = {"pretrain": p.pretrain.steps, "finetune": p.finetune.steps,
-                   "reft": p.reft.steps, "scratch_pretrain": p.pretrain.steps,
-                   "scratch_finetune": p.reft.steps}
+                   "reft": p.reft.steps}
     for g in plan(args.preset):
         if g.kind == "run":
-            steps[g.stage] += stage_steps[g.stage]
+            stage, over = g.job.args["stage"], g.job.args["overrides"]
+            steps[g.stage] += over.get("train.steps", stage_steps[stage])
     seconds = {stage: n * (costs["pretrain"][1] if "pretrain" in stage else answer_s)
                for stage, n in steps.items()}
     total = sum(seconds.values()) / args.workers
@@ -104,7 +104,7 @@ def main() -> None:
           f"runs): training steps per stage {dict(steps)}")
     print(f"predicted training time on {args.workers} one-thread workers: {total / 60:.1f} min "
           "(evaluation and analyses not included)")
-    n_pretrain = steps["pretrain"] // p.pretrain.steps + steps["scratch_pretrain"] // p.pretrain.steps
+    n_pretrain = sum(n for stage, n in steps.items() if "pretrain" in stage) // p.pretrain.steps
     old_total = n_pretrain * 8000 * costs["old pretrain (5 families)"][1] / args.workers
     print(f"the same {n_pretrain} pretrainings at the old shape (8000 steps): "
           f"{old_total / 60:.1f} min on {args.workers} workers")
