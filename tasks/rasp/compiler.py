@@ -147,8 +147,11 @@ class _Compiler:
                 if sop.encoding != CATEGORICAL:
                     raise self.fail(expr, f"inputs must be categorical; {self.name(sop)!r} "
                                           f"is numerical")
-            values = {self.call(expr, expr.f, x, y) for x in self.values[id(expr.fst)]
-                      for y in self.values[id(expr.snd)]}
+            if expr.fst is expr.snd:  # one SOp on both sides: only the pairs (x, x) occur
+                values = {self.call(expr, expr.f, x, x) for x in self.values[id(expr.fst)]}
+            else:
+                values = {self.call(expr, expr.f, x, y) for x in self.values[id(expr.fst)]
+                          for y in self.values[id(expr.snd)]}
             null = self.nullable[id(expr.fst)] or self.nullable[id(expr.snd)]
         elif isinstance(expr, SelectorWidth):
             values = set(range(self.n + 1))
@@ -218,6 +221,12 @@ class _Compiler:
                                   [self.encode_out(expr, w) for w in widths])
         if isinstance(expr, SequenceMap):
             fx, fy = self.dims[id(expr.fst)], self.dims[id(expr.snd)]
+            if expr.fst is expr.snd:
+                # The pair gate's weights {fx[u]: 2, fy[u]: 2} are one dict entry, so z = 2 x_u - 3
+                # <= -1 and no gate would ever fire: a lookup on the one SOp instead, as a
+                # categorical Map (only the pairs (u, u) occur).
+                return [Gate({fx[u]: 2.0}, -1.0, self.encode_out(expr, expr.f(u, u)))
+                        for u in self.values[id(expr.fst)]]
             return [Gate({fx[u]: 2.0, fy[v]: 2.0}, -3.0, self.encode_out(expr, expr.f(u, v)))
                     for u in self.values[id(expr.fst)] for v in self.values[id(expr.snd)]]
         inner = expr.inner

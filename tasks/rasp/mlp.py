@@ -16,7 +16,8 @@ MLP is a sum of gates, chosen so that on every input the program can meet, every
   `c = enc(f(v))`. The gate of the present value has z = 1, every other z = -1; errors below 0.25
   in the one-hot input change nothing.
 - *pair lookup* (`SequenceMap`): one gate per pair `(u, v)`, `z = 2 x_u + 2 x_v - 3` (both present:
-  z = 1; one: -1; none: -3).
+  z = 1; one: -1; none: -3). When both inputs are the same SOp, only the pairs `(u, u)` occur
+  and it is a lookup on that SOp.
 - *staircase* on a scalar input with known sorted values `v_0 < ... < v_m` (numerical `Map`,
   `SelectorWidth`): a base gate that is 1 off BOS, writing `enc(f(v_0))`, and one gate per step,
   `z = L (x - t_i)` with `t_i = (v_{i-1} + v_i) / 2`, writing `enc(f(v_i)) - enc(f(v_{i-1}))`.
