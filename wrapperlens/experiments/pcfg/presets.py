@@ -111,7 +111,7 @@ TINY = _pcfg_preset(
     finetune=_TINY_FINETUNE,
     reft=dataclasses.replace(_TINY_FINETUNE, log_spaced_eval=True),
     grid=GridConfig(seeds=1, prune_ks=(0, 5, 10, 15), prune_random_draws=1,
-                    probe_etas=("L",), probe_samples=300),
+                    probe_etas=("L",), probe_samples=300, appendix=APPENDIX_EXPERIMENTS),
 )
 
 register_preset(PAPER, CPU, DEMO, TINY)
