@@ -193,6 +193,13 @@ def sum_per_unit(name: str, per_weight: Tensor, config: PruneConfig) -> Tensor:
     return per_weight.sum(-1) if config.unit_axis == "input" else per_weight.sum(-2)
 
 
+def count_units(model: HookedTransformer, config: PruneConfig) -> int:
+    """How many units of `model` `config` makes prunable (every unit a sweep could prune)."""
+    params = dict(model.named_parameters())
+    return sum(sum_per_unit(name, torch.zeros_like(params[name], device="meta"), config).numel()
+               for name in eligible_parameters(model, config.eligible))
+
+
 @contextmanager
 def pruned(model: HookedTransformer, units: Iterable[PruneUnit]) -> Iterator[HookedTransformer]:
     """Zero `units` inside the ``with`` block; restore the exact saved values afterwards."""

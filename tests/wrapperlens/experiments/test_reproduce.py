@@ -86,6 +86,9 @@ def test_the_grid_runs_and_every_covered_claim_is_decided(finished, settings):
     assert {claims[i]["setting"] for i in range(17, 21)} == {"tinystories"}
     for i in (17, 19):
         assert claims[i]["values"] and "synthetic story source" in claims[i]["note"]
+    # claims 13-16 from the appendix experiments of the PCFG grid
+    assert {claims[i]["setting"] for i in range(13, 17)} == {"pcfg"}
+    assert all(claims[i]["values"] for i in (13, 14, 15, 16))
     for i in (1, 2, 4, 5, 7):
         assert claims[i]["status"] in ("reproduced", "not reproduced", "inconclusive")
         assert claims[i]["values"] and claims[i]["spread"][0] <= claims[i]["mean"] <= claims[i]["spread"][1]

@@ -68,6 +68,7 @@ def prune_run(
     """
     from wrapperlens.analysis.pruning import answer_loss, plot_prune_sweep, prune_sweep
     from wrapperlens.analysis.pruning_control import random_prune_sweep
+    from wrapperlens.analysis.pruning_units import count_units
 
     o = options or PruneOptions()
     loaded = open_run(run_dir)
@@ -90,6 +91,7 @@ def prune_run(
         "o_ft": ft.operand,
         "grad_samples": o.grad_samples,
         "grad_c_te": o.grad_c_te,
+        "n_units": count_units(loaded.model, config),
         **sweep.to_dict(),
     }
     if control is not None:

@@ -249,6 +249,8 @@ def _claim16(results: Results) -> Measured:
         ks = _k_window(r)
         if not ks or metric not in r.get("random", {}):
             values.append(math.nan)
+            notes.append(f"seed {s}: no K of the sweep {r['ks']} in the scaled window "
+                         "with a random-unit control")
             continue
         gain = max(r["top"][metric][i] - r["random"][metric][i] for i in ks)
         best = max(r["top"][metric][i] for i in ks)

@@ -111,6 +111,16 @@ def _claim4(results: Results) -> Measured:
 # "pruning 5–15 neurons"
 # (docs/claims.md#claim-5-pruning-a-few-units-revives-the-pretraining-capability)
 PRUNE_K = range(5, 16)
+#: Prunable units of the paper's 6 × 192 model under the project's pruning rule (rows of every
+#: block's linear maps; `wrapperlens.analysis.pruning_units.count_units`, checked by a test).
+PAPER_UNITS = 27_648
+
+
+def prune_window(units: int) -> range:
+    """The paper's 5..15 of `PAPER_UNITS` units as the same fraction of a model with `units`,
+    rounded, at least one unit: 1..1 for the `cpu` model's 2,304 units."""
+    low = max(1, round(PRUNE_K.start * units / PAPER_UNITS))
+    return range(low, max(low, round((PRUNE_K.stop - 1) * units / PAPER_UNITS)) + 1)
 
 
 def _claim5(results: Results) -> Measured:

@@ -136,13 +136,14 @@ def _analysis_dir(out: str, kind: str, run: dict) -> Path:
 
 def prune_job(out: str, run: dict, ks: list[int], random_draws: int,
               random_seed: int, device: str = "cpu") -> dict[str, Any]:
-    """Top-K g·w pruning against K random units; returns {"ks", "top", "random"}."""
+    """Top-K g·w pruning against K random units; returns {"ks", "units" (how many the model
+    has), "top", "random"}."""
     from wrapperlens.experiments.pcfg.analysis import prune_run
     from wrapperlens.experiments.pcfg.analysis_options import PruneOptions
 
     options = PruneOptions(ks=tuple(ks), random_draws=random_draws, random_seed=random_seed)
     result = prune_run(Path(out) / run["dir"], _analysis_dir(out, "prune", run), options)
-    return {"ks": result["ks"], "top": _by_metric(result["metrics"]),
+    return {"ks": result["ks"], "units": result["n_units"], "top": _by_metric(result["metrics"]),
             "random": _by_metric(result.get("random", {}).get("metrics", {}))}
 
 

@@ -92,7 +92,7 @@ DEMO = _pcfg_preset(
                          eval_samples=500),
     reft=TrainConfig(steps=200, loss="answer", eval_every=20, log_spaced_eval=True,
                      eval_samples=500),
-    grid=GridConfig(seeds=1, prune_ks=(0, 2, 5, 8, 10, 12, 15), prune_random_draws=2,
+    grid=GridConfig(seeds=1, prune_ks=(0, 1, 2, 5, 8, 10, 12, 15), prune_random_draws=2,
                     probe_etas=("L", "S"), probe_samples=1000),
 )
 
@@ -110,7 +110,7 @@ TINY = _pcfg_preset(
                                  checkpoint_every=100),
     finetune=_TINY_FINETUNE,
     reft=dataclasses.replace(_TINY_FINETUNE, log_spaced_eval=True),
-    grid=GridConfig(seeds=1, prune_ks=(0, 5, 10, 15), prune_random_draws=1,
+    grid=GridConfig(seeds=1, prune_ks=(0, 1, 5, 10, 15), prune_random_draws=1,
                     probe_etas=("L",), probe_samples=300, appendix=APPENDIX_EXPERIMENTS),
 )
 
