@@ -129,9 +129,12 @@ class CompiledTask:
             return counter(operand)
         return max_identifier(int(operand))
 
-    def compile(self, operand: str, scale: float = 1000.0) -> CompiledProgram:
-        """The compiled program for `operand`, for inputs of up to `length` letters."""
-        return compile_program(self.program(operand), list(self.vocab), self.length, scale=scale)
+    def compile(self, operand: str, scale: float = 1000.0,
+                mlp_slope: float | None = None) -> CompiledProgram:
+        """The compiled program for `operand`, for inputs of up to `length` letters (gains as
+        `tasks.rasp.compile_program`; the defaults are exact)."""
+        return compile_program(self.program(operand), list(self.vocab), self.length, scale=scale,
+                               mlp_slope=mlp_slope)
 
     def answers(self, letters: Int[np.ndarray, "n length"], operand: str) -> np.ndarray:
         """Each row's answer for `operand`, by brute force: a count, or a letter."""

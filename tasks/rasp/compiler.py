@@ -89,8 +89,10 @@ def _toposort(program: SOp) -> list[Any]:
 
 
 class _Compiler:
-    def __init__(self, vocab: list, max_seq_len: int, bos: str, scale: float):
+    def __init__(self, vocab: list, max_seq_len: int, bos: str, scale: float,
+                 mlp_slope: float | None = None):
         self.vocab, self.n, self.bos, self.scale = vocab, max_seq_len, bos, scale
+        self.mlp_slope = mlp_slope
         self.names: dict[int, str] = {}
         self.values: dict[int, list] = {}   # categorical: sorted values; numerical: sorted floats
         self.nullable: dict[int, bool] = {}
@@ -215,8 +217,9 @@ class _Compiler:
         """The MLP gates of a Map, SequenceMap or SelectorWidth."""
         if isinstance(expr, SelectorWidth):
             x = self.width_dim[id(expr)]
-            # Width w <-> x = 1/(w+1); staircase over x ascending, i.e. widths descending.
-            widths = list(range(self.n, -1, -1))
+            # Width w <-> x = 1/(w+1); staircase over widths ascending, i.e. x descending from
+            # x = 1 (width 0), which is also x at BOS: every step gate is off there unprompted.
+            widths = list(range(self.n + 1))
             return self.staircase(expr, x, [1.0 / (w + 1) for w in widths],
                                   [self.encode_out(expr, w) for w in widths])
         if isinstance(expr, SequenceMap):
@@ -239,12 +242,18 @@ class _Compiler:
 
     def staircase(self, expr: Any, x: int, points: list[float],
                   outs: list[dict[int, float]]) -> list[Gate]:
-        """Gates writing `outs[i]` when residual `x` equals `points[i]` (ascending).
+        """Gates writing `outs[i]` when residual `x` equals `points[i]` (ascending or descending).
 
         Refused when the closest two points are nearer than `MIN_RELATIVE_GAP` times the largest
         magnitude: float32 rounding of the input and of `L * x` would then eat the margin.
+
+        Exact gains (`mlp_slope` None): every step has slope `L = 2 / min_gap`. With `mlp_slope`
+        S, step i (between points `gap_i` apart) has slope `min(2 / gap_i, S)`: its gate is still
+        exactly 0 or 1 at every point where `S >= 1 / gap_i` (|z| >= 0.5), and in between
+        elsewhere (Tracr's `mlp_exactness`, whose staircase has one slope for all steps).
         """
-        gap = min((b - a for a, b in zip(points, points[1:])), default=1.0)
+        sign = -1.0 if len(points) > 1 and points[1] < points[0] else 1.0
+        gap = min((sign * (b - a) for a, b in zip(points, points[1:])), default=1.0)
         if gap < MIN_RELATIVE_GAP * max(1.0, *(abs(p) for p in points)):
             raise self.fail(expr, f"input values {gap:.3g} apart are too close to separate in "
                                   f"float32 (max_seq_len or the value range is too large)")
@@ -256,7 +265,9 @@ class _Compiler:
             step = {k: v for k, v in step.items() if v != 0.0}
             if step:
                 t = (points[i - 1] + points[i]) / 2
-                gates.append(Gate({x: scale}, -scale * t, step))
+                slope = scale if self.mlp_slope is None else \
+                    min(2.0 / (sign * (points[i] - points[i - 1])), self.mlp_slope)
+                gates.append(Gate({x: sign * slope}, -sign * slope * t, step))
         return gates
 
     def head(self, expr: Any) -> Head:
@@ -274,7 +285,7 @@ class _Compiler:
 
 
 def compile_program(program: Any, vocab: list, max_seq_len: int, *, bos: str = "BOS",
-                    scale: float = 1000.0) -> CompiledProgram:
+                    scale: float = 1000.0, mlp_slope: float | None = None) -> CompiledProgram:
     """Compile `program` for inputs over `vocab` of length 1..`max_seq_len`.
 
     Args:
@@ -283,7 +294,11 @@ def compile_program(program: Any, vocab: list, max_seq_len: int, *, bos: str = "
         max_seq_len: Longest input (BOS not counted); the model's `n_ctx` is one more.
         bos: The BOS token.
         scale: Attention logit of a selected key (BOS gets half); >= 250 keeps unselected
-            softmax weights exactly 0 in float32.
+            softmax weights exactly 0 in float32. Tracr's compiled heads have logits of about 30
+            (docs/compiled.md#gains).
+        mlp_slope: None: the exact staircase (slope `2 / min_gap` on every step, exact for every
+            input). A number S: each step's slope is `min(2 / gap, S)`, exact on the inputs whose
+            neighbouring gaps are >= 1 / S (Tracr's default `mlp_exactness` is 100).
 
     Raises:
         RASPCompileError: naming the expression that cannot be compiled.
@@ -295,7 +310,9 @@ def compile_program(program: Any, vocab: list, max_seq_len: int, *, bos: str = "
         raise RASPCompileError(f"max_seq_len must be >= 1, got {max_seq_len}")
     if not isinstance(program, SOp):
         raise RASPCompileError(f"the program must be a SOp, got {program!r}")
-    c = _Compiler(vocab, max_seq_len, bos, scale)
+    if scale <= 0 or (mlp_slope is not None and mlp_slope <= 0):
+        raise RASPCompileError(f"scale={scale} and mlp_slope={mlp_slope} must be > 0")
+    c = _Compiler(vocab, max_seq_len, bos, scale, mlp_slope)
     order = _toposort(program)
     # The input dimensions exist even when the program does not read them.
     for kind, default in ((Indices, indices), (Tokens, tokens)):
@@ -346,12 +363,16 @@ def _assemble(c: _Compiler, program: SOp, n_layers: int, attn: dict[int, list[He
     w["embed.W_E"][0, 0] = 1.0
     for t in c.vocab:
         w["embed.W_E"][ids[t], c.dims[id(c.tokens)][t]] = 1.0
+    # The residual at BOS, the same after every layer: tokens:BOS and every SelectorWidth's
+    # bos_weight (BOS's query selects BOS alone) are 1, every SOp dimension 0.
+    bos_resid = {0: 1.0, **{dim: 1.0 for dim in c.width_dim.values()}}
     w["pos_embed.W_pos"] = np.zeros((c.n + 1, d_model))
     for i in range(c.n):
         w["pos_embed.W_pos"][i + 1, c.dims[id(c.indices)][i]] = 1.0
     for layer in range(n_layers):
         w.update(attention_weights(attn.get(layer, []), layer, n_heads, d_model, d_head))
-        w_in, b_in, w_out = gate_weights(mlp.get(layer, []), d_model, d_mlp, bos_dim=0)
+        w_in, b_in, w_out = gate_weights(mlp.get(layer, []), d_model, d_mlp, bos_dim=0,
+                                         bos_resid=bos_resid)
         prefix = f"blocks.{layer}.mlp."
         w[prefix + "W_in"], w[prefix + "b_in"], w[prefix + "W_out"] = w_in, b_in, w_out
         w[prefix + "b_out"] = np.zeros(d_model)

@@ -25,9 +25,12 @@ MLP is a sum of gates, chosen so that on every input the program can meet, every
   input `v` exactly, for any input error below min_gap / 4. (Tracr approximates this map with a
   fixed-size hidden layer; that is where its Counter fails for 10 or more `a`s.)
 
-BOS: every gate also reads `beta * tokens:BOS` with `beta = -(sum|w| + |b| + 1)`. All residual
-entries at BOS are 0 or 1 in magnitude, so `z <= -1` there and every MLP writes exactly 0 at BOS,
-which keeps BOS a clean "attend here when nothing is selected" key for every later attention.
+BOS: the residual at BOS is known exactly (`tokens:BOS` and every SelectorWidth's `bos_weight` are
+1, every SOp dimension 0), so each gate's `z` at BOS, `z_bos`, is known. A gate with
+`z_bos > -1` also reads `beta * tokens:BOS` with `beta = -(z_bos + 1)`, so `z <= -1` at BOS and
+every MLP writes exactly 0 there, which keeps BOS a clean "attend here when nothing is selected"
+key for every later attention. Lookups (`z_bos = -1`) and the SelectorWidth staircase (ordered
+from x = 1, BOS's value, so its steps are off at BOS) need no such term; only the base gates do.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ class Gate:
 
 
 def gate_weights(
-    gates: list[Gate], d_model: int, d_mlp: int, bos_dim: int
+    gates: list[Gate], d_model: int, d_mlp: int, bos_dim: int,
+    bos_resid: dict[int, float] | None = None,
 ) -> tuple[Float[np.ndarray, "d_model d_mlp"], Float[np.ndarray, " d_mlp"],
            Float[np.ndarray, "d_mlp d_model"]]:
     """The MLP (`W_in`, `b_in`, `W_out`) of `gates`, zero-padded to `d_mlp` hidden units.
@@ -57,13 +61,16 @@ def gate_weights(
         gates: The gates of one layer (two hidden units each).
         d_model: Residual width.
         d_mlp: Hidden width of the model (>= 2 * len(gates)).
-        bos_dim: Residual index of `tokens:BOS`, read by every gate to switch it off at BOS.
+        bos_dim: Residual index of `tokens:BOS`, read by the gates that are not off at BOS.
+        bos_resid: The residual at BOS (sparse; default: 1 at `bos_dim`, 0 elsewhere).
     """
+    bos_resid = {bos_dim: 1.0} if bos_resid is None else bos_resid
     w_in = np.zeros((d_model, d_mlp))
     b_in = np.zeros(d_mlp)
     w_out = np.zeros((d_mlp, d_model))
     for g, gate in enumerate(gates):
-        beta = -(sum(abs(v) for v in gate.w.values()) + abs(gate.b) + 1.0)
+        z_bos = sum(v * bos_resid.get(i, 0.0) for i, v in gate.w.items()) + gate.b
+        beta = min(0.0, -(z_bos + 1.0))
         for unit, shift, sign in ((2 * g, 0.5, 1.0), (2 * g + 1, -0.5, -1.0)):
             for i, v in gate.w.items():
                 w_in[i, unit] += v

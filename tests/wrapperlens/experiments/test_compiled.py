@@ -45,6 +45,31 @@ def test_without_noise_the_compile_run_is_the_exact_program(tmp_path):
     assert values == expected
 
 
+@pytest.mark.parametrize("preset", ["tiny", "demo", "cpu", "paper"])
+def test_presets_compile_with_tracr_gains(preset):
+    run = resolve_compiled("compile", preset)
+    cfg = run.sections["compile"]
+    assert (cfg.gains, cfg.scale) == ("tracr", 30.0)
+    assert cfg.slope == (300.0 if preset == "paper" else 100.0)
+    w_k = max(abs(v).max() for k, v in run.description.weights.items() if k.endswith("W_K"))
+    w_in = max(abs(v).max() for k, v in run.description.weights.items() if k.endswith("W_in"))
+    assert w_k == 30.0 and w_in <= cfg.slope
+    exact = resolve_compiled("compile", preset, overrides={"compile.gains": "exact",
+                                                          "compile.mlp_slope": 0.0})
+    assert (exact.sections["compile"].scale, exact.sections["compile"].slope) == (1000.0, None)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"compile.gains": "loose"}, "compile.gains='loose'"),
+    ({"compile.gains": "exact", "compile.attention_logit": 100.0}, "below 250"),
+    ({"compile.gains": "exact", "compile.mlp_slope": 50.0}, "2 / min_gap"),
+    ({"compile.mlp_slope": -1.0}, "must be >= 0"),
+])
+def test_bad_gains_are_refused(overrides, match):
+    with pytest.raises((ConfigError, ValueError), match=match):
+        resolve_compiled("compile", "tiny", overrides=overrides)
+
+
 def test_noise_is_seeded_and_changes_every_weight(tmp_path):
     _, a = _compile(tmp_path / "a", **{"compile.seed": 3})
     _, b = _compile(tmp_path / "b", **{"compile.seed": 3})

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from tasks.compiled_tasks import CompiledTaskConfig
 from wrapperlens.training import TrainConfig
 
-__all__ = ["CompileConfig", "CompiledFinetuneConfig", "SECTION_TYPES"]
+__all__ = ["GAINS", "CompileConfig", "CompiledFinetuneConfig", "SECTION_TYPES"]
+
+
+#: The gains of each `compile.gains` mode: (attention logit, MLP staircase slope cap; None: exact).
+GAINS = {"exact": (1000.0, None), "tracr": (30.0, 100.0)}
 
 
 @dataclass(frozen=True)
@@ -23,20 +27,47 @@ class CompileConfig:
             (paper App. C.1: N(0, 0.001), "to densify them and avoid gradient spikes";
             docs/choices.md#tracr-weight-noise).
         seed: Seed of the noise.
-        scale: Attention logit of a selected key (`tasks.rasp.compile_program`).
+        gains: "tracr" (attention logit 30, MLP staircase slopes at most 100: the gains of Tracr's
+            default compile, `mlp_exactness=100`) or "exact" (logit 1000, slope 2 / min_gap:
+            exact on every input, for the compiler's tests). Which inputs each is exact on:
+            docs/compiled.md#gains.
+        attention_logit: Attention logit of a selected key (`tasks.rasp.compile_program`'s
+            `scale`); 0: the mode's (exact 1000, tracr 30). Exact mode needs >= 250.
+        mlp_slope: Largest slope of a staircase step; 0: the mode's (tracr 100). Exact mode
+            takes none (its slope is 2 / min_gap).
     """
 
     operand: str = ""
     noise_std: float = 1e-3
     seed: int = 0
-    scale: float = 1000.0
+    gains: str = "tracr"
+    attention_logit: float = 0.0
+    mlp_slope: float = 0.0
 
     def __post_init__(self) -> None:
         if self.noise_std < 0:
             raise ValueError(f"compile.noise_std={self.noise_std} must be >= 0")
-        if self.scale < 250:
-            raise ValueError(f"compile.scale={self.scale}: below 250 the compiled attention is "
-                             "not exact in float32")
+        if self.gains not in GAINS:
+            raise ValueError(f"compile.gains={self.gains!r}: expected one of {', '.join(GAINS)}")
+        if self.attention_logit < 0 or self.mlp_slope < 0:
+            raise ValueError(f"compile.attention_logit={self.attention_logit} and "
+                             f"compile.mlp_slope={self.mlp_slope} must be >= 0 (0: the mode's)")
+        if self.gains == "exact" and self.scale < 250:
+            raise ValueError(f"compile.attention_logit={self.attention_logit}: below 250 the "
+                             "compiled attention is not exact in float32 (compile.gains='exact')")
+        if self.gains == "exact" and self.mlp_slope:
+            raise ValueError(f"compile.mlp_slope={self.mlp_slope} with compile.gains='exact': "
+                             "the exact staircase's slope is 2 / min_gap; set compile.mlp_slope=0")
+
+    @property
+    def scale(self) -> float:
+        """The attention logit of a selected key (this mode's unless set)."""
+        return self.attention_logit or GAINS[self.gains][0]
+
+    @property
+    def slope(self) -> float | None:
+        """The staircase slope cap (None: exact)."""
+        return self.mlp_slope or GAINS[self.gains][1]
 
 
 @dataclass(frozen=True)

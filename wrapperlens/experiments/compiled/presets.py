@@ -18,6 +18,10 @@ alone on 16 letters, 100 steps, one seed, C_Tr 0, 0.5 and 1.
 `tiny` is for tests and notebooks: 12 letters, 60 steps, 200 evaluation samples, a grid of one
 seed and C_Tr 0 and 1.
 
+Every preset compiles with Tracr-like gains (`compile.gains="tracr"`: attention logit 30, MLP
+staircase slopes at most 100, 300 for `paper`'s 48 letters), which are exact on each preset's
+input distribution (docs/compiled.md#gains); `compile.gains=exact` gives the exact compiler's.
+
 Every stage's gradient norm is clipped at 1 (the engine's default): the compiled models' large
 attention and MLP gains give gradients of norm ~1e4 at the first step, which SGD at η_L turns into
 NaNs without it (the paper adds the noise "to avoid gradient spikes" and states no clipping).
@@ -103,6 +107,8 @@ def _sgd(steps: int, **changes: Any) -> TrainConfig:
 
 PAPER = _compiled_preset(
     "paper", task=CompiledTaskConfig(program="counter"),
+    # 48 letters: slope 100 is wrong from 14 `a`s (P = 5e-4 per input), 300 from 24 (3e-11)
+    compile=CompileConfig(mlp_slope=300.0),
     finetune=_sgd(10_000, eval_every=500, checkpoint_every=1000),
     reft=_sgd(10_000, eval_every=500, checkpoint_every=1000, log_spaced_eval=True),
 )

@@ -81,7 +81,8 @@ class CompiledRun(ExperimentRun):
         if self.compiled_operand not in (cfg.o_pt, cfg.o_ft):
             raise ConfigError(f"compile.operand={self.compiled_operand!r}: compile for O_PT "
                               f"{cfg.o_pt!r} or O_FT {cfg.o_ft!r}")
-        self.description = self.task.compile(self.compiled_operand, self.sections["compile"].scale)
+        gains = self.sections["compile"]
+        self.description = self.task.compile(self.compiled_operand, gains.scale, gains.slope)
         self._classes = {v: i for i, v in enumerate(self.description.output_values)}
         ids = self.description.token_ids
         self._letter_ids = np.array([ids[v] for v in self.task.vocab])  # letter index -> id
