@@ -276,6 +276,8 @@ class _Compiler:
         table = [[bool(self.call(sel, sel.predicate, k, q)) for k in k_vals] for q in q_vals]
         q_dims = [self.dims[id(sel.queries)][q] for q in q_vals]
         k_dims = [self.dims[id(sel.keys)][k] for k in k_vals]
+        if table and all(row == table[0] for row in table) and not self.nullable[id(sel.queries)]:
+            q_dims, table = [], table[:1]  # the query does not matter (tasks.rasp.heads)
         if isinstance(expr, SelectorWidth):
             return width_head(q_dims, k_dims, table, 0, self.width_dim[id(expr)], self.scale)
         src = self.dims[id(expr.sop)]
