@@ -36,7 +36,7 @@ from jaxtyping import Bool, Int
 from tasks.rasp.compiler import compile_program
 from tasks.rasp.description import CompiledProgram
 from tasks.rasp.expr import SOp
-from tasks.rasp.programs import counter, max_identifier
+from tasks.rasp.programs import counter, counter_alg1, max_identifier
 
 __all__ = ["PROGRAMS", "CompiledTaskConfig", "CompiledTask"]
 
@@ -47,6 +47,8 @@ PROGRAMS = {
     "max_identifier": (tuple(string.ascii_lowercase), 10, "5", "6"),
 }
 _MAX_REDRAWS = 200
+#: The Counter's two programs (`CompiledTaskConfig.counter_form`).
+COUNTER_FORMS = {"one_block": counter, "alg1": counter_alg1}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class CompiledTaskConfig:
         pretrain_operand: O_PT: the counted letter (Counter) or the rank (Max-identifier, "5").
             "": the paper's.
         finetune_operand: O_FT: "b" (Counter) or "6" (Max-identifier). "": the paper's.
+        counter_form: The Counter's program: "one_block" (`tasks.rasp.counter`: one
+            `SelectorWidth` over the tokens, one block) or "alg1" (`tasks.rasp.counter_alg1`: the
+            paper's Alg. 1, a map, the width and the final identity Aggregate, three blocks).
+            The same answers on every input; the counting head is block 0's or block 1's.
         q: The correlation's offset (count(b) - count(a), or the letter distance of the O_FT-th
             largest from the O_PT-th).
         seed: Seed of the training streams (with each stage's `train.seed`).
@@ -70,6 +76,7 @@ class CompiledTaskConfig:
     length: int = 0
     pretrain_operand: str = ""
     finetune_operand: str = ""
+    counter_form: str = "one_block"
     q: int = 1
     seed: int = 0
     eval_seed: int = 1234
@@ -92,6 +99,12 @@ class CompiledTaskConfig:
                                                          1 <= int(op) <= self.n_letters):
                 raise ValueError(f"task.{key}={op!r}: a rank 1..{self.n_letters} (the k-th "
                                  f"largest of {self.n_letters} letters)")
+        if self.counter_form not in COUNTER_FORMS:
+            raise ValueError(f"task.counter_form={self.counter_form!r}: expected one of "
+                             f"{', '.join(COUNTER_FORMS)}")
+        if self.counter_form != "one_block" and self.program != "counter":
+            raise ValueError(f"task.counter_form={self.counter_form!r} is for the Counter; "
+                             f"task.program={self.program!r}")
         if self.q < 1:
             raise ValueError(f"task.q={self.q} must be >= 1")
 
@@ -126,7 +139,7 @@ class CompiledTask:
     def program(self, operand: str) -> SOp:
         """The RASP program for `operand` (count that letter, or find that rank)."""
         if self.config.program == "counter":
-            return counter(operand)
+            return COUNTER_FORMS[self.config.counter_form](operand)
         return max_identifier(int(operand))
 
     def compile(self, operand: str, scale: float = 1000.0,

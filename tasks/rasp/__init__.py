@@ -35,10 +35,10 @@ from tasks.rasp.expr import (
     indices,
     tokens,
 )
-from tasks.rasp.programs import counter, max_identifier
+from tasks.rasp.programs import counter, counter_alg1, max_identifier
 
 __all__ = [
     "CATEGORICAL", "NUMERICAL", "Aggregate", "Comparison", "CompiledProgram", "Indices", "Map",
     "RASPCompileError", "RASPEvaluationError", "Select", "SelectorWidth", "SequenceMap", "SOp",
-    "Tokens", "compile_program", "counter", "evaluate", "indices", "max_identifier", "tokens",
+    "Tokens", "compile_program", "counter", "counter_alg1", "evaluate", "indices", "max_identifier", "tokens",
 ]

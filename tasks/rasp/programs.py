@@ -2,6 +2,9 @@
 
 - `counter(token)`: the number of `token`s in the input, at every position. Vocabulary a-i in the
   paper, inputs up to about 48 letters.
+- `counter_alg1(token)`: the same count in the shape of the paper's Alg. 1, three blocks deep: a
+  map marking the `token`s, a `SelectorWidth` of the marked keys, and the final identity
+  `Aggregate`.
 - `max_identifier(rank)`: the `rank`-th largest token in the order a > b > c > ... (so "larger"
   is alphabetically earlier), at every position; the paper uses rank 5 over 26 distinct letters.
   Each token counts the tokens larger than it (`SelectorWidth` of `key < query`), the token with
@@ -16,7 +19,7 @@ from __future__ import annotations
 from tasks.rasp.expr import Aggregate, Comparison, Map, Select, SelectorWidth, indices, tokens
 
 
-__all__ = ["counter", "max_identifier"]
+__all__ = ["counter", "counter_alg1", "max_identifier"]
 
 
 def counter(token: str = "a", *, broadcast: bool = False) -> SelectorWidth | Aggregate:
@@ -25,6 +28,20 @@ def counter(token: str = "a", *, broadcast: bool = False) -> SelectorWidth | Agg
     count = SelectorWidth(Select(tokens, tokens, lambda k, q: k == token), name="count")
     if not broadcast:
         return count
+    return Aggregate(Select(indices, indices, Comparison.EQ), count, name="count_out")
+
+
+def counter_alg1(token: str = "a") -> Aggregate:
+    """Count `token` as the paper's Alg. 1: `bin = (tokens == token)`, `Select(bin, indices, .)`,
+    `SelectorWidth`, then `Aggregate` over the identity `Select(indices, indices, EQ)`.
+
+    Alg. 1 as the paper prints it compares `bin` with the query's index (EQ); read literally that
+    counts the `token`s only at position 1 (True == 1). Here the selector keeps its keys and
+    queries but selects, for every query, the keys where `bin` holds, so the count is at every
+    position, as the paper's Counter outputs it. Compiled: the map in block 0's MLP, the width in
+    block 1, the identity Aggregate in block 2's attention (three blocks, as App. B.1)."""
+    is_token = Map(lambda t: t == token, tokens, name="bin")
+    count = SelectorWidth(Select(is_token, indices, lambda k, q: k is True), name="count")
     return Aggregate(Select(indices, indices, Comparison.EQ), count, name="count_out")
 
 

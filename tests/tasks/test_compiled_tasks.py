@@ -65,6 +65,8 @@ def test_streams_are_a_function_of_seed_stream_and_step():
     ({"program": "max_identifier", "pretrain_operand": "11"}, "a rank 1..10"),
     ({"program": "counter", "finetune_operand": "a"}, "must differ"),
     ({"program": "max_identifier", "length": 30}, "task.length=30"),
+    ({"program": "counter", "counter_form": "alg2"}, "expected one of one_block, alg1"),
+    ({"program": "max_identifier", "counter_form": "alg1"}, "is for the Counter"),
 ])
 def test_bad_configs_are_refused_by_name(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -75,3 +77,23 @@ def test_an_impossible_correlation_is_an_error():
     task = _task("max_identifier", length=10, q=20)  # letters 5th and 6th can never be 20 apart
     with pytest.raises(RuntimeError, match="could not draw inputs"):
         task.batch(np.random.default_rng(0), 4, 1.0)
+
+
+@pytest.mark.parametrize("gains", [(1000.0, None), (30.0, 100.0)])
+def test_the_alg1_counter_is_three_blocks_and_answers_as_the_one_block_form(gains):
+    """`task.counter_form=alg1` compiles the paper's Alg. 1 (three blocks); on 2000 inputs of
+    the task (C = 0 and 1), both forms' compiled models give the brute-force count."""
+    from wrapperlens.compiled import compiled_model, run_compiled
+
+    forms = {f: _task("counter", length=16, counter_form=f) for f in ("one_block", "alg1")}
+    letters = np.concatenate([forms["alg1"].batch(np.random.default_rng(3), 1000, c)[0]
+                              for c in (0.0, 1.0)])
+    words = [_letters(forms["alg1"], row) for row in letters]
+    layers = {}
+    for form, task in forms.items():
+        compiled = task.compile("a", *gains)
+        layers[form] = compiled.config["n_layers"]
+        got = run_compiled(compiled_model(compiled), compiled, words)
+        assert [g[-1] for g in got] == task.answers(letters, "a").tolist()
+        assert [g for g in got] == [evaluate(task.program("a"), w) for w in words]
+    assert layers == {"one_block": 1, "alg1": 3}

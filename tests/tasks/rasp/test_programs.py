@@ -2,7 +2,10 @@
 
 import pytest
 
-from tasks.rasp import counter, evaluate, max_identifier
+import itertools
+
+from tasks.rasp import compile_program, counter, counter_alg1, evaluate, max_identifier
+from wrapperlens.compiled import compiled_model, run_compiled
 
 
 def test_counter():
@@ -18,3 +21,17 @@ def test_max_identifier_paper_figure_13():
     assert evaluate(max_identifier(5), list("dcba")) == [None] * 4  # fewer than 5 tokens
     with pytest.raises(ValueError, match="rank"):
         max_identifier(0)
+
+
+def test_alg1_counter_equals_the_one_block_counter_on_every_short_input():
+    """Evaluator and compiled model (exact and Tracr-like gains), every input of length 1..6 over
+    a, b, c, d (5460 inputs): the same count at every position as `counter`."""
+    inputs = [list(x) for n in range(1, 7) for x in itertools.product("abcd", repeat=n)]
+    for token in ("a", "d"):
+        want = [evaluate(counter(token), x) for x in inputs]
+        assert [evaluate(counter_alg1(token), x) for x in inputs] == want
+        assert want[:4] == [[int(t == token)] for t in "abcd"]
+        for gains in ({}, {"scale": 30.0, "mlp_slope": 100.0}):
+            compiled = compile_program(counter_alg1(token), list("abcd"), 6, **gains)
+            assert compiled.config["n_layers"] == 3
+            assert run_compiled(compiled_model(compiled), compiled, inputs) == want
