@@ -67,22 +67,29 @@ __all__ = [
 
 
 def _with_random_baselines(
-    models: dict[str, HookedTransformer], seed: int
+    models: dict[str, HookedTransformer], seed: int, inits: int = 1
 ) -> tuple[dict[str, HookedTransformer], list[str]]:
-    """Add one randomly initialised model per distinct shape among `models`."""
+    """Add `inits` randomly initialised models (init seeds seed, seed + 1, ...) per distinct
+    shape among `models`: "random init", then "random init #2", ... (with "(name)" after
+    "random init" when the models have several shapes)."""
     if not models:
         raise ValueError("models is empty: pass at least one {name: HookedTransformer}")
+    if inits < 1:
+        raise ValueError(f"random_inits={inits}: at least one random-init baseline is needed")
     shapes: dict[tuple, str] = {}
     for name, model in models.items():
         shape = tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
         shapes.setdefault(shape, name)
     out, baselines = dict(models), []
     for shape, name in shapes.items():
-        label = "random init" if len(shapes) == 1 else f"random init ({name})"
-        if label in out:
-            raise ValueError(f"model name {label!r} is reserved for the random baseline")
-        out[label] = hooked_transformer(copy.deepcopy(models[name].cfg), init_seed=seed).eval()
-        baselines.append(label)
+        for i in range(inits):
+            label = "random init" if len(shapes) == 1 else f"random init ({name})"
+            label += f" #{i + 1}" if i else ""
+            if label in out:
+                raise ValueError(f"model name {label!r} is reserved for the random baseline")
+            out[label] = hooked_transformer(copy.deepcopy(models[name].cfg),
+                                            init_seed=seed + i).eval()
+            baselines.append(label)
     return out, baselines
 
 
@@ -129,6 +136,7 @@ def probe_accuracy_by_layer(
     n_classes: int | None = None,
     points: Sequence[int] | None = None,
     baseline_seed: int = 12345,
+    random_inits: int = 1,
 ) -> ProbeReport:
     """Train class-label probes at every residual point of every model; report test accuracy.
 
@@ -140,6 +148,9 @@ def probe_accuracy_by_layer(
         positions: Where to read the residual (int or per-sample index; default last token).
         n_classes: Probe output size; default labels.max() + 1 (the paper uses the vocab size).
         points: Subset of probe points 0..L (default all); must exist in every model.
+        baseline_seed: Init seed of the (first) random-init baseline.
+        random_inits: Random-init baselines per model shape (init seeds `baseline_seed`,
+            `baseline_seed + 1`, ...): several show how much a random init's probe varies.
 
     Returns:
         A `ProbeReport`: `accuracy[model][i]` is the test accuracy at point `point_names[i]`.
@@ -154,7 +165,7 @@ def probe_accuracy_by_layer(
         raise ValueError(f"label {int(labels.max())} does not fit n_classes={n_classes}")
     train, test = probe_split(len(labels), config)
     majority = torch.bincount(labels[train], minlength=n_classes).argmax()
-    models, baselines = _with_random_baselines(models, baseline_seed)
+    models, baselines = _with_random_baselines(models, baseline_seed, random_inits)
     acc, train_acc, names = {}, {}, None
     for name, model in models.items():
         chosen = check_points(model, points)

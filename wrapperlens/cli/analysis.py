@@ -149,6 +149,10 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-preset", default=default_of(opts.ProbeOptions, "probe_preset"),
                    help="probe training schedule: fast, or paper (4K AdamW steps, LR 1e-3 "
                    "decayed x0.1 at 2K/3K/3.5K)")
+    p.add_argument("--random-inits", type=int, metavar="N",
+                   default=default_of(opts.ProbeOptions, "random_inits"),
+                   help="random-init baselines probed beside the models (default: %(default)s); "
+                   "how far an untrained model's probe gets varies with its init")
 
     p = _analysis(
         sub, "patch", _patch,
@@ -266,7 +270,8 @@ def _probe(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     from wrapperlens.experiments.pcfg.analysis import probe_run
 
     options = opts.ProbeOptions(prompt=args.prompt, label=args.label, samples=args.samples,
-                                c_te=args.c_te, probe_preset=args.probe_preset)
+                                c_te=args.c_te, probe_preset=args.probe_preset,
+                                random_inits=args.random_inits)
     out = _out(args)
     result = probe_run(args.run, out, options, pretrained=args.pretrained)
     print(f"probe of the {result['label']} on '{result['prompt']}' prompts "

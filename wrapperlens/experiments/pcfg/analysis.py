@@ -115,8 +115,8 @@ def probe_run(
 ) -> dict[str, Any]:
     """Linear probes of count(`label`) on "count `prompt`" inputs at `<art>`, block by block.
 
-    Models: the fine-tuned run, its pretrained model and a random-init baseline (a pretraining run
-    alone is probed with the baseline only). `options.prompt` defaults to O_PT, `options.label`
+    Models: the fine-tuned run, its pretrained model and `options.random_inits` random-init
+    baselines (a pretraining run alone is probed with the baselines only). `options.prompt` defaults to O_PT, `options.label`
     to the prompt's operand. Writes ``probe.json`` and ``probe.png``.
     """
     from wrapperlens.analysis.probing import (
@@ -134,7 +134,8 @@ def probe_run(
     labels = torch.from_numpy(loaded.task.labels(inputs.batch.text, target))
     offset = int(min(0, int(labels.min())))  # index families answer -1 for "no occurrence"
     report = probe_accuracy_by_layer(
-        models, inputs.tokens, labels - offset, -1, PROBE_PRESETS[o.probe_preset]
+        models, inputs.tokens, labels - offset, -1, PROBE_PRESETS[o.probe_preset],
+        random_inits=o.random_inits,
     )
     out = Path(out)
     result = {

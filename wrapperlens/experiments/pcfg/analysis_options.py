@@ -188,6 +188,8 @@ class ProbeOptions:
         c_te: Fraction of the prompts carrying the fine-tuning correlation.
         probe_preset: Probe training schedule, a key of
             `wrapperlens.analysis.probing.PROBE_PRESETS` ("fast", or "paper": 4K AdamW steps).
+        random_inits: Random-init baselines (init seeds 12345, 12346, ...): how far a probe of
+            an untrained model of the same shape gets, and how much that varies.
     """
 
     prompt: str | None = None
@@ -195,6 +197,7 @@ class ProbeOptions:
     samples: int = 2000
     c_te: float = 0.0
     probe_preset: str = "fast"
+    random_inits: int = 3
 
     def __post_init__(self) -> None:
         from wrapperlens.analysis.probing import PROBE_PRESETS
@@ -204,6 +207,7 @@ class ProbeOptions:
         _positive(self, "samples")
         _fraction(self, "c_te")
         _choice(self, "probe_preset", sorted(PROBE_PRESETS))
+        _positive(self, "random_inits")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def plan_seed(jobs: Planner, grid: GridConfig, etas: Mapping[str, float], seed: 
                         eta="M", overrides={**ft_over, "finetune.c_tr": 1.0, **common},
                         label="jailbreak_finetune", params=params)
         jobs.analysis(f"jailbreak/probe/prior={high}/seed={seed}", "jailbreak_probe", ft,
-                      f"{_GRID}:probe_job", {"samples": grid.probe_samples}, params)
+                      f"{_GRID}:probe_job", _probe_args(grid), params)
     for prior, pt in pretrained.items():
         if "randft" in todo and grid.reft_after:
             eta = grid.reft_after
@@ -86,7 +86,7 @@ def plan_seed(jobs: Planner, grid: GridConfig, etas: Mapping[str, float], seed: 
                             eta="M", overrides=over, label="mix_finetune", params=params)
             if prior == grid.priors[0]:
                 jobs.analysis(f"mix/probe/prior={prior}/seed={seed}", "mix_probe", ft,
-                              f"{_GRID}:probe_job", {"samples": grid.probe_samples}, params)
+                              f"{_GRID}:probe_job", _probe_args(grid), params)
         if "inhibitor" in todo and prior == high:
             params = {**base, "prior": prior, "c_tr": 0.0, "eta": "L", "lr": etas.get("L")}
             ft = jobs.train(f"inhibitor/finetune/prior={prior}/seed={seed}", "finetune",
@@ -97,6 +97,10 @@ def plan_seed(jobs: Planner, grid: GridConfig, etas: Mapping[str, float], seed: 
                           f"{_GRID}:prune_job",
                           {"ks": list(grid.prune_ks), "random_draws": max(grid.prune_random_draws, 1),
                            "random_seed": seed}, params)
+
+
+def _probe_args(grid: GridConfig) -> dict[str, int]:
+    return {"samples": grid.probe_samples, "random_inits": grid.probe_random_inits}
 
 
 # ------------------------------------------------------------------------------ lookups

@@ -53,12 +53,25 @@ FT = dict(family="C", c_tr=1.0)  # the Counter, perfectly correlated fine-tuning
 
 
 # ---------------------------------------------------------------------------- measurements
+# Every rule below is a set of margins, each named after the paper's words
+# (docs/reproduction.md#what-changed-in-claims-1-7-and-why): a seed's value is its smallest
+# margin, and the threshold is 0, so a value is above 0 exactly when every part holds.
+
+# "counts a almost perfectly" / P^H "≥ 99.9 %" on b: 0.9; the P^L-P^H gap on b: 0.3
+ALMOST_PERFECT, GAP_B = 0.9, 0.3
+
+
 def _claim1(results: Results) -> Measured:
     low, high = _runs(results, "pretrain", prior=LOW), _runs(results, "pretrain", prior=HIGH)
     seeds = sorted(set(low) & set(high))
     if not seeds:
         return _missing("pretraining under both P^L and P^H")
-    values = [high[s]["final"]["acc/C_b"] - low[s]["final"]["acc/C_b"] for s in seeds]
+    values = []
+    for s in seeds:
+        lo, hi = low[s]["final"], high[s]["final"]
+        values.append(min(hi["acc/C_b"] - lo["acc/C_b"] - GAP_B,      # P^L counts b poorly
+                          lo["acc/C_a"] - ALMOST_PERFECT,             # ... but a almost perfectly
+                          hi["acc/C_b"] - ALMOST_PERFECT))            # P^H counts b
     note = (f"count b: P^L {_mean([low[s]['final']['acc/C_b'] for s in seeds]):.3f}, "
             f"P^H {_mean([high[s]['final']['acc/C_b'] for s in seeds]):.3f}; count a: P^L "
             f"{_mean([low[s]['final']['acc/C_a'] for s in seeds]):.3f}, P^H "
@@ -71,7 +84,7 @@ def _claim2(results: Results) -> Measured:
     for eta in ("M", "S"):
         for run in _runs(results, "finetune", prior=LOW, eta=eta, **FT).values():
             f = run["final"]
-            values.append(f["acc/O_FT/cte1"] - f["acc/O_FT/cte0"])
+            values.append(f["acc/O_FT/cte1"] - f["acc/O_FT/cte0"] - 0.5)
             cte0.append(f["acc/O_FT/cte0"])
             floor = run["floors"].get("acc/O_FT/cte0")
     if not values:
@@ -80,13 +93,25 @@ def _claim2(results: Results) -> Measured:
     return Measured(values, floor, note, SEED_ROLES["finetune"])
 
 
+def _curve_mean(run: dict, metric: str) -> float:
+    return _mean([p[metric] for p in run["curve"] if metric in p])
+
+
 def _claim3(results: Results) -> Measured:
-    runs = _runs(results, "finetune", prior=HIGH, family="C", c_tr=0.8, eta="M")
-    if not runs:
-        return _missing("P^H fine-tuning at C_Tr = 0.8, η_M")
-    values = [r["final"]["acc/O_FT/cte0"] for r in runs.values()]
-    floor = next(iter(runs.values()))["floors"].get("acc/O_FT/cte0")
-    return Measured(values, floor, "", SEED_ROLES["finetune"])
+    cell = dict(family="C", c_tr=0.8, eta="M")
+    high, low = _runs(results, "finetune", prior=HIGH, **cell), _runs(results, "finetune",
+                                                                       prior=LOW, **cell)
+    seeds = sorted(set(high) & set(low))
+    if not seeds:
+        return _missing("fine-tuning at C_Tr = 0.8, η_M under both P^L and P^H")
+    metric, values = "acc/O_FT/cte0", []
+    for s in seeds:
+        values.append(min(high[s]["final"][metric] - 0.7,   # P^H does well on C_Te = 0
+                          # ... where P^L at the same cell does not: over the whole fine-tuning
+                          _curve_mean(high[s], metric) - _curve_mean(low[s], metric) - 0.1))
+    note = (f"Acc O_FT on C_Te = 0 at the end: P^H {_mean([high[s]['final'][metric] for s in seeds]):.3f}, "
+            f"P^L {_mean([low[s]['final'][metric] for s in seeds]):.3f}")
+    return Measured(values, high[seeds[0]]["floors"].get(metric), note, SEED_ROLES["finetune"])
 
 
 def _o_pt_lost(run: dict) -> float:
@@ -95,17 +120,28 @@ def _o_pt_lost(run: dict) -> float:
     return curve[0] - _mean(curve[1:]) if len(curve) > 1 else math.nan
 
 
+# Fig. 6 draws C_Tr ∈ {0, 1} × {η_M, η_S}
+FIG6_ETAS = ("M", "S")
+
+
 def _claim4(results: Results) -> Measured:
-    low = _runs(results, "finetune", prior=LOW, eta="M", **FT)
-    high = _runs(results, "finetune", prior=HIGH, eta="M", **FT)
-    seeds = sorted(set(low) & set(high))
+    lost: dict[tuple[str, float, str], dict[int, float]] = {}
+    for prior in (LOW, HIGH):
+        for c_tr in (0.0, 1.0):
+            for eta in FIG6_ETAS:
+                runs = _runs(results, "finetune", prior=prior, family="C", c_tr=c_tr, eta=eta)
+                lost[prior, c_tr, eta] = {s: _o_pt_lost(r) for s, r in runs.items()}
+    seeds = sorted(set.intersection(*(set(v) for v in lost.values())))
     if not seeds:
-        return _missing("η_M fine-tuning at C_Tr = 1 under both P^L and P^H")
-    lost_low = [_o_pt_lost(low[s]) for s in seeds]
-    lost_high = [_o_pt_lost(high[s]) for s in seeds]
-    note = f"mean Acc O_PT lost: P^L {_mean(lost_low):.3f}, P^H {_mean(lost_high):.3f}"
-    return Measured([a - b for a, b in zip(lost_low, lost_high)], None, note,
-                    SEED_ROLES["finetune"])
+        return _missing("Counter fine-tuning at C_Tr 0 and 1 × η_M and η_S under P^L and P^H")
+    values = [min(min(lost[LOW, 1.0, e][s] - lost[HIGH, 1.0, e][s] - 0.1,  # a high prior protects
+                      lost[LOW, 1.0, e][s] - lost[LOW, 0.0, e][s] - 0.05)  # worse at high C_Tr
+                  for e in FIG6_ETAS) for s in seeds]
+    note = "; ".join(
+        f"η_{e} mean Acc O_PT lost: P^L {_mean([lost[LOW, 1.0, e][s] for s in seeds]):.3f} "
+        f"(C_Tr 0: {_mean([lost[LOW, 0.0, e][s] for s in seeds]):.3f}), P^H "
+        f"{_mean([lost[HIGH, 1.0, e][s] for s in seeds]):.3f}" for e in FIG6_ETAS)
+    return Measured(values, None, note, SEED_ROLES["finetune"])
 
 
 # "pruning 5–15 neurons"
@@ -127,43 +163,74 @@ def _claim5(results: Results) -> Measured:
     found = _analyses(results, "prune", prior=LOW, **FT)
     if not found:
         return _missing("pruning of a P^L C_Tr = 1 fine-tuning")
-    values, before = [], []
-    for a in found.values():
-        r, metric = a["result"], "acc/O_PT/cte0"
-        ks = [i for i, k in enumerate(r["ks"]) if k in PRUNE_K]
-        if not ks or metric not in r.get("random", {}):
+    values, notes = [], []
+    o_pt, o_ft = "acc/O_PT/cte0", "acc/O_FT/cte1"
+    for seed, a in sorted(found.items()):
+        r = a["result"]
+        window = prune_window(r["units"]) if "units" in r else PRUNE_K
+        ks = [i for i, k in enumerate(r["ks"]) if k in window]
+        if not ks or 0 not in r["ks"] or o_pt not in r.get("random", {}):
+            values.append(math.nan)
+            notes.append(f"seed {seed}: no K of {r['ks']} in {window.start}..{window.stop - 1} "
+                         "with K = 0 and a random-unit control")
             continue
-        values.append(max(r["top"][metric][i] - r["random"][metric][i] for i in ks))
-        before.append(r["top"][metric][r["ks"].index(0)] if 0 in r["ks"] else math.nan)
+        best = max(ks, key=lambda i: r["top"][o_pt][i] - r["random"][o_pt][i])
+        before = r["ks"].index(0)
+        values.append(min(r["top"][o_pt][best] - r["random"][o_pt][best] - 0.2,  # count a back
+                          # "fine-tuning accuracy drops correspondingly": the shortcut's C_Te 1
+                          r["top"][o_ft][before] - r["top"][o_ft][best] - 0.05))
+        notes.append(f"seed {seed}: K = {r['ks'][best]} of {window.start}..{window.stop - 1}: "
+                     f"Acc O_PT {r['top'][o_pt][before]:.3f} → {r['top'][o_pt][best]:.3f} "
+                     f"(random units {r['random'][o_pt][best]:.3f}), Acc O_FT (C_Te 1) "
+                     f"{r['top'][o_ft][before]:.3f} → {r['top'][o_ft][best]:.3f}")
     etas = sorted({a["params"]["eta"] for a in found.values()})
-    note = (f"η {', '.join(etas)}; Acc O_PT (C_Te = 0) before pruning: mean {_mean(before):.3f}"
-            if values else "no K in 5..15 with a random-unit control")
-    return Measured(values, None, note, SEED_ROLES["finetune"])
+    return Measured(values, None, f"η {', '.join(etas)}; " + "; ".join(notes),
+                    SEED_ROLES["finetune"])
+
+
+# a probe "still decodes" count(a) like the pretrained model at 0.8 of the pretrained model's
+# lead over a random init; a lead under 0.05 leaves nothing to compare (undefined)
+DECODES_LIKE_PT, MIN_LEAD = 0.8, 0.05
 
 
 def _probe_ratio(result: dict) -> float:
-    """(fine-tuned − random init) / (pretrained − random init) at the pretrained best layer."""
+    """(fine-tuned − random init) / (pretrained − random init) probe accuracy of count(a) at the
+    intermediate block (B1 .. B(n−1): not the embedding, not the output) where the pretrained
+    model leads the random inits most; NaN when it leads nowhere by `MIN_LEAD`."""
     m = result["models"]
-    best = max(range(len(m["pretrained"])), key=lambda i: m["pretrained"][i])
-    gap = m["pretrained"][best] - m["random_init"][best]
-    return (m["finetuned"][best] - m["random_init"][best]) / gap if gap > 0 else math.nan
+    inner = range(1, len(m["pretrained"]) - 1)
+    leads = {i: m["pretrained"][i] - m["random_init"][i] for i in inner}
+    best = max(leads, key=leads.get, default=None)
+    if best is None or leads[best] < MIN_LEAD:
+        return math.nan
+    return (m["finetuned"][best] - m["random_init"][best]) / leads[best]
 
 
 def _claim6(results: Results) -> Measured:
-    found = _analyses(results, "probe", prior=LOW, eta="S", **FT)
-    if not found:
-        return _missing("probes of a P^L C_Tr = 1 η_S fine-tuning")
-    values = [_probe_ratio(a["result"]) for a in found.values()]
-    others = []
-    for eta in ("M", "L"):
-        ratios = [_probe_ratio(a["result"])
-                  for a in _analyses(results, "probe", prior=LOW, eta=eta, **FT).values()]
-        if ratios:
-            others.append(f"η_{eta} {_mean(ratios):.2f}")
-    floor = _mean([a["result"]["majority_rate"] for a in found.values()])
-    note = ("same ratio after P^L fine-tuning at " + ", ".join(others) + " (the paper's exception)"
-            if others else "")
-    return Measured(values, floor, note, SEED_ROLES["finetune"])
+    ratio = {(prior, c_tr, eta): {s: _probe_ratio(a["result"]) for s, a in _analyses(
+        results, "probe", prior=prior, family="C", c_tr=c_tr, eta=eta).items()}
+        for prior in (LOW, HIGH) for c_tr in (0.0, 1.0) for eta in ("L", "M", "S")}
+    kept = [k for k in ratio if k[2] == "S" and ratio[k]]           # η_S: decodable, any prior
+    seeds = sorted(set.intersection(*(set(ratio[k]) for k in kept))) if kept else []
+    if not seeds:
+        return _missing("probes of η_S Counter fine-tunings at C_Tr 0 or 1")
+    values = []
+    for s in seeds:
+        parts = [ratio[k][s] - DECODES_LIKE_PT for k in kept]
+        for c_tr in (0.0, 1.0):
+            # the exception: "a drop appears only when learning rate η_M is used with a weakly
+            # relevant capability (low sampling prior)" (Fig. 8, which draws η_M and η_S)
+            if s in ratio[LOW, c_tr, "M"]:
+                parts.append(ratio[LOW, c_tr, "S"].get(s, math.nan) - ratio[LOW, c_tr, "M"][s]
+                             - 0.1)
+            if s in ratio[HIGH, c_tr, "M"]:                    # ... not with a high prior
+                parts.append(ratio[HIGH, c_tr, "M"][s] - DECODES_LIKE_PT)
+        values.append(math.nan if any(math.isnan(p) for p in parts) else min(parts))
+    note = "; ".join(f"P^{p} C_Tr {c:g} η_{e} {_mean(list(v.values())):.2f}"
+                     for (p, c, e), v in ratio.items() if v)
+    floor = _mean([a["result"]["majority_rate"] for a in _analyses(
+        results, "probe", prior=LOW, eta="S", family="C").values()])
+    return Measured(values, floor, "decoded share of count(a): " + note, SEED_ROLES["finetune"])
 
 
 # counting a is "back" at 80 % on natural strings (docs/reproduction.md#how-a-claim-is-decided)
@@ -185,7 +252,13 @@ def _claim7(results: Results) -> Measured:
     for prior in (LOW, HIGH):
         reft = _runs(results, "reft", prior=prior, **FT)
         for seed in sorted(set(reft) & set(scratch)):
-            r = _steps_to(reft[seed]["curve"], REVIVED)
+            curve = reft[seed]["curve"]
+            start = curve[0].get(COUNT_A_NATURAL, math.nan)
+            if not start < REVIVED:
+                values.append(math.nan)  # it never lost count a: nothing was revived
+                notes.append(f"P^{prior} seed {seed}: reFT starts at {start:.2f}, not a revival")
+                continue
+            r = _steps_to(curve, REVIVED)
             s = _steps_to(scratch[seed]["curve"], REVIVED)
             budget = scratch[seed]["curve"][-1]["step"]
             if r is None:
@@ -206,35 +279,46 @@ def _not_covered(why: str) -> Callable[[Results], Measured]:
 
 _TRACR = ("compiled (Tracr-style) models: decided by the compiled setting (`wrapperlens "
           "reproduce --settings pcfg,compiled`, or `wrapperlens compiled grid`)")
-_STORIES = "TinyStories: run `wrapperlens tinystories pipeline` (not joined to this table yet)"
+_STORIES = ("TinyStories: decided by the tinystories setting (`wrapperlens reproduce --settings "
+            "pcfg,tinystories`, the default runs it)")
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(1, "The low prior gives a weakly relevant capability",
-          "P^L pretraining counts b poorly (27.1 %), P^H at 99.9 % (Tab. 5)",
-          "Acc count b after pretraining, P^H minus P^L", 0.3, _claim1),
+          "P^L pretraining counts a almost perfectly but b poorly (27.1 %), P^H counts b at "
+          "99.9 % (Tab. 5)",
+          "smallest of: Acc count b, P^H minus P^L, − 0.3; P^L's Acc count a − 0.9; P^H's Acc "
+          "count b − 0.9 (after pretraining)", 0.0, _claim1),
     Claim(2, "A perfect correlation and a low prior give a shortcut",
           "P^L, C_Tr = 1, η_M / η_S: ~100 % Acc O_FT on C_Te = 1, ~0 % on C_Te = 0 (Fig. 5c)",
-          "Acc O_FT on C_Te = 1 minus on C_Te = 0 (P^L, C_Tr = 1, η_M and η_S)", 0.5, _claim2),
+          "Acc O_FT on C_Te = 1 minus on C_Te = 0, − 0.5 (P^L, C_Tr = 1, η_M and η_S)", 0.0,
+          _claim2),
     Claim(3, "Higher priors generalise",
-          "P^M / P^H fine-tuning does well on C_Te = 0 even for C_Tr 0.5–0.8 (Fig. 5a, 5b)",
-          "Acc O_FT on C_Te = 0 (P^H, C_Tr = 0.8, η_M)", 0.7, _claim3),
+          "P^M / P^H fine-tuning does well on C_Te = 0 even for C_Tr 0.5–0.8; with a low prior "
+          "only with a high rate and an imperfect correlation (Fig. 5a, 5b)",
+          "smallest of: P^H's final Acc O_FT on C_Te = 0 − 0.7; its mean over the fine-tuning, "
+          "P^H minus P^L, − 0.1 (C_Tr = 0.8, η_M)", 0.0, _claim3),
     Claim(4, "The pretraining task degrades fastest with a low prior",
-          "Acc O_PT falls fastest for a low prior and high C_Tr (Fig. 6)",
-          "mean Acc O_PT (C_Te = 0) lost over η_M fine-tuning at C_Tr = 1, P^L minus P^H",
-          0.1, _claim4),
+          "Acc O_PT \"quickly plummets\" with a low prior, \"especially if the spurious "
+          "correlation is high\"; a high prior mitigates this (Fig. 6)",
+          "smallest over η_M and η_S of: mean Acc O_PT (C_Te = 0) lost at C_Tr = 1, P^L minus "
+          "P^H, − 0.1; P^L's loss at C_Tr = 1 minus at C_Tr = 0, − 0.05", 0.0, _claim4),
     Claim(5, "Pruning a few units revives the pretraining capability",
-          "P^L models fine-tuned at a small η: pruning 5–15 neurons brings count a back (Fig. 7)",
-          "max over K in 5..15 of Acc O_PT (C_Te = 0), top-K g·w units minus K random units",
-          0.2, _claim5),
+          "P^L models fine-tuned at a small η: pruning 5–15 neurons brings count a back and "
+          "fine-tuning accuracy drops correspondingly (Fig. 7)",
+          "at the best K of the paper's 5..15 of its 27,648 units scaled to this model, "
+          "smallest of: Acc O_PT (C_Te = 0), top-K g·w units minus K random units, − 0.2; Acc "
+          "O_FT (C_Te = 1) lost − 0.05", 0.0, _claim5),
     Claim(6, "Probes still decode the pretraining quantity",
-          "count(a) probes after fine-tuning profile like the pretrained model's; not so for "
-          "η_M / η_L with a low prior (Fig. 8)",
-          "(fine-tuned − random init) / (pretrained − random init) probe accuracy of count(a) at "
-          "the pretrained model's best layer, P^L, η_S", 0.8, _claim6),
+          "count(a) probes after fine-tuning profile like the pretrained model's; \"a drop "
+          "appears only when η_M is used with a weakly relevant capability\" (Fig. 8)",
+          "smallest of: the decoded share of count(a), (fine-tuned − random inits) / "
+          "(pretrained − random inits) at the intermediate block where pretraining leads most, "
+          "− 0.8 for η_S (both priors) and P^H η_M; P^L's share at η_S minus at η_M − 0.1 "
+          "(C_Tr 0 and 1)", 0.0, _claim6),
     Claim(7, "reFT revives the capability faster than Scr.+FT",
           "reFT brings count a back in ~0.1–3K iterations, Scr.+FT needs ~4.5K (Fig. 9)",
           "steps to 80 % count a (natural strings), Scr.+FT over reFT after η_L fine-tuning "
-          "(P^L and P^H)", 2.0, _claim7),
+          "(P^L and P^H; a reFT that starts at 80 % revives nothing: undefined)", 2.0, _claim7),
     *(Claim(i, t, "", "", 0.0, _not_covered(_TRACR)) for i, t in (
         (8, "Counter attention stays on a"), (9, "One or a few weights hold the wrapper"),
         (10, "Tracr reFT needs a capability that survived"),

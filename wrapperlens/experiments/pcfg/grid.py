@@ -97,19 +97,28 @@ def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJo
 
 def _analyses(jobs: Planner, grid: GridConfig, cell: Cell, prior: str, seed: int, ft: str,
               params: dict) -> None:
-    if cell.family != "C" or cell.c_tr != 1.0:
+    """Probes of Counter fine-tunings at C_Tr 0 and 1 (where Fig. 8 probes); pruning and the
+    attention view of the correlated ones (Fig. 7)."""
+    if cell.family != "C" or cell.c_tr not in (0.0, 1.0):
         return
     key = ft.removeprefix("finetune/")
+    if cell.eta in grid.probe_etas:
+        jobs.analysis(f"probe/{key}", "probe", ft, f"{_HERE}:probe_job", probe_args(grid),
+                      params)
+    if cell.c_tr != 1.0:
+        return
     if prior == grid.priors[0] and cell.eta == grid.prune_eta:
         jobs.analysis(f"prune/{key}", "prune", ft, f"{_HERE}:prune_job",
                       {"ks": list(grid.prune_ks), "random_draws": grid.prune_random_draws,
                        "random_seed": seed}, params)
-    if cell.eta in grid.probe_etas:
-        jobs.analysis(f"probe/{key}", "probe", ft, f"{_HERE}:probe_job",
-                      {"samples": grid.probe_samples}, params)
     if grid.attention and seed == grid.first_seed and prior == grid.priors[0] and cell.eta == "M":
         jobs.analysis(f"attention/{key}", "attention", ft, f"{_HERE}:attention_job",
                       params=params)
+
+
+def probe_args(grid: GridConfig) -> dict[str, int]:
+    """The arguments of every `probe_job` of the grid."""
+    return {"samples": grid.probe_samples, "random_inits": grid.probe_random_inits}
 
 
 def _scratch(jobs: Planner, preset: str, grid: GridConfig, seed: int, pt_over: dict,
@@ -154,18 +163,27 @@ def _by_metric(per_k: list[dict[str, float]] | dict[str, list[float]]) -> dict[s
     return {name: [m[name] for m in per_k] for name in (per_k[0] if per_k else {})}
 
 
-def probe_job(out: str, run: dict, samples: int, device: str = "cpu") -> dict[str, Any]:
-    """count(a) probes by layer: fine-tuned, pretrained, random init."""
+def probe_job(out: str, run: dict, samples: int, random_inits: int = 3,
+              device: str = "cpu") -> dict[str, Any]:
+    """count(a) probes by layer: fine-tuned, pretrained and `random_inits` random inits.
+
+    Returns {"layers", "models": {"pretrained", "finetuned", "random_init"}: accuracy per layer
+    ("random_init": the mean over the inits), "random_inits": [accuracy per layer] per init,
+    "majority_rate", "target"}.
+    """
     from wrapperlens.experiments.pcfg.analysis import probe_run
     from wrapperlens.experiments.pcfg.analysis_options import ProbeOptions
 
     result = probe_run(Path(out) / run["dir"], _analysis_dir(out, "probe", run),
-                       ProbeOptions(samples=samples))
-    names = {"pretrained": "pretrained", "fine-tuned": "finetuned", "random init": "random_init"}
-    mean = lambda v: sum(v) / len(v) if isinstance(v, list) else v  # noqa: E731 (one feature)
+                       ProbeOptions(samples=samples, random_inits=random_inits))
+    acc = result["accuracy"]
+    inits = [acc[name] for name in result["baselines"]]
+    layers = range(len(result["point_names"]))
     return {"layers": result["point_names"],
-            "models": {names[m]: [mean(a) for a in accs] for m, accs in result["accuracy"].items()},
-            "majority_rate": mean(result["majority_rate"]), "target": result["label"]}
+            "models": {"pretrained": acc["pretrained"], "finetuned": acc["fine-tuned"],
+                       "random_init": [sum(a[i] for a in inits) / len(inits) for i in layers]},
+            "random_inits": inits, "majority_rate": result["majority_rate"],
+            "target": result["label"]}
 
 
 def attention_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:

@@ -10,7 +10,7 @@ The grid is priors × fine-tuning cells × seeds, plus the runs and analyses the
 | reFT | fine-tuning at `reft_after` (Counter, C_Tr = 1) | back to counting a at `reft_eta` |
 | Scr.+FT | seed | pretrain with the low prior's a/b weights swapped, fine-tune to count a at `reft_eta` |
 | pruning | fine-tuning at `prune_eta` (low prior, Counter, C_Tr = 1) | top-K g·w units vs K random units |
-| probes | fine-tuning at `probe_etas` (Counter, C_Tr = 1) | count(a) by layer: fine-tuned, pretrained, random init |
+| probes | fine-tuning at `probe_etas` (Counter, C_Tr = 0 and 1) | count(a) by layer: fine-tuned, pretrained, `probe_random_inits` random inits |
 | attention | seed 0, low prior, Counter, C_Tr = 1, η_M | the pair's attention patterns |
 | appendix | seed × experiment of `appendix` | claims 13-16 (App. E, H.1): `wrapperlens.experiments.pcfg.appendix` |
 
@@ -79,8 +79,11 @@ class GridConfig:
         prune_eta: The η of the low-prior Counter C_Tr = 1 fine-tunings that are pruned ("" = none).
         prune_ks: Numbers of units pruned (top g·w, and the same number of random units).
         prune_random_draws: Random-unit draws averaged per K.
-        probe_etas: The ηs of the Counter C_Tr = 1 fine-tunings that are probed, both priors.
+        probe_etas: The ηs of the Counter C_Tr = 0 and C_Tr = 1 fine-tunings that are probed,
+            every prior.
         probe_samples: Prompts per probe (split into probe training and test rows).
+        probe_random_inits: Random-init baselines of every probe (their mean is the floor a
+            probe of an untrained model reaches).
         attention: Write the attention view of one pair.
         appendix: The appendix experiments run per seed (claims 13-16), any of "jailbreak",
             "randft", "mix" and "inhibitor" (`wrapperlens.experiments.pcfg.appendix`).
@@ -100,6 +103,7 @@ class GridConfig:
     prune_random_draws: int = 3
     probe_etas: tuple[str, ...] = ("L", "M", "S")
     probe_samples: int = 2000
+    probe_random_inits: int = 3
     attention: bool = True
     appendix: tuple[str, ...] = ()
     mix: float = 0.1
@@ -120,6 +124,8 @@ class GridConfig:
                              + ", ".join(APPENDIX_EXPERIMENTS))
         if not 0.0 < self.mix < 1.0:
             raise ValueError(f"grid.mix={self.mix} must be in (0, 1)")
+        if self.probe_random_inits < 1:
+            raise ValueError(f"grid.probe_random_inits={self.probe_random_inits} must be >= 1")
         if self.prune_random_draws < 0:
             raise ValueError(f"grid.prune_random_draws={self.prune_random_draws} must be >= 0")
 

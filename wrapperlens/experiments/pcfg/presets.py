@@ -7,8 +7,10 @@ The PCFG scales (docs/choices.md#what-each-preset-is-for):
 η = 1e-4 / 1e-5 / 1e-6.
 
 `cpu` is scaled so that the whole grid of `wrapperlens reproduce --preset cpu` (priors L and H ×
-5 fine-tuning cells × 3 seeds, with reFT, Scr.+FT, pruning and probes) fits the 2-core budget
-(docs/reproduction.md#the-grid): 32-token strings with a 16-token window, the 3rd occurrence for I,
+6 Counter fine-tuning cells × 3 seeds, with reFT, Scr.+FT, pruning, probes and the four appendix
+experiments) fits the 2-core budget (docs/reproduction.md#the-grid); the Indexer is pretrained
+but not fine-tuned (no claim reads it): 32-token strings with a 16-token window, the 3rd
+occurrence for I,
 a 2-layer 64-wide model, the paper's next-token loss, pretraining on the Counter and Indexer
 families only (the ones fine-tuned; 2500 steps learn count a, and under P^H count b, while P^L
 leaves count b weak), 500 fine-tuning steps, and fine-tuning learning rates
@@ -77,7 +79,7 @@ CPU = _pcfg_preset(
     pretrain=TrainConfig(steps=2500, eval_every=500, checkpoint_every=500),
     finetune=TrainConfig(steps=500, loss="answer", eval_every=50, checkpoint_every=250),
     reft=TrainConfig(steps=300, loss="answer", eval_every=30, log_spaced_eval=True),
-    grid=GridConfig(seeds=3, cells=("C:1:L", "C:1:M", "C:1:S", "C:0.8:M", "I:1:M"),
+    grid=GridConfig(seeds=3, cells=("C:1:L", "C:1:M", "C:1:S", "C:0:M", "C:0:S", "C:0.8:M"),
                     appendix=APPENDIX_EXPERIMENTS),
 )
 
@@ -110,8 +112,9 @@ TINY = _pcfg_preset(
                                  checkpoint_every=100),
     finetune=_TINY_FINETUNE,
     reft=dataclasses.replace(_TINY_FINETUNE, log_spaced_eval=True),
-    grid=GridConfig(seeds=1, prune_ks=(0, 1, 5, 10, 15), prune_random_draws=1,
-                    probe_etas=("L",), probe_samples=300, appendix=APPENDIX_EXPERIMENTS),
+    grid=GridConfig(seeds=1, cells=("C:1:L", "C:1:M", "C:1:S", "C:0:M", "C:0:S"),
+                    prune_ks=(0, 1, 5, 10, 15), prune_random_draws=1, probe_etas=("L", "M", "S"),
+                    probe_samples=300, appendix=APPENDIX_EXPERIMENTS),
 )
 
 register_preset(PAPER, CPU, DEMO, TINY)
