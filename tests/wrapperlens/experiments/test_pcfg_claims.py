@@ -308,6 +308,21 @@ def test_claim6_a_pretrained_model_that_never_decoded_count_a_decides_nothing():
     assert c["status"] == "not covered" and "undefined" in c["note"]
 
 
+def test_claim6_a_one_block_model_has_no_intermediate_layer_to_probe():
+    """B0 (embedding) and B1 (the output) only, as the tiny preset's model: even a probe that
+    keeps count(a) perfectly at the output decides nothing, and the note says why."""
+    def one_block(a):
+        made = probe(a["params"]["seed"], a["params"]["prior"], a["params"]["c_tr"],
+                     a["params"]["eta"], [0.3, 0.95], pretrained=[0.3, 0.95],
+                     random_init=[0.3, 0.35])
+        made["result"]["layers"] = ["B0", "B1"]
+        return made
+    results = replace_analyses(paper_like(), lambda a: a["kind"] == "probe", one_block)
+    c = next(c for c in evaluate_claims(results) if c["id"] == 6)
+    assert c["status"] == "not covered" and c["values"] == []
+    assert "no intermediate layer" in c["note"] and "B0, B1" in c["note"]
+
+
 def test_claim7_the_old_rule_counts_a_reft_that_never_lost_count_a():
     """reFT from a model still counting a at 0.9: nothing is revived, the old rule passed it."""
     results = replace_runs(paper_like(), is_run("reft"),

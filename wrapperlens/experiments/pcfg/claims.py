@@ -23,7 +23,8 @@ from typing import Any
 from wrapperlens.claims import Claim, Measured, claim_record, mean as _mean
 from wrapperlens.experiments.pcfg.grid_config import COUNT_A_NATURAL, SEED_ROLES
 
-__all__ = ["CLAIMS", "evaluate_claims"]
+__all__ = ["CLAIMS", "evaluate_claims", "prune_window", "finished_runs", "finished_analyses",
+           "o_pt_lost"]
 
 Results = Mapping[str, Any]
 
@@ -36,11 +37,14 @@ def _by_seed(records: Sequence[dict], field: str, value: str, **params: Any) -> 
             and all(r["params"].get(k) == v for k, v in params.items())}
 
 
-def _runs(results: Results, stage: str, **params: Any) -> dict[int, dict]:
+def finished_runs(results: Results, stage: str, **params: Any) -> dict[int, dict]:
+    """The finished runs of `stage` (or label, e.g. "scratch_finetune") whose params match,
+    by seed."""
     return _by_seed(results["runs"], "stage", stage, **params)
 
 
-def _analyses(results: Results, kind: str, **params: Any) -> dict[int, dict]:
+def finished_analyses(results: Results, kind: str, **params: Any) -> dict[int, dict]:
+    """The finished analyses of `kind` whose params match, by seed."""
     return _by_seed(results["analyses"], "kind", kind, **params)
 
 
@@ -62,7 +66,7 @@ ALMOST_PERFECT, GAP_B = 0.9, 0.3
 
 
 def _claim1(results: Results) -> Measured:
-    low, high = _runs(results, "pretrain", prior=LOW), _runs(results, "pretrain", prior=HIGH)
+    low, high = finished_runs(results, "pretrain", prior=LOW), finished_runs(results, "pretrain", prior=HIGH)
     seeds = sorted(set(low) & set(high))
     if not seeds:
         return _missing("pretraining under both P^L and P^H")
@@ -82,7 +86,7 @@ def _claim1(results: Results) -> Measured:
 def _claim2(results: Results) -> Measured:
     values, cte0, floor = [], [], None
     for eta in ("M", "S"):
-        for run in _runs(results, "finetune", prior=LOW, eta=eta, **FT).values():
+        for run in finished_runs(results, "finetune", prior=LOW, eta=eta, **FT).values():
             f = run["final"]
             values.append(f["acc/O_FT/cte1"] - f["acc/O_FT/cte0"] - 0.5)
             cte0.append(f["acc/O_FT/cte0"])
@@ -99,7 +103,7 @@ def _curve_mean(run: dict, metric: str) -> float:
 
 def _claim3(results: Results) -> Measured:
     cell = dict(family="C", c_tr=0.8, eta="M")
-    high, low = _runs(results, "finetune", prior=HIGH, **cell), _runs(results, "finetune",
+    high, low = finished_runs(results, "finetune", prior=HIGH, **cell), finished_runs(results, "finetune",
                                                                        prior=LOW, **cell)
     seeds = sorted(set(high) & set(low))
     if not seeds:
@@ -114,7 +118,7 @@ def _claim3(results: Results) -> Measured:
     return Measured(values, high[seeds[0]]["floors"].get(metric), note, SEED_ROLES["finetune"])
 
 
-def _o_pt_lost(run: dict) -> float:
+def o_pt_lost(run: dict) -> float:
     """Mean Acc O_PT (C_Te = 0) lost over fine-tuning: step 0 minus the mean of later steps."""
     curve = [p["acc/O_PT/cte0"] for p in run["curve"] if "acc/O_PT/cte0" in p]
     return curve[0] - _mean(curve[1:]) if len(curve) > 1 else math.nan
@@ -129,8 +133,8 @@ def _claim4(results: Results) -> Measured:
     for prior in (LOW, HIGH):
         for c_tr in (0.0, 1.0):
             for eta in FIG6_ETAS:
-                runs = _runs(results, "finetune", prior=prior, family="C", c_tr=c_tr, eta=eta)
-                lost[prior, c_tr, eta] = {s: _o_pt_lost(r) for s, r in runs.items()}
+                runs = finished_runs(results, "finetune", prior=prior, family="C", c_tr=c_tr, eta=eta)
+                lost[prior, c_tr, eta] = {s: o_pt_lost(r) for s, r in runs.items()}
     seeds = sorted(set.intersection(*(set(v) for v in lost.values())))
     if not seeds:
         return _missing("Counter fine-tuning at C_Tr 0 and 1 × η_M and η_S under P^L and P^H")
@@ -160,7 +164,7 @@ def prune_window(units: int) -> range:
 
 
 def _claim5(results: Results) -> Measured:
-    found = _analyses(results, "prune", prior=LOW, **FT)
+    found = finished_analyses(results, "prune", prior=LOW, **FT)
     if not found:
         return _missing("pruning of a P^L C_Tr = 1 fine-tuning")
     values, notes = [], []
@@ -207,7 +211,7 @@ def _probe_ratio(result: dict) -> float:
 
 
 def _claim6(results: Results) -> Measured:
-    ratio = {(prior, c_tr, eta): {s: _probe_ratio(a["result"]) for s, a in _analyses(
+    ratio = {(prior, c_tr, eta): {s: _probe_ratio(a["result"]) for s, a in finished_analyses(
         results, "probe", prior=prior, family="C", c_tr=c_tr, eta=eta).items()}
         for prior in (LOW, HIGH) for c_tr in (0.0, 1.0) for eta in ("L", "M", "S")}
     kept = [k for k in ratio if k[2] == "S" and ratio[k]]           # η_S: decodable, any prior
@@ -228,8 +232,12 @@ def _claim6(results: Results) -> Measured:
         values.append(math.nan if any(math.isnan(p) for p in parts) else min(parts))
     note = "; ".join(f"P^{p} C_Tr {c:g} η_{e} {_mean(list(v.values())):.2f}"
                      for (p, c, e), v in ratio.items() if v)
-    floor = _mean([a["result"]["majority_rate"] for a in _analyses(
-        results, "probe", prior=LOW, eta="S", family="C").values()])
+    probes = finished_analyses(results, "probe", prior=LOW, eta="S", family="C").values()
+    floor = _mean([a["result"]["majority_rate"] for a in probes])
+    if any(len(a["result"]["models"]["pretrained"]) < 3 for a in probes):
+        note += ("; the model has no block between its embedding and its output "
+                 "(layers " + ", ".join(next(iter(probes))["result"]["layers"]) + "): no "
+                 "intermediate layer to probe, undefined")
     return Measured(values, floor, "decoded share of count(a): " + note, SEED_ROLES["finetune"])
 
 
@@ -245,12 +253,12 @@ def _steps_to(curve: list[dict], threshold: float) -> int | None:
 
 
 def _claim7(results: Results) -> Measured:
-    scratch = _runs(results, "scratch_finetune")
+    scratch = finished_runs(results, "scratch_finetune")
     if not scratch:
         return _missing("Scr.+FT baseline")
     values, notes = [], []
     for prior in (LOW, HIGH):
-        reft = _runs(results, "reft", prior=prior, **FT)
+        reft = finished_runs(results, "reft", prior=prior, **FT)
         for seed in sorted(set(reft) & set(scratch)):
             curve = reft[seed]["curve"]
             start = curve[0].get(COUNT_A_NATURAL, math.nan)
@@ -279,8 +287,8 @@ def _not_covered(why: str) -> Callable[[Results], Measured]:
 
 _TRACR = ("compiled (Tracr-style) models: decided by the compiled setting (`wrapperlens "
           "reproduce --settings pcfg,compiled`, or `wrapperlens compiled grid`)")
-_STORIES = ("TinyStories: decided by the tinystories setting (`wrapperlens reproduce --settings "
-            "pcfg,tinystories`, the default runs it)")
+_STORIES = ("TinyStories: decided by the tinystories setting of `wrapperlens reproduce` (on by "
+            "default; the claims table shows 17-20 from that setting's own rules)")
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(1, "The low prior gives a weakly relevant capability",
