@@ -21,10 +21,12 @@ rule of claims 1-7 ever reads them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from wrapperlens.claims import Claim, Measured, claim_record, mean
+from wrapperlens.experiments.pcfg.claims import (finished_analyses, finished_runs, o_pt_lost,
+                                                 prune_window)
 from wrapperlens.experiments.pcfg.grid_config import COUNT_A_NATURAL, SEED_ROLES, GridConfig
 from wrapperlens.planning import Planner
 
@@ -95,8 +97,9 @@ def plan_seed(jobs: Planner, grid: GridConfig, etas: Mapping[str, float], seed: 
                             label="inhibitor_finetune", params=params)
             jobs.analysis(f"inhibitor/prune/prior={prior}/seed={seed}", "inhibitor_prune", ft,
                           f"{_GRID}:prune_job",
-                          {"ks": list(grid.prune_ks), "random_draws": max(grid.prune_random_draws, 1),
-                           "random_seed": seed}, params)
+                          {"ks": list(grid.prune_ks),
+                           "random_draws": max(grid.prune_random_draws, 1), "random_seed": seed},
+                          params)
 
 
 def _probe_args(grid: GridConfig) -> dict[str, int]:
@@ -104,20 +107,6 @@ def _probe_args(grid: GridConfig) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------ lookups
-def _by_seed(records: Sequence[dict], field: str, value: str, **params: Any) -> dict[int, dict]:
-    return {r["params"]["seed"]: r for r in records
-            if r[field] == value and r["status"] == "finished"
-            and all(r["params"].get(k) == v for k, v in params.items())}
-
-
-def _runs(results: Results, label: str, **params: Any) -> dict[int, dict]:
-    return _by_seed(results["runs"], "stage", label, **params)
-
-
-def _analyses(results: Results, kind: str, **params: Any) -> dict[int, dict]:
-    return _by_seed(results["analyses"], "kind", kind, **params)
-
-
 def _missing(what: str) -> Measured:
     return Measured([], note=f"the grid has no finished {what} (add it to grid.appendix)")
 
@@ -127,12 +116,6 @@ def _start_and_final(run: dict, metric: str) -> tuple[float, float]:
     return (curve[0], curve[-1]) if curve else (math.nan, math.nan)
 
 
-def _o_pt_lost(run: dict) -> float:
-    """Mean Acc O_PT (C_Te = 0) lost over fine-tuning: step 0 minus the mean of later steps."""
-    curve = [p["acc/O_PT/cte0"] for p in run["curve"] if "acc/O_PT/cte0" in p]
-    return curve[0] - mean(curve[1:]) if len(curve) > 1 else math.nan
-
-
 # "decodes": the probe recovers at least half of what the pretrained model's lead over a random
 # init is, at an intermediate block (B1 .. B_{n-1}); undefined where that lead is under 0.05.
 DECODES = 0.5
@@ -140,7 +123,8 @@ _LEAD = 0.05
 
 
 def _decoded_share(result: dict) -> float:
-    """max over intermediate blocks of (fine-tuned − random init) / (pretrained − random init)."""
+    """max over intermediate blocks of (fine-tuned − random init) / (pretrained − random
+    init)."""
     m = result["models"]
     layers = range(1, len(m["pretrained"]) - 1) or range(len(m["pretrained"]))
     shares = [(m["finetuned"][i] - m["random_init"][i]) / (m["pretrained"][i] - m["random_init"][i])
@@ -161,8 +145,8 @@ def _steps_to(curve: list[dict], metric: str, threshold: float = REVIVED) -> int
 
 # ------------------------------------------------------------------------ measurements
 def _claim13(results: Results) -> Measured:
-    runs = _runs(results, "jailbreak_finetune")
-    probes = _analyses(results, "jailbreak_probe")
+    runs = finished_runs(results, "jailbreak_finetune")
+    probes = finished_analyses(results, "jailbreak_probe")
     if not runs:
         return _missing("jailbreak fine-tuning")
     values, notes, floor = [], [], None
@@ -184,13 +168,13 @@ def _claim13(results: Results) -> Measured:
 def _claim14(results: Results) -> Measured:
     priors = sorted({r["params"]["prior"] for r in results["runs"] if r["stage"] == "randft_reft"})
     rand = [(prior, seed, run) for prior in priors
-            for seed, run in sorted(_runs(results, "randft_reft", prior=prior).items())]
+            for seed, run in sorted(finished_runs(results, "randft_reft", prior=prior).items())]
     if not rand:
         return _missing("reFT of a randFT fine-tuning")
-    scratch = _runs(results, "scratch_finetune")
+    scratch = finished_runs(results, "scratch_finetune")
     values, notes = [], []
     for prior, seed, run in rand:
-        std = _runs(results, "reft", prior=prior, family="C", c_tr=1.0).get(seed)
+        std = finished_runs(results, "reft", prior=prior, family="C", c_tr=1.0).get(seed)
         metric = "acc/O_PT/natural"
         start = _start_and_final(run, metric)[0]
         if std is None or seed not in scratch or not start < REVIVED:
@@ -215,14 +199,15 @@ def _claim14(results: Results) -> Measured:
 
 
 def _claim15(results: Results) -> Measured:
-    low, high = _runs(results, "mix_finetune", prior="L"), _runs(results, "mix_finetune", prior="H")
-    probes = _analyses(results, "mix_probe", prior="L")
+    low = finished_runs(results, "mix_finetune", prior="L")
+    high = finished_runs(results, "mix_finetune", prior="H")
+    probes = finished_analyses(results, "mix_probe", prior="L")
     seeds = sorted(set(low) & set(high))
     if not seeds:
         return _missing("mixed fine-tuning under both P^L and P^H")
     values, notes = [], []
     for s in seeds:
-        lost = _o_pt_lost(low[s]) - _o_pt_lost(high[s])
+        lost = o_pt_lost(low[s]) - o_pt_lost(high[s])
         decoded = _decoded_share(probes[s]["result"]) if s in probes else math.nan
         values.append(min(lost - 0.05, decoded - DECODES))
         notes.append(f"seed {s}: Acc O_PT lost P^L minus P^H {lost:.3f}, "
@@ -234,15 +219,15 @@ def _claim15(results: Results) -> Measured:
 
 
 def _k_window(result: dict) -> list[int]:
-    """The Ks of the sweep inside the paper's 5..15 of 10.4K units, scaled to this model."""
-    from wrapperlens.experiments.pcfg.claims import prune_window
-
+    """The Ks of the sweep in claim 5's window: the paper's 5..15 of its model's units, scaled
+    to this model (`prune_window`)."""
     window = prune_window(result["units"]) if "units" in result else range(5, 16)
     return [i for i, k in enumerate(result["ks"]) if k in window]
 
 
 def _claim16(results: Results) -> Measured:
-    runs, prunes = _runs(results, "inhibitor_finetune"), _analyses(results, "inhibitor_prune")
+    runs = finished_runs(results, "inhibitor_finetune")
+    prunes = finished_analyses(results, "inhibitor_prune")
     seeds = sorted(set(runs) & set(prunes))
     if not seeds:
         return _missing("pruning of an η_L C_Tr = 0 fine-tuning under the highest prior")

@@ -66,7 +66,8 @@ ALMOST_PERFECT, GAP_B = 0.9, 0.3
 
 
 def _claim1(results: Results) -> Measured:
-    low, high = finished_runs(results, "pretrain", prior=LOW), finished_runs(results, "pretrain", prior=HIGH)
+    low = finished_runs(results, "pretrain", prior=LOW)
+    high = finished_runs(results, "pretrain", prior=HIGH)
     seeds = sorted(set(low) & set(high))
     if not seeds:
         return _missing("pretraining under both P^L and P^H")
@@ -103,8 +104,8 @@ def _curve_mean(run: dict, metric: str) -> float:
 
 def _claim3(results: Results) -> Measured:
     cell = dict(family="C", c_tr=0.8, eta="M")
-    high, low = finished_runs(results, "finetune", prior=HIGH, **cell), finished_runs(results, "finetune",
-                                                                       prior=LOW, **cell)
+    high = finished_runs(results, "finetune", prior=HIGH, **cell)
+    low = finished_runs(results, "finetune", prior=LOW, **cell)
     seeds = sorted(set(high) & set(low))
     if not seeds:
         return _missing("fine-tuning at C_Tr = 0.8, η_M under both P^L and P^H")
@@ -113,8 +114,9 @@ def _claim3(results: Results) -> Measured:
         values.append(min(high[s]["final"][metric] - 0.7,   # P^H does well on C_Te = 0
                           # ... where P^L at the same cell does not: over the whole fine-tuning
                           _curve_mean(high[s], metric) - _curve_mean(low[s], metric) - 0.1))
-    note = (f"Acc O_FT on C_Te = 0 at the end: P^H {_mean([high[s]['final'][metric] for s in seeds]):.3f}, "
-            f"P^L {_mean([low[s]['final'][metric] for s in seeds]):.3f}")
+    final = {p: _mean([runs[s]["final"][metric] for s in seeds]) for p, runs in
+             ((HIGH, high), (LOW, low))}
+    note = f"Acc O_FT on C_Te = 0 at the end: P^H {final[HIGH]:.3f}, P^L {final[LOW]:.3f}"
     return Measured(values, high[seeds[0]]["floors"].get(metric), note, SEED_ROLES["finetune"])
 
 
@@ -133,7 +135,8 @@ def _claim4(results: Results) -> Measured:
     for prior in (LOW, HIGH):
         for c_tr in (0.0, 1.0):
             for eta in FIG6_ETAS:
-                runs = finished_runs(results, "finetune", prior=prior, family="C", c_tr=c_tr, eta=eta)
+                runs = finished_runs(results, "finetune", prior=prior, family="C", c_tr=c_tr,
+                                     eta=eta)
                 lost[prior, c_tr, eta] = {s: o_pt_lost(r) for s, r in runs.items()}
     seeds = sorted(set.intersection(*(set(v) for v in lost.values())))
     if not seeds:
