@@ -211,6 +211,14 @@ def test_claim2_fails_without_a_shortcut():
     assert status(results, 2) == "not reproduced"
 
 
+def test_claim2_a_fine_tuning_that_never_learned_the_task_is_no_shortcut():
+    """Acc O_FT at chance on correlated and uncorrelated strings alike: nothing was learned."""
+    results = replace_runs(paper_like(), is_run("finetune", prior="L", c_tr=1.0),
+                           lambda r: finetune(r["params"]["seed"], "L", 1.0, r["params"]["eta"],
+                                              o_ft0=[0.1] * 5, o_ft1=0.1))
+    assert status(results, 2) == "not reproduced"
+
+
 def test_claim3_the_old_rule_passes_when_the_prior_makes_no_difference():
     """P^L at the same cell generalises as well as P^H: nothing says higher priors generalise."""
     results = replace_runs(paper_like(), is_run("finetune", prior="L", c_tr=0.8),
@@ -235,6 +243,15 @@ def test_claim4_fails_where_fig6s_contrast_is_missing(prior, c_tr, curve, why):
     results = replace_runs(paper_like(), is_run("finetune", prior=prior, c_tr=c_tr, eta="S"),
                            lambda r: finetune(r["params"]["seed"], prior, c_tr, "S", o_pt=curve))
     assert status(results, 4) == "not reproduced", why
+
+
+def test_claim4_a_low_prior_model_that_never_learned_count_a_has_nothing_to_lose():
+    """P^L pretraining that never counted a: Acc O_PT sits at 0.1 before and after fine-tuning,
+    so no fine-tuning loses it, whatever the prior of the other model does."""
+    results = replace_runs(paper_like(), is_run("finetune", prior="L"),
+                           lambda r: finetune(r["params"]["seed"], "L", r["params"]["c_tr"],
+                                              r["params"]["eta"], o_pt=[0.1] * 5))
+    assert status(results, 4) == "not reproduced"
 
 
 def test_claim4_needs_fig6s_cells():
