@@ -112,8 +112,7 @@ TINY = _pcfg_preset(
                                  checkpoint_every=100),
     finetune=_TINY_FINETUNE,
     reft=dataclasses.replace(_TINY_FINETUNE, log_spaced_eval=True),
-    grid=GridConfig(seeds=1,  # C:0.8:M so that claim 3 runs here too
-                    cells=("C:1:L", "C:1:M", "C:1:S", "C:0:M", "C:0:S", "C:0.8:M"),
+    grid=GridConfig(seeds=1, cells=("C:1:L", "C:1:M", "C:1:S", "C:0:M", "C:0:S"),
                     prune_ks=(0, 1, 5, 10, 15), prune_random_draws=1, probe_etas=("L", "M", "S"),
                     probe_samples=300, appendix=APPENDIX_EXPERIMENTS),
 )
