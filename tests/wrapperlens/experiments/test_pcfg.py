@@ -157,3 +157,26 @@ def test_reft_after_an_eta_s_finetune_refuses_the_default_eta_s(pt, tmp_path):
         tiny_pcfg_run("reft", parent=tmp_path / "ft")
     assert tiny_pcfg_run("reft", parent=tmp_path / "ft",
                          **{"train.lr": 1e-5}).train_config.lr == 1e-5
+
+
+def test_the_grid_s_prune_and_probe_jobs_report_units_and_every_random_init(ft):
+    """prune_job's "units" is the tiny model's row count under the default rule, counted here by
+    hand (TransformerLens input rows: Q, K, V per head and residual coordinate, W_O per head
+    dimension, W_in per residual coordinate, W_out per neuron); probe_job's "random_init" is the
+    mean of the per-init profiles it also returns."""
+    from wrapperlens.experiments.pcfg.grid import probe_job, prune_job
+    from wrapperlens.experiments.pcfg.presets import TINY
+
+    m = TINY.model
+    d_head, d_mlp = m.d_model // m.n_heads, 4 * m.d_model
+    by_hand = m.n_layers * (3 * m.n_heads * m.d_model + m.n_heads * d_head + m.d_model + d_mlp)
+    run = {"dir": ft.name, "run_id": "grid-job-test"}
+    pruned = prune_job(str(ft.parent), run, ks=[0, 1], random_draws=1, random_seed=0)
+    assert pruned["units"] == by_hand == 384
+    assert pruned["ks"] == [0, 1] and len(pruned["random"]["acc/O_PT/cte0"]) == 2
+
+    probed = probe_job(str(ft.parent), run, samples=200, random_inits=2)
+    inits, mean = probed["random_inits"], probed["models"]["random_init"]
+    assert len(inits) == 2 and len(mean) == len(probed["layers"]) == m.n_layers + 1
+    assert mean == pytest.approx([(a + b) / 2 for a, b in zip(*inits)])
+    assert inits[0] != inits[1]  # two different random models, not one counted twice
