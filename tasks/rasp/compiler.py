@@ -17,7 +17,7 @@ dimension, and the input encoding and output decoding. How each part is compiled
   exp(-500) = 0 in float32, so the head averages exactly the selected keys' values, or reads BOS
   (all zero: the default) when none is selected.
 - **Gains.** `scale` and `mlp_slope` set the attention logit and the staircases' slope cap;
-  the defaults are exact on every input. Tracr-like gains (logit 30, cap 100) are exact where
+  the defaults are exact on every input. Tracr-like gains (logit 15, cap 100) are exact where
   docs/compiled.md#gains says. A selector that ignores its query shares BOS's constant query
   dimension (`tasks.rasp.heads`).
 - **SelectorWidth** is the BOS trick: the same head with BOS at logit `scale`, reading the

@@ -20,7 +20,7 @@ from tasks.compiled_tasks import CompiledTask, CompiledTaskConfig
 from tasks.rasp import compile_program, counter, evaluate, max_identifier
 from wrapperlens.compiled import compiled_model, run_compiled
 
-LOGIT = 30.0
+LOGIT = 15.0
 #: (program, letters, slope cap) of the presets: tiny, demo, cpu, paper (and the Max-identifier).
 SETTINGS = [("counter", 12, 100.0), ("counter", 16, 100.0), ("counter", 24, 100.0),
             ("counter", 48, 300.0), ("max_identifier", 10, 100.0)]

@@ -13,7 +13,7 @@ __all__ = ["GAINS", "CompileConfig", "CompiledFinetuneConfig", "SECTION_TYPES"]
 
 
 #: The gains of each `compile.gains` mode: (attention logit, MLP staircase slope cap; None: exact).
-GAINS = {"exact": (1000.0, None), "tracr": (30.0, 100.0)}
+GAINS = {"exact": (1000.0, None), "tracr": (15.0, 100.0)}
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,12 @@ class CompileConfig:
             (paper App. C.1: N(0, 0.001), "to densify them and avoid gradient spikes";
             docs/choices.md#tracr-weight-noise).
         seed: Seed of the noise.
-        gains: "tracr" (attention logit 30, MLP staircase slopes at most 100: the gains of Tracr's
-            default compile, `mlp_exactness=100`) or "exact" (logit 1000, slope 2 / min_gap:
-            exact on every input, for the compiler's tests). Which inputs each is exact on:
-            docs/compiled.md#gains.
+        gains: "tracr" (attention logit 15, MLP staircase slopes at most 100: the order of
+            Tracr's default compile, logits ~30 and `mlp_exactness=100`) or "exact" (logit 1000,
+            slope 2 / min_gap: exact on every input, for the compiler's tests). Which inputs each
+            is exact on: docs/compiled.md#gains.
         attention_logit: Attention logit of a selected key (`tasks.rasp.compile_program`'s
-            `scale`); 0: the mode's (exact 1000, tracr 30). Exact mode needs >= 250.
+            `scale`); 0: the mode's (exact 1000, tracr 15). Exact mode needs >= 250.
         mlp_slope: Largest slope of a staircase step; 0: the mode's (tracr 100). Exact mode
             takes none (its slope is 2 / min_gap).
     """

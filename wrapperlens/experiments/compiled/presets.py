@@ -18,7 +18,7 @@ alone on 16 letters, 100 steps, one seed, C_Tr 0, 0.5 and 1.
 `tiny` is for tests and notebooks: 12 letters, 60 steps, 200 evaluation samples, a grid of one
 seed and C_Tr 0 and 1.
 
-Every preset compiles with Tracr-like gains (`compile.gains="tracr"`: attention logit 30, MLP
+Every preset compiles with Tracr-like gains (`compile.gains="tracr"`: attention logit 15, MLP
 staircase slopes at most 100, 300 for `paper`'s 48 letters), which are exact on each preset's
 input distribution (docs/compiled.md#gains); `compile.gains=exact` gives the exact compiler's.
 
