@@ -1,0 +1,232 @@
+"""Edge attribution against references written here: a hand count of the edges, exact edge
+patching against one-edge-at-a-time hooks on cached activations, EAP and EAP-IG against exact
+patching where the metric is linear in the edge, and the all-edges / no-edges runs of a circuit
+against the corrupted and clean runs."""
+
+import copy
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from wrapperlens.analysis.edges import (
+    EdgeGraph,
+    EdgeScores,
+    circuit,
+    eap_ig_scores,
+    eap_scores,
+    exact_edge_patching,
+    faithfulness_curve,
+    top_edges,
+)
+from wrapperlens.analysis.logit_metrics import logit_difference
+
+# Odd shapes, so that a mixed-up axis cannot pass unnoticed.
+BASE = dict(n_layers=2, d_model=12, n_heads=3, d_head=5, d_mlp=7, n_ctx=8, d_vocab=11,
+            act_fn="gelu", normalization_type=None)  # fmt: skip
+BATCH, N_POS = 3, 6
+METRIC = logit_difference(2, 4)
+
+
+def make_model(seed: int = 0, **overrides) -> HookedTransformer:
+    return HookedTransformer(HookedTransformerConfig(**{**BASE, **overrides, "seed": seed}))
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, BASE["d_vocab"], (BATCH, N_POS), generator=g)
+    corrupted = torch.randint(0, BASE["d_vocab"], (BATCH, N_POS), generator=g)
+    return clean, corrupted
+
+
+def test_the_edge_list_matches_a_hand_count():
+    # 2 layers, 3 heads. Layer 0: 9 q/k/v inputs read `input` (9); m0 reads input + 3 heads (4).
+    # Layer 1: 9 q/k/v inputs read input, 3 heads, m0 (9 * 5 = 45); m1 reads those 5 + 3 heads
+    # (8). logits reads all 9 upstream nodes. 9 + 4 + 45 + 8 + 9 = 75.
+    assert len(EdgeGraph.of(make_model()).edges) == 75
+    assert len(EdgeGraph.of(make_model(normalization_type="LN")).edges) == 75
+    # Attention only: 9 * 1 + 9 * (1 + 3) + (1 + 6) = 52.
+    graph = EdgeGraph.of(make_model(attn_only=True))
+    assert len(graph.edges) == 52 == len(set(graph.edges))
+    # 3 layers, 2 heads: heads read 1, 4, 7 upstream nodes (x 6 inputs), MLPs 3, 6, 9, logits 10.
+    assert len(EdgeGraph.of(make_model(n_layers=3, n_heads=2)).edges) == 6 * 12 + 18 + 10
+    names = set(EdgeGraph.of(make_model()).edges)
+    assert {"input->a0.h1<q>", "a0.h2->a1.h0<k>", "a1.h2->m1", "m0->logits"} <= names
+    assert not {"a1.h0->a1.h1<q>", "m1->a1.h0<v>", "a0.h0->a0.h1<k>"} & names  # not earlier
+
+
+def _upstream(cache, node):
+    if node == "input":
+        return cache["blocks.0.hook_resid_pre"]
+    if node.startswith("m"):
+        return cache[f"blocks.{node[1:]}.hook_mlp_out"]
+    layer, head = node[1:].split(".h")
+    return cache[f"blocks.{layer}.attn.hook_result"][:, :, int(head)]
+
+
+def brute_force_edge_patching(model, clean, corrupted, metric, source=None):
+    """Each edge alone: add (corrupted - clean) output of u to v's input in a clean run."""
+    source = model if source is None else source
+    for m in (model, source):
+        m.set_use_split_qkv_input(True)
+        m.set_use_attn_result(True)
+        m.set_use_hook_mlp_in(True)
+    _, clean_cache = model.run_with_cache(clean)
+    _, corrupted_cache = source.run_with_cache(corrupted)
+    baseline = metric(model(clean))
+    scores = {}
+    for edge in EdgeGraph.of(model).edges:
+        u, v = edge.split("->")
+        delta = _upstream(corrupted_cache, u) - _upstream(clean_cache, u)
+        if v == "logits":
+            name, head = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", None
+        elif "<" in v:
+            layer, rest = v[1:].split(".h")
+            name, head = f"blocks.{layer}.hook_{rest[-2]}_input", int(rest[:-3])
+        else:
+            name, head = f"blocks.{v[1:]}.hook_mlp_in", None
+
+        def add(act, hook, delta=delta, head=head):
+            act = act.clone()
+            if head is None:
+                act += delta
+            else:
+                act[:, :, head] += delta
+            return act
+
+        scores[edge] = float(metric(model.run_with_hooks(clean, fwd_hooks=[(name, add)])) - baseline)
+    for m in (model, source):
+        m.set_use_split_qkv_input(False)
+        m.set_use_attn_result(False)
+        m.set_use_hook_mlp_in(False)
+    return scores
+
+
+@pytest.mark.parametrize("norm", [None, "LN"])
+@pytest.mark.parametrize("cross_model", [False, True])
+def test_exact_edge_patching_matches_one_edge_at_a_time_hooks(norm, cross_model, tokens):
+    clean, corrupted = tokens
+    model = make_model(normalization_type=norm)
+    source = make_model(seed=1, normalization_type=norm) if cross_model else None
+    source_tokens = clean if cross_model else corrupted
+    with torch.no_grad():
+        expected = brute_force_edge_patching(model, clean, source_tokens, METRIC, source)
+    # 75 edges in chunks of 7: uneven chunks, several downstream nodes per forward.
+    scores = exact_edge_patching(model, clean, source_tokens, METRIC, batch_edges=7,
+                                 source_model=source)  # fmt: skip
+    assert scores.edges == tuple(expected)
+    torch.testing.assert_close(scores.values, torch.tensor(list(expected.values())),
+                               atol=1e-5, rtol=0)  # fmt: skip
+    assert scores.values.abs().max() > 1e-2  # the patches do something
+    assert not model.cfg.use_attn_result and not model.cfg.use_split_qkv_input  # restored
+
+
+def _linear_edges(graph, attn_only):
+    """Edges the logit difference is linear in without normalisation: those into the logits,
+    and, attention-only, into the last layer's values (the pattern then stays the clean one)."""
+    last = f"a{graph.n_layers - 1}."
+    return [e for e in graph.edges if e.endswith("->logits")
+            or (attn_only and e.split("->")[1].startswith(last) and e.endswith("<v>"))]
+
+
+@pytest.mark.parametrize("attn_only", [False, True])
+def test_eap_equals_exact_patching_where_the_metric_is_linear_in_the_edge(attn_only, tokens):
+    clean, corrupted = tokens
+    model = make_model(attn_only=attn_only, dtype=torch.float64)
+    edges = _linear_edges(EdgeGraph.of(model), attn_only)
+    exact = exact_edge_patching(model, clean, corrupted, METRIC, edges)
+    assert exact.values.abs().max() > 1e-2
+    torch.testing.assert_close(eap_scores(model, clean, corrupted, METRIC, edges).values,
+                               exact.values, atol=1e-12, rtol=0)  # fmt: skip
+    # IG's gradients are taken off the clean run, so only the logits' edges stay linear.
+    into_logits = [e for e in edges if e.endswith("->logits")]
+    torch.testing.assert_close(
+        eap_ig_scores(model, clean, corrupted, METRIC, into_logits, steps=3).values,
+        exact_edge_patching(model, clean, corrupted, METRIC, into_logits).values,
+        atol=1e-12, rtol=0,
+    )
+
+
+def test_eap_ig_across_two_models_is_exact_into_the_logits_when_only_blocks_differ(tokens):
+    """The weight path leaves W_U (and so the logits' gradient) fixed if only blocks changed."""
+    clean, _ = tokens
+    model = make_model(dtype=torch.float64)
+    source = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in source.named_parameters():
+            if name.startswith("blocks."):
+                p.add_(0.3 * torch.randn_like(p))
+    into_logits = [e for e in EdgeGraph.of(model).edges if e.endswith("->logits")]
+    exact = exact_edge_patching(model, clean, None, METRIC, into_logits, source_model=source)
+    assert exact.values.abs().max() > 1e-2
+    ig = eap_ig_scores(model, clean, None, METRIC, into_logits, source_model=source)
+    torch.testing.assert_close(ig.values, exact.values, atol=1e-12, rtol=0)
+
+
+def _spearman(a, b):
+    ranks = [x.argsort().argsort().double() for x in (a, b)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+
+
+def test_eap_ig_tracks_exact_patching_at_least_as_well_as_eap_on_a_layernorm_model(tokens):
+    """Spearman over all 75 edges of a random LN model (measured: see the asserts)."""
+    clean, corrupted = tokens
+    model = make_model(normalization_type="LN")
+    exact = exact_edge_patching(model, clean, corrupted, METRIC).values
+    eap = _spearman(eap_scores(model, clean, corrupted, METRIC).values, exact)
+    ig = _spearman(eap_ig_scores(model, clean, corrupted, METRIC, steps=5).values, exact)
+    print(f"Spearman with exact edge patching: EAP {eap:.4f}, EAP-IG {ig:.4f}")
+    assert ig >= eap - 0.0
+    assert ig > 0.5
+
+
+def test_a_circuit_of_no_edges_is_the_corrupted_run_and_of_all_edges_the_clean_run(tokens):
+    clean, corrupted = tokens
+    model = make_model(normalization_type="LN")
+    graph = EdgeGraph.of(model)
+    n = len(graph.edges)
+    # Ranks every edge but those into the logits first: keeping them all and corrupting the
+    # logits' edges replaces the final residual stream by the corrupted one.
+    rank = torch.tensor([0.0 if e.endswith("->logits") else 1.0 for e in graph.edges])
+    scores = EdgeScores(graph.edges, rank, "hand")
+    n_logits = int((rank == 0).sum())
+    curve = faithfulness_curve(model, clean, corrupted, METRIC, scores, [0, n - n_logits, n])
+    with torch.no_grad():
+        clean_value, corrupted_value = METRIC(model(clean)), METRIC(model(corrupted))
+    torch.testing.assert_close(curve.clean, float(clean_value), atol=1e-5, rtol=0)
+    torch.testing.assert_close(curve.corrupted, float(corrupted_value), atol=1e-5, rtol=0)
+    expected = torch.stack([corrupted_value, corrupted_value, clean_value])
+    torch.testing.assert_close(curve.metric, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(curve.recovered, torch.tensor([0.0, 0.0, 1.0]), atol=1e-4, rtol=0)
+
+
+def test_top_edges_and_circuit_pick_the_largest_scores():
+    scores = EdgeScores(("a", "b", "c", "d"), torch.tensor([0.1, -3.0, 2.0, 0.5]), "hand")
+    assert top_edges(scores, 2) == ("b", "c")
+    assert top_edges(scores, 2, absolute=False) == ("c", "d")
+    assert circuit(scores, threshold=0.5) == ("b", "c", "d")
+    assert circuit(scores, top_n=1) == ("b",)
+    assert scores["c"] == 2.0 and scores.to_dict()["a"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="exactly one"):
+        circuit(scores, threshold=1.0, top_n=2)
+
+
+def test_refusals(tokens):
+    clean, corrupted = tokens
+    model = make_model()
+    with pytest.raises(ValueError, match=r"unknown edge 'a0\.h9->logits'"):
+        exact_edge_patching(model, clean, corrupted, METRIC, ["m0->logits", "a0.h9->logits"])
+    with pytest.raises(ValueError, match=r"unknown edge 'a1\.h0->a0\.h0<q>'"):
+        eap_scores(model, clean, corrupted, METRIC, ["a1.h0->a0.h0<q>"])
+    with pytest.raises(ValueError, match=r"corrupted_tokens \(3, 5\) and clean_tokens \(3, 6\)"):
+        eap_ig_scores(model, clean, corrupted[:, :5], METRIC)
+    with pytest.raises(ValueError, match="cfg.d_mlp"):
+        eap_scores(model, clean, None, METRIC, source_model=make_model(d_mlp=9))
+    with pytest.raises(ValueError, match="cfg.parallel_attn_mlp"):
+        EdgeGraph.of(make_model(parallel_attn_mlp=True))
+    with pytest.raises(ValueError, match="metric must return"):
+        eap_scores(model, clean, corrupted, lambda logits: logits[:, -1])
+    with pytest.raises(ValueError, match="steps"):
+        eap_ig_scores(model, clean, corrupted, METRIC, steps=0)
+    assert not model.cfg.use_attn_result and not model.cfg.use_hook_mlp_in  # restored on error
