@@ -1,54 +1,44 @@
 """Edge attribution on a HookedTransformer: exact edge patching, EAP and EAP-IG.
 
 Node patching (`patching.py`, `attribution.py`) asks which activation matters; edge patching asks
-which *connection* matters. The residual stream makes every node's input a sum of the outputs
-of the nodes before it, so the model is a graph (Elhage et al., 2021) with
+which *connection* matters. Every node reads the residual stream, a sum of the outputs of the
+nodes before it, so the model is a graph (Elhage et al., 2021) with
 
-- upstream nodes, whose outputs are the terms of that sum: `input` (the embeddings, i.e. the
-  residual stream entering block 0), each head's output `a{L}.h{H}` (its term of the attention
-  output, before the bias `b_O`) and each MLP's output `m{L}`;
+- upstream nodes, the terms of that sum: `input` (the residual stream entering block 0: the
+  embeddings), each head's output `a{L}.h{H}` (before the bias `b_O`), each MLP's output `m{L}`;
 - downstream nodes, which read the sum: each head's query, key and value inputs
   `a{L}.h{H}<q>` / `<k>` / `<v>`, each MLP's input `m{L}`, and `logits` (the final residual
   stream, before the final normalisation and the unembedding);
-- an edge from every upstream node to every downstream node computed after it: heads of layer L
-  read `input` and layers < L; the MLP of layer L reads those and the heads of layer L; `logits`
-  reads everything. Edges are named as in EAP-IG: `input->a0.h1<q>`, `a0.h3->a1.h0<k>`,
-  `a1.h2->m1`, `m0->logits`.
+- an edge from each upstream node to each downstream node computed after it: heads of layer L
+  read `input` and layers < L, the MLP of layer L those and the heads of layer L, `logits` all.
+  Edges are named as in EAP-IG: `input->a0.h1<q>`, `a0.h3->a1.h0<k>`, `a1.h2->m1`, `m0->logits`.
 
-**Patching an edge** u->v (the semantics of EAP-IG's `evaluate_graph`, Hanna et al., 2024):
-run the model on the clean tokens, and when v's input is formed, replace u's term in it by u's
-output in the corrupted run,
+**Patching an edge** u->v (EAP-IG's `evaluate_graph`, Hanna et al., 2024): run the model on the
+clean tokens and, when v's input is formed, replace u's term in it by u's corrupted output,
 
     input_v := input_v - u_out(this run) + u_out(corrupted run),
 
-while every other node, v's own output included, is computed normally from its (possibly
-changed) inputs, so the change spreads downstream of v only through v. The score of the edge is
-metric(patched) - metric(clean). Corrupting a *set* of edges applies the same replacement for
-each of them, with u_out(this run) read in the patched run itself; corrupting every edge gives
-the corrupted run, corrupting every edge into `logits` gives its final residual stream (the
-outputs add up to it, biases aside, which both runs share).
+every other node (v's own output included) being computed normally from its inputs, so the
+change reaches the rest of the model only through v. The edge's score is metric(patched) -
+metric(clean). Corrupting a *set* of edges replaces each of them so, u_out(this run) being read
+in the patched run itself: corrupting every edge gives the corrupted run; every edge into
+`logits`, the corrupted final residual stream (the outputs sum to it; the biases are shared).
 
 The corrupted run is `model` on `corrupted_tokens`, or, across a pretrained / fine-tuned pair,
-`source_model` (same architecture) on `corrupted_tokens` (default: the clean tokens): its node
-outputs are spliced into `model`'s clean run, as in `run_pair.resolve_source`.
-
-A metric returning one value per example is averaged over the batch: every score is a change of
-the batch-mean metric. The estimates sum over positions and examples (of the batch-mean
-metric's gradient, so the batch is averaged), as EAP-IG's code does (hannamw/EAP-IG,
-`src/eap/utils.py`, `make_hooks_and_matrices`):
+`source_model` (same architecture) on `corrupted_tokens` (default: the clean tokens), whose node
+outputs are spliced into `model`'s clean run, as in `run_pair.resolve_source`. A metric with
+one value per example is averaged over the batch: every score is a change of the batch-mean
+metric. The estimates sum over positions and examples (the batch-mean metric's gradient
+carries the 1 / batch), as EAP-IG's code does (github.com/hannamw/EAP-IG, `src/eap/utils.py`):
 
 - `eap_scores` (Syed et al., 2023): (u_out(corrupted) - u_out(clean)) . d metric / d input_v at
   the clean run; exact where the metric is linear in v's input;
-- `eap_ig_scores` (Hanna et al., 2024, "Have Faith in Faithfulness", the "inputs" variant of
-  `get_scores_eap_ig` in `src/eap/attribute.py`): the same difference dotted with the gradient
-  averaged over `steps` runs whose embeddings lie on the straight line from the corrupted to the
-  clean embeddings, at alpha = k / steps for k = 0..steps-1. Across two models the line also
-  runs through the weights (source + alpha * (model - source)), so that it joins the two runs;
-  EAP-IG itself defines only the one-model path.
-
-The graph is read through TransformerLens hooks that exist only with `use_split_qkv_input`,
-`use_attn_result` and `use_hook_mlp_in`; `edge_hooks` sets them for the duration of a call and
-restores them.
+- `eap_ig_scores` (Hanna et al., 2024, "Have Faith in Faithfulness"; `get_scores_eap_ig` in
+  `src/eap/attribute.py`, the "inputs" variant): the same difference dotted with the gradient
+  averaged over `steps` runs whose embeddings are corrupted + alpha * (clean - corrupted),
+  alpha = k / steps for k = 1..steps (the current code; early versions took k = 0..steps-1), so
+  `steps=1` is EAP. Across two models the line also runs through the weights, source + alpha *
+  (model - source), so that it joins the two runs; EAP-IG defines only the one-model path.
 """
 
 from __future__ import annotations
@@ -74,16 +64,16 @@ __all__ = [
 ]  # fmt: skip
 
 _FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in")
-_RESULT, _INPUT, _MLP_IN = "blocks.{}.attn.hook_result", "blocks.{}.hook_{}_input", "blocks.{}.hook_mlp_in"
+_RESULT, _INPUT = "blocks.{}.attn.hook_result", "blocks.{}.hook_{}_input"
+_MLP_IN = "blocks.{}.hook_mlp_in"
+_UNSUPPORTED = ("parallel_attn_mlp", "n_key_value_heads", "use_normalization_before_and_after",
+                "num_experts")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class EdgeGraph:
-    """The nodes and edges of a model (see the module docstring), indexed as EAP-IG indexes them.
-
-    Upstream nodes are numbered in the order the model computes them (`input`, then per layer
-    its heads and its MLP); downstream node j reads a prefix of them, `upstream[:reads[j]]`.
-    """
+    """The nodes and edges of a model (module docstring), indexed as EAP-IG indexes them:
+    upstream nodes in the order the model computes them, each downstream node reading a prefix."""
 
     n_layers: int
     n_heads: int
@@ -92,16 +82,11 @@ class EdgeGraph:
     @classmethod
     def of(cls, model: HookedTransformer) -> EdgeGraph:
         """The graph of `model`; ValueError naming the config field of an unsupported model."""
-        cfg = model.cfg
-        unsupported = {"parallel_attn_mlp": bool(cfg.parallel_attn_mlp),
-                       "n_key_value_heads": cfg.n_key_value_heads is not None,
-                       "use_normalization_before_and_after": cfg.use_normalization_before_and_after,
-                       "num_experts": bool(cfg.num_experts)}  # fmt: skip
-        for field, bad in unsupported.items():
-            if bad:
+        for field in _UNSUPPORTED:
+            if getattr(model.cfg, field, None) not in (None, False, 0):
                 raise ValueError(f"edge attribution does not cover models with cfg.{field}="
-                                 f"{getattr(cfg, field)!r}")  # fmt: skip
-        return cls(cfg.n_layers, cfg.n_heads, not cfg.attn_only)
+                                 f"{getattr(model.cfg, field)!r}")  # fmt: skip
+        return cls(model.cfg.n_layers, model.cfg.n_heads, not model.cfg.attn_only)
 
     def _block(self, layer: int) -> int:
         """Index of the first upstream node of `layer`."""
@@ -111,38 +96,51 @@ class EdgeGraph:
     def upstream(self) -> tuple[str, ...]:
         names = ["input"]
         for layer in range(self.n_layers):
-            names += [f"a{layer}.h{h}" for h in range(self.n_heads)]
-            names += [f"m{layer}"] if self.has_mlp else []
+            names += [f"a{layer}.h{h}" for h in range(self.n_heads)] + [f"m{layer}"] * self.has_mlp
         return tuple(names)
 
-    @cached_property
-    def _downstream(self) -> tuple[tuple[str, int], ...]:
-        """(name, number of upstream nodes it reads) per downstream node."""
-        nodes = []
+    def upstream_hooks(self) -> list[tuple[str, slice]]:
+        """(hook name, the upstream nodes it outputs), in forward order."""
+        hooks = [(hook_name("resid_pre", 0), slice(0, 1))]
         for layer in range(self.n_layers):
-            nodes += [(f"a{layer}.h{h}<{x}>", self._block(layer)) for x in "qkv"
-                      for h in range(self.n_heads)]  # fmt: skip
-            if self.has_mlp:
-                nodes.append((f"m{layer}", self._block(layer) + self.n_heads))
-        return tuple(nodes + [("logits", len(self.upstream))])
-
-    @property
-    def downstream(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self._downstream)
-
-    @property
-    def reads(self) -> tuple[int, ...]:
-        return tuple(n for _, n in self._downstream)
+            start, mlp = self._block(layer), self._block(layer) + self.n_heads
+            hooks.append((_RESULT.format(layer), slice(start, mlp)))
+            hooks += [(hook_name("mlp_out", layer), slice(mlp, mlp + 1))] * self.has_mlp
+        return hooks
 
     @cached_property
-    def edges(self) -> tuple[str, ...]:
-        """Every edge name, by downstream node, then upstream node."""
-        return tuple(f"{self.upstream[i]}->{v}" for v, n in self._downstream for i in range(n))
+    def _downstream(self) -> tuple[tuple[str, tuple[str, ...], int], ...]:
+        """(hook name, the downstream nodes it holds, how many upstream nodes they read)."""
+        hooks, heads = [], range(self.n_heads)
+        for layer in range(self.n_layers):
+            reads = self._block(layer)
+            hooks += [(_INPUT.format(layer, x), tuple(f"a{layer}.h{h}<{x}>" for h in heads), reads)
+                      for x in "qkv"]  # fmt: skip
+            hooks += [(_MLP_IN.format(layer), (f"m{layer}",), reads + self.n_heads)] * self.has_mlp
+        logits = hook_name("resid_post", self.n_layers - 1)
+        return tuple(hooks + [(logits, ("logits",), len(self.upstream))])
+
+    def downstream_hooks(self) -> list[tuple[str, slice, int]]:
+        """(hook name, its downstream nodes' indices, how many upstream nodes they read), in
+        forward order. A q/k/v hook holds one node per head (axis -2 of its activation)."""
+        ends = torch.tensor([len(nodes) for _, nodes, _ in self._downstream]).cumsum(0).tolist()
+        return [(name, slice(end - len(nodes), end), reads)
+                for (name, nodes, reads), end in zip(self._downstream, ends)]  # fmt: skip
+
+    @cached_property
+    def downstream(self) -> tuple[str, ...]:
+        return tuple(node for _, nodes, _ in self._downstream for node in nodes)
 
     @cached_property
     def _index(self) -> dict[str, tuple[int, int]]:
+        """Edge name -> (upstream index, downstream index), by downstream, then upstream node."""
+        pairs = [(v, reads) for _, nodes, reads in self._downstream for v in nodes]
         return {f"{self.upstream[i]}->{v}": (i, j)
-                for j, (v, n) in enumerate(self._downstream) for i in range(n)}  # fmt: skip
+                for j, (v, reads) in enumerate(pairs) for i in range(reads)}  # fmt: skip
+
+    @property
+    def edges(self) -> tuple[str, ...]:
+        return tuple(self._index)
 
     def index(self, edges: Sequence[str]) -> tuple[Int[Tensor, "edge"], Int[Tensor, "edge"]]:
         """(upstream index, downstream index) of each edge; ValueError naming an unknown one."""
@@ -152,32 +150,6 @@ class EdgeGraph:
                                  f"{self.edges[0]!r} or {self.edges[-1]!r} (see EdgeGraph.edges)")
         pairs = torch.tensor([self._index[e] for e in edges], dtype=torch.long).reshape(-1, 2)
         return pairs[:, 0], pairs[:, 1]
-
-    def upstream_hooks(self) -> list[tuple[str, slice]]:
-        """(hook name, upstream indices it writes), in forward order."""
-        hooks = [(hook_name("resid_pre", 0), slice(0, 1))]
-        for layer in range(self.n_layers):
-            start = self._block(layer)
-            hooks.append((_RESULT.format(layer), slice(start, start + self.n_heads)))
-            if self.has_mlp:
-                mlp = start + self.n_heads
-                hooks.append((hook_name("mlp_out", layer), slice(mlp, mlp + 1)))
-        return hooks
-
-    def downstream_hooks(self) -> list[tuple[str, slice, int]]:
-        """(hook name, downstream indices it holds, upstream nodes they read), in forward order.
-        A q/k/v hook holds one node per head (axis -2 of its activation); the others one."""
-        hooks, j, h = [], 0, self.n_heads
-        for layer in range(self.n_layers):
-            for x in "qkv":
-                hooks.append((_INPUT.format(layer, x), slice(j, j + h), self._block(layer)))
-                j += h
-            if self.has_mlp:
-                hooks.append((_MLP_IN.format(layer), slice(j, j + 1), self._block(layer) + h))
-                j += 1
-        hooks.append((hook_name("resid_post", self.n_layers - 1), slice(j, j + 1),
-                      len(self.upstream)))  # fmt: skip
-        return hooks
 
 
 @dataclass(frozen=True)
@@ -199,10 +171,8 @@ class EdgeScores:
 
 @dataclass(frozen=True)
 class FaithfulnessCurve:
-    """Metric with only the top-k edges clean (all others corrupted), for each k in `ks`.
-
-    `recovered` = (metric_k - corrupted) / (clean - corrupted): 0 at the corrupted run, 1 at the
-    clean one (MIB's normalised faithfulness)."""
+    """The metric with only the top-k edges clean (the others corrupted), for each k in `ks`, and
+    `recovered` = (metric_k - corrupted) / (clean - corrupted), MIB's normalised faithfulness."""
 
     ks: tuple[int, ...]
     metric: Float[Tensor, "k"]
@@ -213,98 +183,84 @@ class FaithfulnessCurve:
 
 @contextmanager
 def edge_hooks(*models: HookedTransformer) -> Iterator[None]:
-    """Turn on the split q/k/v inputs, per-head results and MLP-input hooks, then restore."""
+    """Turn on the hooks the graph is read at (`use_split_qkv_input`, `use_attn_result`,
+    `use_hook_mlp_in`: TransformerLens leaves them off), and restore the flags afterwards."""
     saved = [(m.cfg, {f: getattr(m.cfg, f) for f in _FLAGS}) for m in models]
+    for m in models:
+        m.cfg.use_split_qkv_input = m.cfg.use_attn_result = True
+        m.cfg.use_hook_mlp_in = not m.cfg.attn_only
     try:
-        for m in models:
-            m.cfg.use_split_qkv_input = m.cfg.use_attn_result = True
-            m.cfg.use_hook_mlp_in = not m.cfg.attn_only
         yield
     finally:
         for cfg, flags in saved:
-            for f, value in flags.items():
-                setattr(cfg, f, value)
+            cfg.__dict__.update(flags)
 
 
 def _mean_metric(metric: Metric, logits: Tensor) -> Tensor:
-    value = metric(logits)
-    batch = logits.shape[0]
+    value, batch = metric(logits), logits.shape[0]
     if not isinstance(value, Tensor) or value.shape not in ((), (batch,)):
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise ValueError(f"metric must return a 0-d tensor or shape ({batch},), got {shape}")
     return value.mean()
 
 
-def _prepare(model, clean_tokens, corrupted_tokens, source_model):
-    """Checked (graph, source model, device tokens for both runs)."""
+def _prepare(model, clean_tokens, corrupted_tokens, source_model, edges):
+    """Checked (graph, source model, clean and corrupted tokens on the device, edge names)."""
     corrupted_tokens = clean_tokens if corrupted_tokens is None else corrupted_tokens
-    for name, t in (("clean_tokens", clean_tokens), ("corrupted_tokens", corrupted_tokens)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be an integer tensor [batch, pos], got {t!r}")
-    if clean_tokens.shape != corrupted_tokens.shape:
+    tensors = isinstance(clean_tokens, Tensor) and isinstance(corrupted_tokens, Tensor)
+    if tensors and clean_tokens.shape != corrupted_tokens.shape:  # else resolve_source refuses
         raise ValueError(f"corrupted_tokens {tuple(corrupted_tokens.shape)} and clean_tokens "
                          f"{tuple(clean_tokens.shape)} must have the same shape")  # fmt: skip
     source, corrupted_tokens = resolve_source(model, clean_tokens, source_model, corrupted_tokens)
-    device = next(model.parameters()).device
-    return EdgeGraph.of(model), source, clean_tokens.to(device), corrupted_tokens.to(device)
+    graph, device = EdgeGraph.of(model), next(model.parameters()).device
+    edges = graph.edges if edges is None else tuple(edges)
+    graph.index(edges)
+    return graph, source, clean_tokens.to(device), corrupted_tokens.to(device), edges
 
 
-def _upstream_outputs(
-    model: HookedTransformer, graph: EdgeGraph, tokens: Tensor, inputs: Tensor | None = None
-) -> Float[Tensor, "batch pos upstream d_model"]:
-    """Every upstream node's output on `tokens` (or with block 0's input replaced by `inputs`)."""
-    out = torch.zeros(*tokens.shape, len(graph.upstream), model.cfg.d_model,
-                      dtype=model.cfg.dtype, device=tokens.device)  # fmt: skip
-
-    def record(act, hook, where):
-        out[:, :, where] = act.unsqueeze(2) if act.ndim == 3 else act
-
-    hooks = [(name, lambda a, hook, w=w: record(a, hook, w)) for name, w in graph.upstream_hooks()]
-    if inputs is not None:
-        hooks.insert(0, (hook_name("resid_pre", 0), lambda act, hook: inputs))
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        model(tokens)
-    return out
+def _upstream_outputs(model, graph: EdgeGraph, tokens) -> Float[Tensor, "batch pos up d_model"]:
+    """Every upstream node's output on `tokens`."""
+    names = [name for name, _ in graph.upstream_hooks()]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+    return torch.cat([cache[n].reshape(*tokens.shape, -1, cache[n].shape[-1]) for n in names], 2)
 
 
-def _masked_metric(model, graph, tokens, corrupt_up, masks, metric) -> Float[Tensor, "k"]:
+def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Float[Tensor, "k"]:
     """The metric of the clean run with edges corrupted, for each mask `masks[k]` of shape
-    [upstream, downstream] (1 = corrupted), the K runs stacked along the batch axis."""
-    k, batch = masks.shape[0], tokens.shape[0]
-    diff = torch.zeros(k, *corrupt_up.shape, dtype=corrupt_up.dtype, device=corrupt_up.device)
+    [upstream, downstream] (True = corrupted); `chunk` runs stacked along the batch axis."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"batch_edges must be an int >= 1, got {chunk!r}")
+    batch, values = tokens.shape[0], []
+    for part in masks.split(chunk):
+        k = part.shape[0]
+        diff = torch.zeros(k, *corrupt_up.shape, dtype=corrupt_up.dtype, device=tokens.device)
 
-    def record(act, hook, where):
-        act = act.reshape(k, batch, *act.shape[1:])
-        diff[:, :, :, where] = (act.unsqueeze(3) if act.ndim == 4 else act) - corrupt_up[:, :, where]
+        def record(act, hook, where, k=k, diff=diff):
+            act = act.reshape(k, batch, act.shape[1], -1, act.shape[-1])  # a node axis
+            diff[:, :, :, where] = act - corrupt_up[:, :, where]
 
-    def patch(act, hook, where, reads):
-        mask = masks[:, :reads, where].to(diff.dtype)  # [k, reads, nodes]
-        if not bool(mask.any()):
-            return act
-        change = torch.einsum("kbpfd,kfn->kbpnd", diff[:, :, :, :reads], mask)
-        change = change.reshape(k * batch, *change.shape[2:])
-        return act - (change if act.ndim == 4 else change.squeeze(2))
+        def patch(act, hook, where, reads, k=k, diff=diff, part=part):
+            mask = part[:, :reads, where].to(diff.dtype)  # [k, reads, nodes]
+            if not bool(mask.any()):
+                return act
+            change = torch.einsum("kbpfd,kfn->kbpnd", diff[:, :, :, :reads], mask)
+            return act - change.reshape(act.shape)
 
-    hooks = [(n, lambda a, hook, w=w: record(a, hook, w)) for n, w in graph.upstream_hooks()]
-    hooks += [(n, lambda a, hook, w=w, r=r: patch(a, hook, w, r))
-              for n, w, r in graph.downstream_hooks()]  # fmt: skip
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        logits = model(tokens.repeat(k, 1))
-    return torch.stack([_mean_metric(metric, part) for part in logits.split(batch)])
-
-
-def _run_masks(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Float[Tensor, "k"]:
-    if chunk < 1:
-        raise ValueError(f"batch_edges must be >= 1, got {chunk!r}")
-    parts = [_masked_metric(model, graph, tokens, corrupt_up, m, metric) for m in masks.split(chunk)]
-    return torch.cat(parts)
+        hooks = [(n, lambda a, hook, w=w: record(a, hook, w)) for n, w in graph.upstream_hooks()]
+        hooks += [(n, lambda a, hook, w=w, r=r: patch(a, hook, w, r))
+                  for n, w, r in graph.downstream_hooks()]  # fmt: skip
+        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+            logits = model(tokens.repeat(k, 1))
+        values += [_mean_metric(metric, run) for run in logits.split(batch)]
+    return torch.stack(values)
 
 
-def _edge_masks(graph: EdgeGraph, up: Tensor, down: Tensor, device) -> Tensor:
+def _edge_masks(graph: EdgeGraph, edges: Sequence[str]) -> Tensor:
     """One mask per edge (that edge corrupted), [edge, upstream, downstream]."""
-    masks = torch.zeros(len(up), len(graph.upstream), len(graph.downstream), dtype=torch.bool)
-    masks[torch.arange(len(up)), up, down] = True
-    return masks.to(device)
+    masks = torch.zeros(len(edges), len(graph.upstream), len(graph.downstream), dtype=torch.bool)
+    masks[(torch.arange(len(edges)), *graph.index(edges))] = True
+    return masks
 
 
 def exact_edge_patching(
@@ -317,51 +273,40 @@ def exact_edge_patching(
     *,
     source_model: HookedTransformer | None = None,
 ) -> EdgeScores:
-    """Patch each edge alone (module docstring): metric(patched) - metric(clean), batch mean.
-
-    `batch_edges` patched runs share one forward (stacked along the batch axis), which holds
-    about batch_edges * batch * pos * (upstream nodes) * d_model floats.
-
-    Returns:
-        `EdgeScores` over `edges` (default: every edge of `EdgeGraph.of(model)`).
-    """
-    graph, source, clean, corrupted = _prepare(model, clean_tokens, corrupted_tokens, source_model)
-    edges = graph.edges if edges is None else tuple(edges)
-    up, down = graph.index(edges)
+    """Patch each edge alone (module docstring): `EdgeScores` of metric(patched) - metric(clean)
+    (batch mean) over `edges` (default: all of `EdgeGraph.of(model)`). `batch_edges` patched
+    runs share a forward (stacked along the batch axis), which holds about
+    batch_edges * batch * pos * (upstream nodes) * d_model floats."""
+    graph, source, clean, corrupted, edges = _prepare(model, clean_tokens, corrupted_tokens,
+                                                      source_model, edges)  # fmt: skip
     with edge_hooks(model, source):
         corrupt_up = _upstream_outputs(source, graph, corrupted)
         with torch.no_grad():
             baseline = _mean_metric(metric, model(clean))
-        masks = _edge_masks(graph, up, down, clean.device)
-        values = _run_masks(model, graph, clean, corrupt_up, masks, metric, batch_edges)
+        masks = _edge_masks(graph, edges).to(clean.device)
+        values = _masked_metric(model, graph, clean, corrupt_up, masks, metric, batch_edges)
     return EdgeScores(edges, (values - baseline).cpu(), "exact")
 
 
-def _input_gradients(model, graph, tokens, metric, inputs=None) -> Tensor:
+def _input_gradients(model, graph, tokens, metric, inputs) -> Tensor:
     """d (batch-mean metric) / d every downstream node's input, [batch, pos, downstream, d_model],
-    on `tokens` (with block 0's input replaced by `inputs` if given)."""
+    on `tokens` with block 0's input replaced by `inputs`."""
     held: list[Tensor] = []
 
     def start(act, hook):  # a leaf from the embeddings on: frozen models need a graph too
-        return (act if inputs is None else inputs).detach().requires_grad_(True)
+        return inputs.detach().requires_grad_(True)
 
     def keep(act, hook):
         held.append(act)
         return act
 
-    hooks = [(hook_name("resid_pre", 0), start)] + [(n, keep) for n, _, _ in
-                                                    graph.downstream_hooks()]  # fmt: skip
+    hooks = [(hook_name("resid_pre", 0), start)]
+    hooks += [(name, keep) for name, _, _ in graph.downstream_hooks()]
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         value = _mean_metric(metric, model(tokens))
         grads = torch.autograd.grad(value, held, allow_unused=True)
     grads = [torch.zeros_like(a) if g is None else g for a, g in zip(held, grads)]
-    return torch.cat([g if g.ndim == 4 else g.unsqueeze(2) for g in grads], dim=2).detach()
-
-
-def _scores(graph, edges, delta, grads, method) -> EdgeScores:
-    up, down = graph.index(edges)
-    matrix = torch.einsum("bpfd,bpnd->fn", delta, grads)  # [upstream, downstream]
-    return EdgeScores(edges, matrix[up, down].cpu(), method)
+    return torch.cat([g.reshape(*tokens.shape, -1, g.shape[-1]) for g in grads], 2).detach()
 
 
 def eap_scores(
@@ -374,33 +319,27 @@ def eap_scores(
     source_model: HookedTransformer | None = None,
 ) -> EdgeScores:
     """EAP: (u_out(corrupted) - u_out(clean)) . d metric / d input_v at the clean run, summed over
-    positions and examples (of the batch-mean metric); one clean forward and backward and one
-    corrupted forward. Estimates `exact_edge_patching` (same arguments)."""
-    graph, source, clean, corrupted = _prepare(model, clean_tokens, corrupted_tokens, source_model)
-    edges = graph.edges if edges is None else tuple(edges)
-    graph.index(edges)
-    with edge_hooks(model, source):
-        delta = _upstream_outputs(source, graph, corrupted) - _upstream_outputs(model, graph, clean)
-        grads = _input_gradients(model, graph, clean, metric)
-    return _scores(graph, edges, delta, grads, "eap")
+    positions and examples (of the batch-mean metric); one clean forward and backward and two
+    forwards. Estimates `exact_edge_patching` (same arguments). It is EAP-IG's one step."""
+    scores = eap_ig_scores(model, clean_tokens, corrupted_tokens, metric, edges, steps=1,
+                           source_model=source_model)  # fmt: skip
+    return EdgeScores(scores.edges, scores.values, "eap")
 
 
-@contextmanager
-def _weight_path(model: HookedTransformer, source: HookedTransformer) -> Iterator:
+def _weight_path(model: HookedTransformer, source: HookedTransformer):
     """A function alpha -> a model with weights source + alpha * (model - source)."""
-    if source is model:
-        yield lambda alpha: model
-        return
-    between = copy.deepcopy(model)
-    start, end = dict(source.named_parameters()), dict(model.named_parameters())
+    between, start, end = [], dict(source.named_parameters()), dict(model.named_parameters())
 
     def at(alpha: float) -> HookedTransformer:
+        if source is model or alpha == 1:
+            return model
+        between[:] = between or [copy.deepcopy(model)]  # made once, when first needed
         with torch.no_grad():
-            for name, p in between.named_parameters():
+            for name, p in between[0].named_parameters():
                 p.copy_(start[name] + alpha * (end[name] - start[name]))
-        return between
+        return between[0]
 
-    yield at
+    return at
 
 
 def eap_ig_scores(
@@ -414,22 +353,22 @@ def eap_ig_scores(
     source_model: HookedTransformer | None = None,
 ) -> EdgeScores:
     """EAP-IG (inputs variant): EAP with the gradient averaged over `steps` runs whose block-0
-    input is corrupted + k / steps * (clean - corrupted), k = 0..steps-1 (and, across two models,
+    input is corrupted + k / steps * (clean - corrupted), k = 1..steps (and, across two models,
     whose weights move likewise from `source_model`'s to `model`'s); see the module docstring.
     `steps + 2` forwards and `steps` backwards."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    graph, source, clean, corrupted = _prepare(model, clean_tokens, corrupted_tokens, source_model)
-    edges = graph.edges if edges is None else tuple(edges)
-    graph.index(edges)
-    with edge_hooks(model, source), _weight_path(model, source) as path:
+    graph, source, clean, corrupted, edges = _prepare(model, clean_tokens, corrupted_tokens,
+                                                      source_model, edges)  # fmt: skip
+    with edge_hooks(model, source):
         corrupt_up = _upstream_outputs(source, graph, corrupted)
         clean_up = _upstream_outputs(model, graph, clean)
-        start, end = corrupt_up[:, :, 0], clean_up[:, :, 0]
-        grads = sum(_input_gradients(path(k / steps), graph, clean, metric,
-                                     start + (k / steps) * (end - start))
-                    for k in range(steps)) / steps  # fmt: skip
-    return _scores(graph, edges, corrupt_up - clean_up, grads, "eap-ig")
+        start, end, path = corrupt_up[:, :, 0], clean_up[:, :, 0], _weight_path(model, source)
+        alphas = [k / steps for k in range(1, steps + 1)]
+        grads = sum(_input_gradients(path(a), graph, clean, metric, start + a * (end - start))
+                    for a in alphas) / steps  # fmt: skip
+    matrix = torch.einsum("bpfd,bpnd->fn", corrupt_up - clean_up, grads)  # [upstream, downstream]
+    return EdgeScores(edges, matrix[graph.index(edges)].cpu(), "eap-ig")
 
 
 def top_edges(scores: EdgeScores, n: int, *, absolute: bool = True) -> tuple[str, ...]:
@@ -441,17 +380,13 @@ def top_edges(scores: EdgeScores, n: int, *, absolute: bool = True) -> tuple[str
     return tuple(scores.edges[i] for i in order.tolist())
 
 
-def circuit(
-    scores: EdgeScores, threshold: float | None = None, top_n: int | None = None
-) -> tuple[str, ...]:
+def circuit(scores: EdgeScores, threshold: float | None = None, top_n: int | None = None):
     """The edges with |score| >= `threshold`, or the `top_n` largest (exactly one of the two),
     largest first."""
     if (threshold is None) == (top_n is None):
         raise ValueError("give exactly one of threshold and top_n")
-    if top_n is not None:
-        return top_edges(scores, top_n)
-    kept = int((scores.values.abs() >= threshold).sum())
-    return top_edges(scores, kept)
+    n = top_n if top_n is not None else int((scores.values.abs() >= threshold).sum())
+    return top_edges(scores, n)
 
 
 def faithfulness_curve(
@@ -467,20 +402,18 @@ def faithfulness_curve(
 ) -> FaithfulnessCurve:
     """For each k, the metric with the top-k edges of `scores` (by |score|) clean and every other
     edge of the graph corrupted (module docstring), and its normalised recovery."""
-    graph, source, clean, corrupted = _prepare(model, clean_tokens, corrupted_tokens, source_model)
+    graph, source, clean, corrupted, _ = _prepare(model, clean_tokens, corrupted_tokens,
+                                                  source_model, None)  # fmt: skip
     ks = tuple(ks)
-    all_up, all_down = graph.index(graph.edges)
-    full = _edge_masks(graph, all_up, all_down, "cpu").any(0)
+    full = _edge_masks(graph, graph.edges).any(0)
     masks = [torch.zeros_like(full), full]  # clean, corrupted
     for k in ks:
         up, down = graph.index(top_edges(scores, k))
-        mask = full.clone()
-        mask[up, down] = False
-        masks.append(mask)
+        masks.append(full.clone().index_put_((up, down), torch.tensor(False)))
     with edge_hooks(model, source):
         corrupt_up = _upstream_outputs(source, graph, corrupted)
-        values = _run_masks(model, graph, clean, corrupt_up, torch.stack(masks).to(clean.device),
-                            metric, batch_edges).cpu()  # fmt: skip
+        masks = torch.stack(masks).to(clean.device)
+        values = _masked_metric(model, graph, clean, corrupt_up, masks, metric, batch_edges).cpu()
     clean_value, corrupted_value, curve = values[0], values[1], values[2:]
     recovered = (curve - corrupted_value) / (clean_value - corrupted_value)
     return FaithfulnessCurve(ks, curve, recovered, float(clean_value), float(corrupted_value))

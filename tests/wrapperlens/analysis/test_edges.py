@@ -65,8 +65,9 @@ def _upstream(cache, node):
     return cache[f"blocks.{layer}.attn.hook_result"][:, :, int(head)]
 
 
-def brute_force_edge_patching(model, clean, corrupted, metric, source=None):
-    """Each edge alone: add (corrupted - clean) output of u to v's input in a clean run."""
+def brute_force_edge_patching(model, clean, corrupted, metric, source=None, scale=1.0):
+    """Each edge alone: add `scale` * (corrupted - clean) output of u to v's input in a clean
+    run; the metric's change."""
     source = model if source is None else source
     for m in (model, source):
         m.set_use_split_qkv_input(True)
@@ -87,7 +88,7 @@ def brute_force_edge_patching(model, clean, corrupted, metric, source=None):
         else:
             name, head = f"blocks.{v[1:]}.hook_mlp_in", None
 
-        def add(act, hook, delta=delta, head=head):
+        def add(act, hook, delta=scale * delta, head=head):
             act = act.clone()
             if head is None:
                 act += delta
@@ -169,16 +170,38 @@ def _spearman(a, b):
     return float(torch.corrcoef(torch.stack(ranks))[0, 1])
 
 
-def test_eap_ig_tracks_exact_patching_at_least_as_well_as_eap_on_a_layernorm_model(tokens):
-    """Spearman over all 75 edges of a random LN model (measured: see the asserts)."""
+def test_eap_ig_tracks_exact_patching_at_least_as_well_as_eap_on_layernorm_models(tokens):
+    """Spearman with exact patching over all 75 edges of random LN models, seeds 0-3, steps=5.
+
+    Measured (this test's print): EAP 0.754 0.773 0.877 0.887 (mean 0.823), EAP-IG 0.829 0.786
+    0.895 0.902 (mean 0.853). Seeds 4-7 gave EAP 0.936 0.723 0.781 0.758, EAP-IG 0.957 0.759
+    0.780 0.869: IG is ahead on average and never far behind, not ahead on every model."""
     clean, corrupted = tokens
-    model = make_model(normalization_type="LN")
-    exact = exact_edge_patching(model, clean, corrupted, METRIC).values
-    eap = _spearman(eap_scores(model, clean, corrupted, METRIC).values, exact)
-    ig = _spearman(eap_ig_scores(model, clean, corrupted, METRIC, steps=5).values, exact)
-    print(f"Spearman with exact edge patching: EAP {eap:.4f}, EAP-IG {ig:.4f}")
-    assert ig >= eap - 0.0
-    assert ig > 0.5
+    eap, ig = [], []
+    for seed in range(4):
+        model = make_model(seed, normalization_type="LN")
+        exact = exact_edge_patching(model, clean, corrupted, METRIC).values
+        eap.append(_spearman(eap_scores(model, clean, corrupted, METRIC).values, exact))
+        ig.append(_spearman(eap_ig_scores(model, clean, corrupted, METRIC, steps=5).values, exact))
+    print("Spearman with exact edge patching: EAP", [round(x, 3) for x in eap],
+          "EAP-IG", [round(x, 3) for x in ig])  # fmt: skip
+    assert sum(ig) / 4 >= sum(eap) / 4 + 0.01
+    assert min(ig) > 0.7 and min(eap) > 0.6
+
+
+def test_eap_is_the_derivative_of_the_patch_on_a_layernorm_model(tokens):
+    """d/de metric(input_v + e * (corrupted - clean) u_out) at e = 0, by central differences."""
+    clean, corrupted = tokens
+    model = make_model(normalization_type="LN", dtype=torch.float64)
+    eps = 1e-5
+    with torch.no_grad():
+        up = brute_force_edge_patching(model, clean, corrupted, METRIC, scale=eps)
+        down = brute_force_edge_patching(model, clean, corrupted, METRIC, scale=-eps)
+    derivative = torch.tensor([(up[e] - down[e]) / (2 * eps) for e in up], dtype=torch.float64)
+    eap = eap_scores(model, clean, corrupted, METRIC)
+    assert eap.edges == tuple(up)
+    torch.testing.assert_close(eap.values, derivative, atol=1e-7, rtol=1e-5)
+    assert derivative.abs().max() > 1e-2
 
 
 def test_a_circuit_of_no_edges_is_the_corrupted_run_and_of_all_edges_the_clean_run(tokens):
