@@ -22,7 +22,8 @@ every other node (v's own output included) being computed normally from its inpu
 change reaches the rest of the model only through v. The edge's score is metric(patched) -
 metric(clean). Corrupting a *set* of edges replaces each of them so, u_out(this run) being read
 in the patched run itself: corrupting every edge gives the corrupted run; every edge into
-`logits`, the corrupted final residual stream (the outputs sum to it; the biases are shared).
+`logits`, the corrupted final residual stream (the outputs sum to it; the biases are shared;
+across two models, both read through `model`'s biases, final normalisation and unembedding).
 
 The corrupted run is `model` on `corrupted_tokens`, or, across a pretrained / fine-tuned pair,
 `source_model` (same architecture) on `corrupted_tokens` (default: the clean tokens), whose node

@@ -224,6 +224,21 @@ def test_a_circuit_of_no_edges_is_the_corrupted_run_and_of_all_edges_the_clean_r
     torch.testing.assert_close(curve.recovered, torch.tensor([0.0, 0.0, 1.0]), atol=1e-4, rtol=0)
 
 
+def test_leaves_both_models_as_they_were_and_works_on_frozen_models(tokens):
+    clean, corrupted = tokens
+    model, source = make_model(normalization_type="LN"), make_model(1, normalization_type="LN")
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in (model, source)]
+    scores = eap_ig_scores(model, clean, corrupted, METRIC, steps=3, source_model=source)
+    for m, state in zip((model, source), before):
+        assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
+        assert all(p.grad is None and p.requires_grad for p in m.parameters())
+        assert not (m.cfg.use_attn_result or m.cfg.use_split_qkv_input or m.cfg.use_hook_mlp_in)
+    model.requires_grad_(False)
+    frozen = eap_ig_scores(model, clean, corrupted, METRIC, steps=3, source_model=source)
+    torch.testing.assert_close(frozen.values, scores.values, atol=0, rtol=0)
+    assert scores.values.abs().max() > 1e-2
+
+
 def test_top_edges_and_circuit_pick_the_largest_scores():
     scores = EdgeScores(("a", "b", "c", "d"), torch.tensor([0.1, -3.0, 2.0, 0.5]), "hand")
     assert top_edges(scores, 2) == ("b", "c")
