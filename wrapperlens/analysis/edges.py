@@ -38,13 +38,14 @@ carries the 1 / batch), as EAP-IG's code does (github.com/hannamw/EAP-IG, `src/e
   `src/eap/attribute.py`, the "inputs" variant): the same difference dotted with the gradient
   averaged over `steps` runs whose embeddings are corrupted + alpha * (clean - corrupted),
   alpha = k / steps for k = 1..steps (the current code; early versions took k = 0..steps-1), so
-  `steps=1` is EAP. Across two models the line also runs through the weights, source + alpha *
-  (model - source), so that it joins the two runs; EAP-IG defines only the one-model path.
+  `steps=1` is EAP. Across two models the runs are `model`'s, the corrupted embeddings the
+  source's (so with the same embeddings and tokens every step is the clean run: EAP), because
+  exact patching changes an input of `model`; a path through the weights as well tracked it
+  worse on random pairs.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -327,22 +328,6 @@ def eap_scores(
     return EdgeScores(scores.edges, scores.values, "eap")
 
 
-def _weight_path(model: HookedTransformer, source: HookedTransformer):
-    """A function alpha -> a model with weights source + alpha * (model - source)."""
-    between, start, end = [], dict(source.named_parameters()), dict(model.named_parameters())
-
-    def at(alpha: float) -> HookedTransformer:
-        if source is model or alpha == 1:
-            return model
-        between[:] = between or [copy.deepcopy(model)]  # made once, when first needed
-        with torch.no_grad():
-            for name, p in between[0].named_parameters():
-                p.copy_(start[name] + alpha * (end[name] - start[name]))
-        return between[0]
-
-    return at
-
-
 def eap_ig_scores(
     model: HookedTransformer,
     clean_tokens: Int[Tensor, "batch pos"],
@@ -354,9 +339,8 @@ def eap_ig_scores(
     source_model: HookedTransformer | None = None,
 ) -> EdgeScores:
     """EAP-IG (inputs variant): EAP with the gradient averaged over `steps` runs whose block-0
-    input is corrupted + k / steps * (clean - corrupted), k = 1..steps (and, across two models,
-    whose weights move likewise from `source_model`'s to `model`'s); see the module docstring.
-    `steps + 2` forwards and `steps` backwards."""
+    input is corrupted + k / steps * (clean - corrupted), k = 1..steps, all in `model` (also
+    across two models); see the module docstring. `steps + 2` forwards and `steps` backwards."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     graph, source, clean, corrupted, edges = _prepare(model, clean_tokens, corrupted_tokens,
@@ -364,9 +348,9 @@ def eap_ig_scores(
     with edge_hooks(model, source):
         corrupt_up = _upstream_outputs(source, graph, corrupted)
         clean_up = _upstream_outputs(model, graph, clean)
-        start, end, path = corrupt_up[:, :, 0], clean_up[:, :, 0], _weight_path(model, source)
+        start, end = corrupt_up[:, :, 0], clean_up[:, :, 0]
         alphas = [k / steps for k in range(1, steps + 1)]
-        grads = sum(_input_gradients(path(a), graph, clean, metric, start + a * (end - start))
+        grads = sum(_input_gradients(model, graph, clean, metric, start + a * (end - start))
                     for a in alphas) / steps  # fmt: skip
     matrix = torch.einsum("bpfd,bpnd->fn", corrupt_up - clean_up, grads)  # [upstream, downstream]
     return EdgeScores(edges, matrix[graph.index(edges)].cpu(), "eap-ig")

@@ -149,15 +149,14 @@ def test_eap_equals_exact_patching_where_the_metric_is_linear_in_the_edge(attn_o
     )
 
 
-def test_eap_ig_across_two_models_is_exact_into_the_logits_when_only_blocks_differ(tokens):
-    """The weight path leaves W_U (and so the logits' gradient) fixed if only blocks changed."""
+def test_eap_ig_across_two_models_is_exact_into_the_logits_without_normalisation(tokens):
+    """The path runs in `model`, whose logits are affine in the final residual stream."""
     clean, _ = tokens
     model = make_model(dtype=torch.float64)
     source = copy.deepcopy(model)
     with torch.no_grad():
-        for name, p in source.named_parameters():
-            if name.startswith("blocks."):
-                p.add_(0.3 * torch.randn_like(p))
+        for p in source.parameters():
+            p.add_(0.3 * torch.randn_like(p))
     into_logits = [e for e in EdgeGraph.of(model).edges if e.endswith("->logits")]
     exact = exact_edge_patching(model, clean, None, METRIC, into_logits, source_model=source)
     assert exact.values.abs().max() > 1e-2
@@ -175,7 +174,9 @@ def test_eap_ig_tracks_exact_patching_at_least_as_well_as_eap_on_layernorm_model
 
     Measured (this test's print): EAP 0.754 0.773 0.877 0.887 (mean 0.823), EAP-IG 0.829 0.786
     0.895 0.902 (mean 0.853). Seeds 4-7 gave EAP 0.936 0.723 0.781 0.758, EAP-IG 0.957 0.759
-    0.780 0.869: IG is ahead on average and never far behind, not ahead on every model."""
+    0.780 0.869: IG is ahead on average and never far behind, not ahead on every model. This is
+    a property of this shape only: random models are nearly linear, and on 3 layers of 4 heads
+    (d_model 24, 262 edges) EAP-IG was behind EAP on 6 of 8 seeds (mean 0.838 vs 0.859)."""
     clean, corrupted = tokens
     eap, ig = [], []
     for seed in range(4):
