@@ -65,14 +65,28 @@ def _upstream(cache, node):
     return cache[f"blocks.{layer}.attn.hook_result"][:, :, int(head)]
 
 
+def _downstream(model, node):
+    """(hook name, head or None) of a downstream node's input."""
+    if node == "logits":
+        return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", None
+    if "<" in node:
+        layer, rest = node[1:].split(".h")
+        return f"blocks.{layer}.hook_{rest[-2]}_input", int(rest[:-3])
+    return f"blocks.{node[1:]}.hook_mlp_in", None
+
+
+def _set_hooks(on, *models):
+    for m in models:
+        m.set_use_split_qkv_input(on)
+        m.set_use_attn_result(on)
+        m.set_use_hook_mlp_in(on)
+
+
 def brute_force_edge_patching(model, clean, corrupted, metric, source=None, scale=1.0):
     """Each edge alone: add `scale` * (corrupted - clean) output of u to v's input in a clean
     run; the metric's change."""
     source = model if source is None else source
-    for m in (model, source):
-        m.set_use_split_qkv_input(True)
-        m.set_use_attn_result(True)
-        m.set_use_hook_mlp_in(True)
+    _set_hooks(True, model, source)
     _, clean_cache = model.run_with_cache(clean)
     _, corrupted_cache = source.run_with_cache(corrupted)
     baseline = metric(model(clean))
@@ -80,13 +94,7 @@ def brute_force_edge_patching(model, clean, corrupted, metric, source=None, scal
     for edge in EdgeGraph.of(model).edges:
         u, v = edge.split("->")
         delta = _upstream(corrupted_cache, u) - _upstream(clean_cache, u)
-        if v == "logits":
-            name, head = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post", None
-        elif "<" in v:
-            layer, rest = v[1:].split(".h")
-            name, head = f"blocks.{layer}.hook_{rest[-2]}_input", int(rest[:-3])
-        else:
-            name, head = f"blocks.{v[1:]}.hook_mlp_in", None
+        name, head = _downstream(model, v)
 
         def add(act, hook, delta=scale * delta, head=head):
             act = act.clone()
@@ -96,11 +104,40 @@ def brute_force_edge_patching(model, clean, corrupted, metric, source=None, scal
                 act[:, :, head] += delta
             return act
 
-        scores[edge] = float(metric(model.run_with_hooks(clean, fwd_hooks=[(name, add)])) - baseline)
-    for m in (model, source):
-        m.set_use_split_qkv_input(False)
-        m.set_use_attn_result(False)
-        m.set_use_hook_mlp_in(False)
+        patched = model.run_with_hooks(clean, fwd_hooks=[(name, add)])
+        scores[edge] = float(metric(patched) - baseline)
+    _set_hooks(False, model, source)
+    return scores
+
+
+def brute_force_eap_ig(model, clean, corrupted, metric, steps):
+    """EAP-IG with backward hooks and the token and position embeddings interpolated."""
+    _set_hooks(True, model)
+    _, clean_cache = model.run_with_cache(clean)
+    _, corrupted_cache = model.run_with_cache(corrupted)
+    edges = EdgeGraph.of(model).edges
+    grads = {}
+
+    def keep(grad, hook):
+        grads[hook.name] = grads.get(hook.name, 0) + grad / steps
+
+    inputs = {name for name, _ in (_downstream(model, e.split("->")[1]) for e in edges)}
+    for k in range(1, steps + 1):
+        def mix(act, hook, a=k / steps):  # a leaf, so that block 0's inputs get gradients too
+            start, end = corrupted_cache[hook.name], clean_cache[hook.name]
+            return (start + a * (end - start)).requires_grad_(True)
+
+        with model.hooks(fwd_hooks=[("hook_embed", mix), ("hook_pos_embed", mix)],
+                         bwd_hooks=[(name, keep) for name in inputs]):  # fmt: skip
+            metric(model(clean)).backward()
+    scores = {}
+    for edge in edges:
+        u, v = edge.split("->")
+        name, head = _downstream(model, v)
+        grad = grads[name] if head is None else grads[name][:, :, head]
+        delta = _upstream(corrupted_cache, u) - _upstream(clean_cache, u)
+        scores[edge] = float((delta * grad).sum())
+    _set_hooks(False, model)
     return scores
 
 
@@ -147,6 +184,20 @@ def test_eap_equals_exact_patching_where_the_metric_is_linear_in_the_edge(attn_o
         exact_edge_patching(model, clean, corrupted, METRIC, into_logits).values,
         atol=1e-12, rtol=0,
     )
+
+
+def test_eap_ig_matches_backward_hooks_on_interpolated_embeddings(tokens):
+    clean, corrupted = tokens
+    model = make_model(normalization_type="LN", dtype=torch.float64)
+    expected = brute_force_eap_ig(model, clean, corrupted, METRIC, steps=4)
+    model.zero_grad(set_to_none=True)
+    scores = eap_ig_scores(model, clean, corrupted, METRIC, steps=4)
+    assert scores.edges == tuple(expected)
+    torch.testing.assert_close(scores.values, torch.tensor(list(expected.values()),
+                               dtype=torch.float64), atol=1e-10, rtol=0)  # fmt: skip
+    assert scores.values.abs().max() > 1e-2
+    # Not EAP: the path matters on an LN model.
+    assert (scores.values - eap_scores(model, clean, corrupted, METRIC).values).abs().max() > 1e-3
 
 
 def test_eap_ig_across_two_models_is_exact_into_the_logits_without_normalisation(tokens):
