@@ -234,7 +234,7 @@ def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Fl
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"batch_edges must be an int >= 1, got {chunk!r}")
     batch, values = tokens.shape[0], []
-    for part in masks.split(chunk):
+    for part in masks.split(chunk) if len(masks) else ():
         k = part.shape[0]
         diff = torch.zeros(k, *corrupt_up.shape, dtype=corrupt_up.dtype, device=tokens.device)
 
@@ -255,7 +255,7 @@ def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Fl
         with torch.no_grad(), model.hooks(fwd_hooks=hooks):
             logits = model(tokens.repeat(k, 1))
         values += [_mean_metric(metric, run) for run in logits.split(batch)]
-    return torch.stack(values)
+    return torch.stack(values) if values else torch.zeros(0, device=tokens.device)
 
 
 def _edge_masks(graph: EdgeGraph, edges: Sequence[str]) -> Tensor:

@@ -319,4 +319,7 @@ def test_refusals(tokens):
         eap_scores(model, clean, corrupted, lambda logits: logits[:, -1])
     with pytest.raises(ValueError, match="steps"):
         eap_ig_scores(model, clean, corrupted, METRIC, steps=0)
+    with pytest.raises(ValueError, match="batch_edges"):
+        exact_edge_patching(model, clean, corrupted, METRIC, batch_edges=0)
     assert not model.cfg.use_attn_result and not model.cfg.use_hook_mlp_in  # restored on error
+    assert exact_edge_patching(model, clean, corrupted, METRIC, edges=[]).values.shape == (0,)
