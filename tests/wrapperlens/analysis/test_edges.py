@@ -1,7 +1,8 @@
-"""Edge attribution against references written here: a hand count of the edges, exact edge
-patching against one-edge-at-a-time hooks on cached activations, EAP and EAP-IG against exact
-patching where the metric is linear in the edge, and the all-edges / no-edges runs of a circuit
-against the corrupted and clean runs."""
+"""Edge attribution against references written here: a hand count of the edges; exact edge
+patching against one-edge-at-a-time hooks on cached activations; EAP against central
+differences of those hooks, EAP-IG against backward hooks on interpolated embeddings, and both
+against exact patching where the metric is linear in the edge; the all-edges / no-edges runs of
+a circuit against the corrupted and clean runs."""
 
 import copy
 
