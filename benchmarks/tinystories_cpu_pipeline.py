@@ -100,12 +100,13 @@ def estimate(workers: int) -> dict:
     probe = _time(lambda: probe_story_features({"m": model}, inputs, p.probe), 1)
     probe = {k: v / 2 for k, v in probe.items()}
 
-    # A stand-in parent run (configs only) for resolving the deletion and reFT stages.
-    RunDir(tmp / "pt").write_config({"stage": "pretrain", "parent": None,
-                                     "prepared": str(tmp / "prepared"), "tokenizer": str(tmp / "tok")})
+    # A stand-in parent run (the pretraining's config, no weights) for resolving the deletion
+    # and reFT stages.
+    pretrain = resolve_story_run("pretrain", "cpu", prepared=tmp / "prepared",
+                                 tokenizer=tmp / "tok")
+    RunDir(tmp / "pt").write_config(pretrain.to_json())
     runs = {
-        "pretrain": resolve_story_run("pretrain", "cpu", prepared=tmp / "prepared",
-                                      tokenizer=tmp / "tok"),
+        "pretrain": pretrain,
         "delete": resolve_story_run("delete", "cpu", parent=tmp / "pt"),
         "reft": resolve_story_run("reft", "cpu", parent=tmp / "pt"),
     }

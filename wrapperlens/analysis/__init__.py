@@ -22,6 +22,11 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     "partial_forward": ("ENTRY_POINTS", "RowEdit", "SuffixForward", "suffix_unsupported_reason"),
     # Activation patching between two runs.
     "patching": ("Patch", "PatchingConfig", "ActivationPatcher", "activation_patching"),
+    # Edge attribution (EAP, EAP-IG) against exact edge patching; circuits and faithfulness.
+    "edges": (
+        "EdgeGraph", "EdgeScores", "FaithfulnessCurve", "edge_hooks", "exact_edge_patching",
+        "eap_scores", "eap_ig_scores", "top_edges", "circuit", "faithfulness_curve",
+    ),
     # Attribution patching: every patch's first-order estimate at once.
     "attribution": ("attribution_patching", "attribution_scores"),
     # A heatmap of a patching or attribution result.
