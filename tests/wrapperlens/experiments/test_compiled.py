@@ -49,11 +49,11 @@ def test_without_noise_the_compile_run_is_the_exact_program(tmp_path):
 def test_presets_compile_with_tracr_gains(preset):
     run = resolve_compiled("compile", preset)
     cfg = run.sections["compile"]
-    assert (cfg.gains, cfg.scale) == ("tracr", 30.0)
+    assert (cfg.gains, cfg.scale) == ("tracr", 15.0)
     assert cfg.slope == (300.0 if preset == "paper" else 100.0)
     w_k = max(abs(v).max() for k, v in run.description.weights.items() if k.endswith("W_K"))
     w_in = max(abs(v).max() for k, v in run.description.weights.items() if k.endswith("W_in"))
-    assert w_k == 30.0 and w_in <= cfg.slope
+    assert w_k == 15.0 and w_in <= cfg.slope
     exact = resolve_compiled("compile", preset, overrides={"compile.gains": "exact",
                                                           "compile.mlp_slope": 0.0})
     assert (exact.sections["compile"].scale, exact.sections["compile"].slope) == (1000.0, None)
