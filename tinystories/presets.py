@@ -33,15 +33,15 @@ evaluated every 30 steps and log-spaced, generations (64 per point, 350 tokens, 
 **cpu**: the offline story source (6000 stories), scaled so that the whole pipeline (per seed 2
 pretrainings, 6 deletions, 7 reFTs, probes of 15 models, comparisons, generations) fits the
 `cpu` reproduction's budget on 2 cores (`benchmarks/tinystories_cpu_pipeline.py --estimate`
-predicts 8.0 min for one seed). The model is the paper's architecture at 3 × 64 (0.28M
-parameters, vocabulary 1024, one whole record per row, `batches.layout="records"`); after 800
-pretraining steps it follows the Features instruction (a Twist prompt gives a twist story in 30
-of 32 samples; measured numbers in notebook 03). Stages are 10-40× shorter than the paper's
-(pretrain 800, deletion 100, reFT 150 steps of 32 records), so every LR is the paper's × 3-10 to
+predicts the minutes of one seed). The model is the paper's architecture at 3 × 64 (0.28M
+parameters, vocabulary 1024, one whole record per row, `batches.layout="records"`); after 600
+pretraining steps it follows the Features instruction (a Twist prompt gives a twist story in 29
+of 32 samples at seed 0; measured numbers in notebook 03). Stages are 40-50× shorter than the
+paper's (pretrain 600, deletion 75, reFT 100 steps of 32 records), so every LR is the paper's × 3-10 to
 move as far: pretraining 3e-3 (cosine), deletion η_M = 1e-3 and η_S = 1e-4 (a decade apart, as
 1e-4 / 1e-5), reFT 1e-4.
-Generations (32 per point, 200 tokens) at 0, 10, 20, 50 and 150 steps stand in for the paper's
-0/30/300/3000 of 4000 (20: the first evaluation at or after its early point, 7.5 % of reFT); the
+Generations (32 per point, 200 tokens) at 0, 10, 20, 50 and 100 steps stand in for the paper's
+0/30/300/3000 of 4000 (10: the first evaluation at or after its early point, 7.5 % of reFT); the
 twist loss averages 64 Twist test stories. Three seeds (`grid.seeds`), as every `cpu` grid.
 
 **demo**: the TinyStories part of the main job (`wrapperlens reproduce --preset demo`), under a
@@ -144,20 +144,21 @@ PAPER = _story_preset(
 )
 
 # Stages ~10x shorter than the paper's, so every LR is the paper's x 3-10 (see above).
-_CPU_DELETE = TrainConfig(steps=100, batch_size=32, schedule="constant", eval_every=30,
-                          log_spaced_eval=True, checkpoint_every=50)
+_CPU_DELETE = TrainConfig(steps=75, batch_size=32, schedule="constant", eval_every=25,
+                          log_spaced_eval=True, checkpoint_every=25)
 CPU = _story_preset(
     "cpu",
     etas={"M": 1e-3, "S": 1e-4},
     prepare=PrepareConfig(n_stories=6000, test_fraction=0.15),
     tokenizer=TokenizerConfig(vocab_size=1024, model_max_length=256),
     model=ModelConfig(architecture="llama", n_layers=3, d_model=64, n_heads=4, n_ctx=256),
-    pretrain=TrainConfig(steps=800, batch_size=32, lr=3e-3, warmup_frac=0.05, min_lr_frac=0.1,
+    pretrain=TrainConfig(steps=600, batch_size=32, lr=3e-3, warmup_frac=0.05, min_lr_frac=0.1,
                          eval_every=200, checkpoint_every=200),
     delete=_CPU_DELETE,
-    reft=dataclasses.replace(_CPU_DELETE, steps=150, checkpoint_every=75, lr=1e-4),
-    # 20: the first evaluation at or after the paper's early point, 300 of 4000 steps (claim 19)
-    eval=EvalConfig(n_loss_stories=64, generation_steps=(0, 10, 20, 50, 150), n_generations=32,
+    reft=dataclasses.replace(_CPU_DELETE, steps=100, eval_every=25, checkpoint_every=50,
+                             lr=1e-4),
+    # 10: the first evaluation at or after the paper's early point, 300 of 4000 steps (claim 19)
+    eval=EvalConfig(n_loss_stories=64, generation_steps=(0, 10, 20, 50, 100), n_generations=32,
                     max_new_tokens=200, generation_batch_size=32),
     probe=ProbeConfig(),
     probe_data=ProbeDataConfig(n_stories=900),

@@ -8,8 +8,8 @@ weights, SGD with momentum 0.9 (docs/choices.md#tracr-sgd-momentum), batch 96, 1
 C_Tr ∈ {0, 0.2, 0.5, 0.6, 0.8, 0.9, 1}.
 
 `cpu` keeps every setting of `paper` but the length of the Counter's inputs (24 letters: a
-quarter of the paper's cost per step) and the steps (600, with the same 20 % warmup), so that the
-whole grid of both programs over 3 seeds fits 30 minutes on 2 cores
+quarter of the paper's cost per step) and the steps (400, with the same 20 % warmup), so that the
+whole grid of both programs over 3 seeds takes about 6 minutes of the `cpu` reproduction on 2 cores
 (docs/choices.md#compiled-models-cpu).
 
 `demo` is the compiled part of the main job (`wrapperlens reproduce --preset demo`): the Counter
@@ -114,7 +114,7 @@ PAPER = _compiled_preset(
 )
 CPU = _compiled_preset(
     "cpu", task=CompiledTaskConfig(program="counter", length=24),
-    finetune=_sgd(600), reft=_sgd(600, log_spaced_eval=True),
+    finetune=_sgd(400), reft=_sgd(400, log_spaced_eval=True),
 )
 TINY = _compiled_preset(
     "tiny", task=CompiledTaskConfig(program="counter", length=12),

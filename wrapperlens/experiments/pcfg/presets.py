@@ -12,8 +12,8 @@ experiments) fits the 2-core budget (docs/reproduction.md#the-grid); the Indexer
 but not fine-tuned (no claim reads it): 32-token strings with a 16-token window, the 3rd
 occurrence for I,
 a 2-layer 64-wide model, the paper's next-token loss, pretraining on the Counter and Indexer
-families only (the ones fine-tuned; 2000 steps learn count a, and under P^H count b, while P^L
-leaves count b weak), 500 fine-tuning steps, and fine-tuning learning rates
+families only (the ones fine-tuned; 1500 steps learn count a, and under P^H count b, while P^L
+leaves count b weak), 400 fine-tuning and 200 reFT steps, and fine-tuning learning rates
 η_L / η_M / η_S = 3e-4 / 1e-4 / 1e-5: η_M and η_S one decade higher than the paper's (20x fewer
 steps need a larger step to move as far), η_L only 3x, so that every fine-tuning rate stays below
 the pretraining rate 1e-3 (docs/choices.md#each-stages-learning-rate-is-below-its-parents). With
@@ -72,14 +72,14 @@ CPU = _pcfg_preset(
     "cpu",
     etas={"L": 3e-4, "M": 1e-4, "S": 1e-5},  # M, S: the paper's × 10; L below pretraining
     # 32-token strings; the 3rd occurrence for I and the last `oo` pair for IC (see above).
-    # Pretraining on the Counter and Indexer families alone learns both in 2000 steps.
+    # Pretraining on the Counter and Indexer families alone learns both in 1500 steps.
     task=PCFGTaskConfig(text_length=32, count_window=16, index_occurrence=3,
                         pair_index_occurrence=1, token_offset=16, families=("C", "I")),
     model=ModelConfig(),  # the defaults: minGPT, 2 layers × 64, 4 heads
-    pretrain=TrainConfig(steps=2000, eval_every=500, checkpoint_every=500),
-    finetune=TrainConfig(steps=500, loss="answer", eval_every=100, checkpoint_every=250,
+    pretrain=TrainConfig(steps=1500, eval_every=500, checkpoint_every=500),
+    finetune=TrainConfig(steps=400, loss="answer", eval_every=100, checkpoint_every=200,
                          eval_samples=500),
-    reft=TrainConfig(steps=300, loss="answer", eval_every=30, log_spaced_eval=True,
+    reft=TrainConfig(steps=200, loss="answer", eval_every=30, log_spaced_eval=True,
                      eval_samples=500),
     grid=GridConfig(seeds=3, cells=("C:1:L", "C:1:M", "C:1:S", "C:0:M", "C:0:S", "C:0.8:M"),
                     prune_ks=(0, 1, 2, 3, 4, 6, 8, 12, 15), appendix=APPENDIX_EXPERIMENTS),
