@@ -36,9 +36,9 @@ pretrainings, 6 deletions, 7 reFTs, probes of 15 models, comparisons, generation
 predicts the minutes of one seed). The model is the paper's architecture at 3 × 64 (0.28M
 parameters, vocabulary 1024, one whole record per row, `batches.layout="records"`); after 600
 pretraining steps it follows the Features instruction (a Twist prompt gives a twist story in 29
-of 32 samples at seed 0; measured numbers in notebook 03). Stages are 40-50× shorter than the
-paper's (pretrain 600, deletion 75, reFT 100 steps of 32 records), so every LR is the paper's × 3-10 to
-move as far: pretraining 3e-3 (cosine), deletion η_M = 1e-3 and η_S = 1e-4 (a decade apart, as
+of 32 samples at seed 0; docs/choices.md#tinystories-cpu-data-model-and-stages). Stages are
+40-50× shorter than the paper's (pretrain 600, deletion 75, reFT 100 steps of 32 records), so
+every LR is the paper's × 3-10 to move as far: pretraining 3e-3 (cosine), deletion η_M = 1e-3 and η_S = 1e-4 (a decade apart, as
 1e-4 / 1e-5), reFT 1e-4.
 Generations (32 per point, 200 tokens) at 0, 10, 20, 50 and 100 steps stand in for the paper's
 0/30/300/3000 of 4000 (10: the first evaluation at or after its early point, 7.5 % of reFT); the

@@ -8,6 +8,8 @@ against the threshold (`decide`):
 - **reproduced**: every value is above the threshold;
 - **not reproduced**: none is;
 - **inconclusive**: the values straddle it (the spread across seeds decides nothing);
+- **undefined**: the runs are there, but the quantity is undefined on every one of them (e.g. a
+  ratio whose denominator, a gap the claim needs, is absent); the note says why;
 - **not covered**: the grid has none of the runs the claim needs (the note says which).
 
 Rules are written before the runs they judge (docs/reproduction.md).
@@ -68,13 +70,14 @@ def mean(values: Sequence[float]) -> float | None:
 def claim_record(claim: Claim, m: Measured) -> dict[str, Any]:
     """One claim's entry of results.json: its rule, values (NaNs left out), spread and status."""
     values = [v for v in m.values if not math.isnan(v)]
+    status = "undefined" if m.values and not values else decide(values, claim.threshold)
     return {
         "id": claim.id, "title": claim.title, "paper": claim.paper,
         "rule": claim.rule if claim.quantity else "", "quantity": claim.quantity,
         "threshold": claim.threshold if claim.quantity else None,
         "values": values, "mean": mean(values),
         "spread": [min(values), max(values)] if values else None, "floor": m.floor,
-        "status": decide(values, claim.threshold), "seeds_vary": m.seeds_vary,
+        "status": status, "seeds_vary": m.seeds_vary,
         "note": m.note if len(values) == len(m.values) else
         f"{m.note} ({len(m.values) - len(values)} undefined values left out)",
     }

@@ -6,6 +6,7 @@ seeds 3-5 into another directory; `combine` joins the two tables claim by claim:
 
 - **reproduced** / **not reproduced**: both halves say so;
 - **inconclusive**: the halves disagree, or either is inconclusive;
+- **undefined**: both halves ran it and its quantity is undefined on every seed of both;
 - **not covered**: either half has no runs for it (its note says which).
 
     python -m wrapperlens claims runs/cpu runs/cpu-seeds-3-5 --markdown

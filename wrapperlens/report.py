@@ -10,8 +10,9 @@ the page head once however many views there are. Nothing on the page is fetched 
 Sections, in order: the header (settings, preset, seeds and what they vary, run counts, every
 failed, missing or skipped run with its error); the claims table (docs/claims.md) with the
 measured mean and min-max over seeds next to the chance floor; each setting's plots (PCFG: the
-paper's Figs 5-9); the attention views; a collapsed table of every run's final accuracies and
-floors.
+paper's Figs 5-9); the attention views; the circuit diffs (a pretrained / fine-tuned pair's
+edges kept, gained, lost and reweighted, `wrapperlens.analysis.circuit_diff`, with its picture);
+a collapsed table of every run's final accuracies and floors.
 
 Every piece of text from the results is escaped; a figure or view whose data is missing shows a
 note saying so instead of failing the page.
@@ -19,6 +20,7 @@ note saying so instead of failing the page.
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import math
@@ -36,8 +38,8 @@ __all__ = ["write_report", "report_page", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
 STATUS_CLASSES = {"reproduced": "ok", "not reproduced": "bad", "inconclusive": "warn",
-                  "not covered": "none", "finished": "ok", "failed": "bad", "missing": "bad",
-                  "skipped": "none"}
+                  "undefined": "none", "not covered": "none", "finished": "ok", "failed": "bad",
+                  "missing": "bad", "skipped": "none"}
 RUN_STATUSES = ("finished", "failed", "missing", "skipped")
 
 _log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ def report_page(results: Mapping, out_dir: str | os.PathLike = ".",
     attention = _attention_section(Path(out_dir), results.get("analyses") or [], assets)
     body = [_header(results), _claims_section(results.get("claims") or []),
             _figures_section(results, figures or {}), attention,
+            _circuit_section(Path(out_dir), results.get("analyses") or []),
             _runs_section(results.get("runs") or []), _footer(results)]
     return _PAGE.format(title=_e(f"wrapperlens reproduction: {results.get('preset', '?')}"),
                         assets="\n".join(assets), style=_STYLE, body="\n".join(body))
@@ -246,6 +249,46 @@ def _inline_view(out_dir: Path, relative, assets: list[str]) -> str:
         if asset[0] not in assets:
             assets.append(asset[0])
     return f"<div class='attention'>{body['body']}</div>"
+
+
+def _circuit_section(out_dir: Path, analyses: list[Mapping]) -> str:
+    """Every circuit diff: its picture, counts, agreement with exact patching and edge table."""
+    diffs = [a for a in analyses if a.get("kind") == "circuit"]
+    if not diffs:
+        return ""
+    parts = ["<h2>Circuit diffs</h2><p class='note'>Edges of the pretrained and the fine-tuned "
+             "model's circuits (each its top edges by |score|): kept, reweighted (sign flip or a "
+             "factor beyond the ratio), gained by fine-tuning, lost (docs/edges.md).</p>"]
+    for diff in diffs:
+        result = diff.get("result") or {}
+        parts.append(f"<h3>{_e(diff.get('key'))}</h3>")
+        if diff.get("status") != "finished":
+            parts.append(f"<p class='note'>{_badge(diff.get('status'))} "
+                         f"{_e(diff.get('error') or 'no error recorded')}</p>")
+            continue
+        counts = ", ".join(f"{_e(n)} {_e(s)}" for s, n in (result.get("counts") or {}).items())
+        agree = result.get("spearman_vs_exact") or {}
+        agreement = "; ".join(f"{_e(m)} {_num(v)}" for m, v in agree.items())
+        parts.append(f"<p>{_e(result.get('method'))} scores of <code>{_e(result.get('metric'))}"
+                     f"</code>, top {_e(result.get('top_n'))} of {_e(result.get('edges'))} edges:"
+                     f" {counts}." + (f" Spearman with exact edge patching: {agreement}."
+                                      if agreement else "") + "</p>")
+        parts.append(_png(out_dir, result.get("png"), "circuit diff"))
+        rows = "".join(f"<tr><td><code>{_e(r.get('edge'))}</code></td><td>{_num(r.get('before'))}"
+                       f"</td><td>{_num(r.get('after'))}</td><td>{_e(r.get('status'))}</td></tr>"
+                       for r in result.get("rows") or [])
+        parts.append("<details><summary>Edges</summary><table><tr><th>edge</th><th>pretrained"
+                     f"</th><th>fine-tuned</th><th>status</th></tr>{rows}</table></details>")
+    return "\n".join(parts)
+
+
+def _png(out_dir: Path, relative, alt: str) -> str:
+    """A PNG written by an analysis, inlined as a data URI (or a note if it is missing)."""
+    path = out_dir / str(relative)
+    if not relative or not path.is_file():
+        return f"<p class='note'>Picture not found: {_e(relative)}</p>"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
 
 
 def _finals(run: Mapping) -> str:

@@ -35,7 +35,7 @@ __all__ = ["RESULTS_FORMAT", "RESULTS_FILE", "SCHEMA", "setting_view", "read_res
 RESULTS_FORMAT = 2
 RESULTS_FILE = "results.json"
 STATUSES = ("finished", "failed", "skipped", "missing")
-CLAIM_STATUSES = ("reproduced", "not reproduced", "inconclusive", "not covered")
+CLAIM_STATUSES = ("reproduced", "not reproduced", "inconclusive", "undefined", "not covered")
 
 
 def _number(v: Any) -> bool:

@@ -101,7 +101,7 @@ def test_claim18_fails_probes_that_fall_to_not_in_pt():
 def test_claim18_is_undefined_when_the_pretrained_model_never_decoded_twists():
     c = _claims(analyses=[_probe({"pretrained": [0.6, 0.7, 0.71], "control": [0.6, 0.7, 0.7],
                                   "deleted F-M": [0.6, 0.7, 0.7]})])[18]
-    assert c["status"] == "not covered" and "no gap" in c["note"]
+    assert c["status"] == "undefined" and "no gap" in c["note"]
 
 
 # ------------------------------------------------------------------------------- claim 19

@@ -38,6 +38,9 @@ def _results(seeds: list[int], statuses: dict[int, str], preset: str = "cpu") ->
     ("inconclusive", "inconclusive", "inconclusive"),
     ("reproduced", "not covered", "not covered"),
     ("not covered", "reproduced", "not covered"),
+    ("undefined", "undefined", "undefined"),
+    ("undefined", "reproduced", "inconclusive"),
+    ("not reproduced", "undefined", "inconclusive"),
 ])
 def test_a_verdict_stands_only_where_both_halves_agree(chosen, held_out, joined):
     assert combined_status(chosen, held_out) == joined

@@ -180,3 +180,45 @@ def test_the_grid_s_prune_and_probe_jobs_report_units_and_every_random_init(ft):
     assert len(inits) == 2 and len(mean) == len(probed["layers"]) == m.n_layers + 1
     assert mean == pytest.approx([(a + b) / 2 for a, b in zip(*inits)])
     assert inits[0] != inits[1]  # two different random models, not one counted twice
+
+
+def test_the_circuit_job_scores_both_models_against_exact_edge_patching(ft):
+    """The job's saved scores of each model are EAP-IG's on prompts built here from the task
+    (count a against the same strings asking count b), and its exact-patching Spearman is the
+    rank correlation recomputed here from exact edge patching of each model."""
+    import json
+
+    from wrapperlens.analysis.edges import eap_ig_scores, exact_edge_patching
+    from wrapperlens.analysis.logit_metrics import logit_difference
+    from wrapperlens.experiments.pcfg.grid import circuit_job
+    from wrapperlens.experiments.pcfg.pairs import open_pair, question_inputs
+
+    run = {"dir": ft.name, "run_id": "circuit-job-test"}
+    value = circuit_job(str(ft.parent), run)
+    saved = json.loads((ft.parent / "analyses" / "circuit-circuit-job-test" /
+                        "circuit.json").read_text())
+    assert value["counts"] == saved["counts"] and value["edges"] == len(saved["edges"])
+    loaded, pretrained = open_pair(ft)
+    inputs = question_inputs(loaded, Question("C", "a"), 64, 0.0, "analysis/circuit")
+    b = Question("C", "b")
+    asked_b = torch.from_numpy(loaded.task.encode(inputs.batch.text, b,
+                                                  loaded.task.labels(inputs.batch.text, b)))
+    col = inputs.batch.answer_col
+    metric = logit_difference(inputs.answers, asked_b[:, col])
+    for name, model in (("pretrained", pretrained.model), ("finetuned", loaded.model)):
+        ours = eap_ig_scores(model, inputs.tokens, asked_b[:, :col], metric, steps=5)
+        assert tuple(saved["edges"]) == ours.edges
+        assert saved[f"{name}_scores"] == pytest.approx(ours.values.tolist(), abs=1e-6)
+        exact = exact_edge_patching(model, inputs.tokens, asked_b[:, :col], metric)
+        ranks = [x.argsort().argsort().double() for x in (ours.values, exact.values)]
+        rho = float(torch.corrcoef(torch.stack(ranks))[0, 1])
+        assert saved["spearman_vs_exact"][name] == pytest.approx(rho, abs=1e-9)
+
+
+@pytest.mark.parametrize("field, value", [("method", "ig"), ("ratio", 1.0), ("top_n", 0),
+                                          ("steps", 0)])
+def test_circuit_options_refuse_bad_values_naming_the_field(field, value):
+    from wrapperlens.experiments.pcfg.analysis_options import CircuitOptions
+
+    with pytest.raises(ConfigError, match=f"CircuitOptions.{field}"):
+        CircuitOptions(**{field: value})

@@ -225,6 +225,34 @@ def test_a_typo_in_a_config_file_stops_the_sweep_before_any_run(tmp_path):
     assert not (out / "runs").exists() and not (out / "jobs").exists()
 
 
+
+def test_the_report_shows_the_circuit_diff_of_the_grid_s_pair(finished):
+    """One circuit analysis (seed 0, low prior, C_Tr 1, η_M): its rows partition into the four
+    statuses, every edge of either top-n circuit is listed once, and the report inlines its
+    picture (the PNG file's own bytes) and names each edge."""
+    import base64
+
+    from wrapperlens.analysis.circuit_diff import EDGE_STATUSES
+
+    out, results = finished
+    circuits = [a for a in results["analyses"] if a["kind"] == "circuit"]
+    assert len(circuits) == 1
+    diff = circuits[0]
+    assert {k: diff["params"][k] for k in ("c_tr", "eta", "seed")} == {
+        "c_tr": 1.0, "eta": "M", "seed": 0}
+    result = diff["result"]
+    edges = [row["edge"] for row in result["rows"]]
+    assert len(edges) == len(set(edges)) and result["top_n"] <= len(edges) <= 2 * result["top_n"]
+    assert sum(result["counts"].values()) == len(edges)
+    assert {row["status"] for row in result["rows"]} <= set(EDGE_STATUSES)
+    assert all(-1.0 <= rho <= 1.0 for rho in result["spearman_vs_exact"].values())
+    page = (out / "report.html").read_text()
+    assert "<h2>Circuit diffs</h2>" in page and diff["key"] in page
+    png = base64.b64encode((out / result["png"]).read_bytes()).decode("ascii")
+    assert f"data:image/png;base64,{png}" in page
+    assert all(f"<code>{edge.replace('>', '&gt;').replace('<', '&lt;')}</code>" in page
+               for edge in edges)
+
 CHROMIUM = shutil.which("chromium")
 
 

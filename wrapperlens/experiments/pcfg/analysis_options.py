@@ -37,6 +37,8 @@ __all__ = [
     "AttributeOptions",
     "AttentionOptions",
     "WrapperMapOptions",
+    "CircuitOptions",
+    "EDGE_METHODS",
     "default_of",
 ]
 
@@ -303,6 +305,46 @@ class AttentionOptions:
         _fraction(self, "c_te")
         _operand(self, "prompt")
         _int_tuple(self, "layers", allow_none=True)
+
+
+#: Edge scoring methods of `CircuitOptions` (`wrapperlens.analysis.edges`).
+EDGE_METHODS = ("eap-ig", "eap", "exact")
+
+
+@dataclass(frozen=True)
+class CircuitOptions:
+    """The pretrained and fine-tuned circuits of "count a" and their diff, edge by edge.
+
+    Both models are scored on the same prompts asking O_PT (clean) against the same strings
+    asking O_FT (corrupted), metric = logit[O_PT answer] - logit[O_FT answer] at `<art>`.
+
+    Attributes:
+        method: "eap-ig", "eap" or "exact" (edge patching).
+        steps: EAP-IG's interpolation steps.
+        top_n: Edges in each circuit (by |score|).
+        ratio: Kept while |fine-tuned| / |pretrained| stays within this factor, else reweighted.
+        samples: Prompts scored.
+        compare_exact: Also run exact edge patching on both models and report the Spearman
+            correlation of the method's scores with it.
+    """
+
+    method: str = "eap-ig"
+    steps: int = 5
+    top_n: int = 20
+    ratio: float = 2.0
+    samples: int = 64
+    compare_exact: bool = True
+
+    def __post_init__(self) -> None:
+        _choice(self, "method", EDGE_METHODS)
+        _positive(self, "steps")
+        _positive(self, "top_n")
+        _positive(self, "samples")
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or \
+                not 1.0 < self.ratio < float("inf"):
+            _fail(self, "ratio", "a finite number above 1")
+        if not isinstance(self.compare_exact, bool):
+            _fail(self, "compare_exact", "true or false")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ functions run in worker processes and take JSON arguments only:
 
 - `PCFGRun.train_job` (`wrapperlens.experiment.ExperimentRun.train_job`): resolve one stage and
   train it into `OUT/runs/<run id>` (reused when finished, resumed when killed);
-- `prune_job`, `probe_job`, `attention_job`: one analysis of a finished run into
+- `prune_job`, `probe_job`, `attention_job`, `circuit_job`: one analysis of a finished run into
   `OUT/analyses/<kind>-<run id>/` (`wrapperlens.experiments.pcfg.analysis`), on the CPU (they
   take the sweep's `device` and leave it: the models are small).
 
@@ -34,7 +34,8 @@ from wrapperlens.experiments.pcfg.report_plots import FIGURES
 from wrapperlens.experiments.pcfg.stages import PCFGRun
 from wrapperlens.planning import GridJob, Planner, Setting
 
-__all__ = ["preset_grid", "plan", "prune_job", "probe_job", "attention_job", "SEED_ROLES",
+__all__ = ["preset_grid", "plan", "prune_job", "probe_job", "attention_job", "circuit_job",
+           "SEED_ROLES",
            "COUNT_A_NATURAL", "SETTING"]
 
 _HERE = "wrapperlens.experiments.pcfg.grid"
@@ -111,9 +112,12 @@ def _analyses(jobs: Planner, grid: GridConfig, cell: Cell, prior: str, seed: int
         jobs.analysis(f"prune/{key}", "prune", ft, f"{_HERE}:prune_job",
                       {"ks": list(grid.prune_ks), "random_draws": grid.prune_random_draws,
                        "random_seed": seed}, params)
-    if grid.attention and seed == grid.first_seed and prior == grid.priors[0] and cell.eta == "M":
+    one_pair = seed == grid.first_seed and prior == grid.priors[0] and cell.eta == "M"
+    if grid.attention and one_pair:
         jobs.analysis(f"attention/{key}", "attention", ft, f"{_HERE}:attention_job",
                       params=params)
+    if grid.circuit and one_pair:
+        jobs.analysis(f"circuit/{key}", "circuit", ft, f"{_HERE}:circuit_job", params=params)
 
 
 def probe_args(grid: GridConfig) -> dict[str, int]:
@@ -192,6 +196,19 @@ def attention_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:
 
     path = attention_run(Path(out) / run["dir"], _analysis_dir(out, "attention", run))
     return {"html": str(Path(path).relative_to(out)), "label": "pretrained vs fine-tuned"}
+
+
+def circuit_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:
+    """The pair's EAP-IG circuits and their diff (`analysis.circuit_run`); returns the diff's
+    rows and counts, the Spearman correlation with exact edge patching and the picture's path."""
+    from wrapperlens.experiments.pcfg.analysis import circuit_run
+
+    target = _analysis_dir(out, "circuit", run)
+    result = circuit_run(Path(out) / run["dir"], target)
+    keep = ("method", "metric", "top_n", "ratio", "samples", "rows", "counts",
+            "spearman_vs_exact")
+    return {**{k: result[k] for k in keep}, "edges": len(result["edges"]),
+            "png": str((target / "circuit.png").relative_to(out))}
 
 
 # ------------------------------------------------------------------------------- setting

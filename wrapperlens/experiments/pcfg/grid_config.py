@@ -12,6 +12,7 @@ The grid is priors × fine-tuning cells × seeds, plus the runs and analyses the
 | pruning | fine-tuning at `prune_eta` (low prior, Counter, C_Tr = 1) | top-K g·w units vs K random units |
 | probes | fine-tuning at `probe_etas` (Counter, C_Tr = 0 and 1) | count(a) by layer: fine-tuned, pretrained, `probe_random_inits` random inits |
 | attention | seed 0, low prior, Counter, C_Tr = 1, η_M | the pair's attention patterns |
+| circuit | seed 0, low prior, Counter, C_Tr = 1, η_M | the pair's circuits (EAP-IG) and their diff |
 | appendix | seed × experiment of `appendix` | claims 13-16 (App. E, H.1): `wrapperlens.experiments.pcfg.appendix` |
 
 Every section can be overridden like the others: `--grid.seeds=5`, `--grid.cells=C:1:M,C:0.8:M`.
@@ -85,6 +86,8 @@ class GridConfig:
         probe_random_inits: Random-init baselines of every probe (their mean is the floor a
             probe of an untrained model reaches).
         attention: Write the attention view of one pair.
+        circuit: Score the edges of the same pair (EAP-IG, with exact edge patching beside it)
+            and diff its pretrained and fine-tuned circuits (`wrapperlens.analysis.circuit_diff`).
         appendix: The appendix experiments run per seed (claims 13-16), any of "jailbreak",
             "randft", "mix" and "inhibitor" (`wrapperlens.experiments.pcfg.appendix`).
         mix: The fraction of pretraining data in each fine-tuning batch of the "mix" experiment
@@ -105,6 +108,7 @@ class GridConfig:
     probe_samples: int = 2000
     probe_random_inits: int = 3
     attention: bool = True
+    circuit: bool = True
     appendix: tuple[str, ...] = ()
     mix: float = 0.1
 
