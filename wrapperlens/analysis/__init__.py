@@ -28,7 +28,7 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "eap_scores", "eap_ig_scores", "top_edges", "circuit", "faithfulness_curve",
     ),
     # Two circuits edge by edge: kept, gained, lost, reweighted, as a table and a graph.
-    "circuit_diff": ("EDGE_STATUSES", "EdgeChange", "CircuitDiff", "circuit_diff",
+    "circuit_diff": ("EDGE_STATUSES", "EdgeChange", "CircuitDiff", "diff_circuits",
                      "plot_circuit_diff"),
     # Attribution patching: every patch's first-order estimate at once.
     "attribution": ("attribution_patching", "attribution_scores"),

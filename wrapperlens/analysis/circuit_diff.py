@@ -12,7 +12,7 @@ Score the same edges of both models with the same clean / corrupted prompts and 
 
     before = eap_ig_scores(pretrained, count_a, count_b, metric)
     after = eap_ig_scores(finetuned, count_a, count_b, metric)
-    diff = circuit_diff(before, after, top_n=20)
+    diff = diff_circuits(before, after, top_n=20)
     print(diff.markdown())            # one row per edge of either circuit
     plot_circuit_diff(diff)           # the graph: nodes by layer, edges coloured by status
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from wrapperlens.analysis.edges import EdgeScores, circuit
 
-__all__ = ["EdgeChange", "CircuitDiff", "circuit_diff", "plot_circuit_diff", "EDGE_STATUSES"]
+__all__ = ["EdgeChange", "CircuitDiff", "diff_circuits", "plot_circuit_diff", "EDGE_STATUSES"]
 
 EDGE_STATUSES = ("kept", "reweighted", "gained", "lost")
 _COLOURS = {"kept": "#7f7f7f", "reweighted": "#ff7f0e", "gained": "#2ca02c", "lost": "#d62728"}
@@ -46,7 +46,7 @@ class EdgeChange:
 
 @dataclass(frozen=True)
 class CircuitDiff:
-    """The edges of two circuits side by side (`circuit_diff`), largest |score| first."""
+    """The edges of two circuits side by side (`diff_circuits`), largest |score| first."""
 
     changes: tuple[EdgeChange, ...]
     method: str
@@ -76,7 +76,7 @@ class CircuitDiff:
                                       f"or a factor beyond {self.ratio:g})."])
 
 
-def circuit_diff(before: EdgeScores, after: EdgeScores, *, top_n: int | None = None,
+def diff_circuits(before: EdgeScores, after: EdgeScores, *, top_n: int | None = None,
                  threshold: float | None = None, ratio: float = 2.0) -> CircuitDiff:
     """Compare the circuits of `before` (pretrained) and `after` (fine-tuned) edge scores.
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from wrapperlens.analysis.circuit_diff import circuit_diff, plot_circuit_diff
+from wrapperlens.analysis.circuit_diff import diff_circuits, plot_circuit_diff
 from wrapperlens.analysis.edges import EdgeGraph, EdgeScores, exact_edge_patching
 from wrapperlens.analysis.logit_metrics import logit_difference
 
@@ -28,7 +28,7 @@ def test_each_status_is_given_where_it_is_built():
     after = scores(0.9, 0.7, 0.05, 2.0, 1.5, 0.0)
     # top 4 before: q (1.0), k (0.8), a0.h0->m0 (0.6), a0.h1->m0 (0.5);
     # top 4 after:  a0.h1->m0 (2.0), m0->logits (1.5), q (0.9), k (0.7).
-    diff = circuit_diff(before, after, top_n=4)
+    diff = diff_circuits(before, after, top_n=4)
     assert diff.of("kept") == ("input->a0.h0<q>",)  # 1.0 -> 0.9: same sign, within 2x
     assert set(diff.of("reweighted")) == {"input->a0.h1<k>",  # sign flip
                                           "a0.h1->m0"}        # 0.5 -> 2.0: a factor of 4
@@ -45,26 +45,26 @@ def test_each_status_is_given_where_it_is_built():
 
 def test_a_wider_ratio_keeps_what_a_narrow_one_reweights():
     before, after = scores(1.0, 0, 0, 0, 0, 0), scores(2.5, 0, 0, 0, 0, 0)
-    assert circuit_diff(before, after, top_n=1, ratio=2.0).of("reweighted") == (EDGES[0],)
-    assert circuit_diff(before, after, top_n=1, ratio=3.0).of("kept") == (EDGES[0],)
+    assert diff_circuits(before, after, top_n=1, ratio=2.0).of("reweighted") == (EDGES[0],)
+    assert diff_circuits(before, after, top_n=1, ratio=3.0).of("kept") == (EDGES[0],)
 
 
 def test_identical_scores_keep_every_edge_by_threshold():
     s = scores(1.0, -0.8, 0.6, 0.5, 0.01, 0.02)
-    diff = circuit_diff(s, s, threshold=0.1)
+    diff = diff_circuits(s, s, threshold=0.1)
     assert diff.counts() == {"kept": 4, "reweighted": 0, "gained": 0, "lost": 0}
 
 
 def test_refusals():
     other = EdgeScores(EDGES[::-1], torch.zeros(6), "eap-ig")
     with pytest.raises(ValueError, match="same edges in the same order"):
-        circuit_diff(scores(*[0.0] * 6), other, top_n=2)
+        diff_circuits(scores(*[0.0] * 6), other, top_n=2)
     with pytest.raises(ValueError, match="ratio must be a finite number above 1"):
-        circuit_diff(scores(*[0.0] * 6), scores(*[0.0] * 6), top_n=2, ratio=1.0)
+        diff_circuits(scores(*[0.0] * 6), scores(*[0.0] * 6), top_n=2, ratio=1.0)
     with pytest.raises(ValueError, match="exactly one of threshold and top_n"):
-        circuit_diff(scores(*[0.0] * 6), scores(*[0.0] * 6))
+        diff_circuits(scores(*[0.0] * 6), scores(*[0.0] * 6))
     with pytest.raises(ValueError, match="status must be one of"):
-        circuit_diff(scores(*[1.0] * 6), scores(*[1.0] * 6), top_n=2).of("added")
+        diff_circuits(scores(*[1.0] * 6), scores(*[1.0] * 6), top_n=2).of("added")
 
 
 def test_a_zeroed_head_loses_every_edge_out_of_it():
@@ -86,12 +86,12 @@ def test_a_zeroed_head_loses_every_edge_out_of_it():
     assert all(abs(after[e]) < 1e-6 for e in out_of_head)
     weakest = min(abs(before[e]) for e in out_of_head)
     assert weakest > 1e-5  # every such edge matters in the pretrained model, well above rounding
-    diff = circuit_diff(before, after, threshold=weakest / 2)
+    diff = diff_circuits(before, after, threshold=weakest / 2)
     assert set(diff.of("lost")) >= out_of_head
 
 
 def test_the_plot_draws_one_arrow_per_edge_and_a_legend_of_counts():
-    diff = circuit_diff(scores(1.0, -0.8, 0.6, 0.5, 0.01, 0.02),
+    diff = diff_circuits(scores(1.0, -0.8, 0.6, 0.5, 0.01, 0.02),
                         scores(0.9, 0.7, 0.05, 2.0, 1.5, 0.0), top_n=4)
     fig = plot_circuit_diff(diff, title="toy")
     ax = fig.axes[0]

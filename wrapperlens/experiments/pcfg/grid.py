@@ -199,9 +199,9 @@ def attention_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:
 
 
 def circuit_job(out: str, run: dict, device: str = "cpu") -> dict[str, Any]:
-    """The pair's EAP-IG circuits and their diff (`analysis.circuit_run`); returns the diff's
+    """The pair's EAP-IG circuits and their diff (`circuit.circuit_run`); returns the diff's
     rows and counts, the Spearman correlation with exact edge patching and the picture's path."""
-    from wrapperlens.experiments.pcfg.analysis import circuit_run
+    from wrapperlens.experiments.pcfg.circuit import circuit_run
 
     target = _analysis_dir(out, "circuit", run)
     result = circuit_run(Path(out) / run["dir"], target)
