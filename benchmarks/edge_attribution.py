@@ -141,9 +141,9 @@ SHAPES = {  # the PCFG presets' model shapes, context and vocabulary
 
 def shape_context(preset: str) -> tuple[int, int]:
     from tasks.data import PCFGTask
-    from wrapperlens.presets import get_preset
+    from wrapperlens.experiments.pcfg.presets import get
 
-    task = PCFGTask(get_preset(preset, "pcfg").task)
+    task = PCFGTask(get(preset).task)
     return task.n_ctx, len(task.vocab)
 
 
