@@ -63,8 +63,9 @@ def top_overlap(scores: EdgeScores, exact: EdgeScores, k: int) -> float:
 
 # ------------------------------------------------------------------------------- agreement
 def count_prompts(run_dir: str, batch: int, seed: int = 0):
-    """(fine-tuned, pretrained, clean, corrupted, metric) on the run's own task: "count a"
-    prompts, the same strings asked "count b", logit difference of the two answers."""
+    """(run, fine-tuned, pretrained, clean, corrupted, metric) on the run's own task: "count a"
+    prompts, the same strings asked "count b", logit difference of the two answers (also the
+    trained pair of `patching_speed.py --run`)."""
     from tasks.data import Question
     from wrapperlens.experiments.pcfg.stages import load_run
 
@@ -83,13 +84,14 @@ def count_prompts(run_dir: str, batch: int, seed: int = 0):
     corrupted = torch.from_numpy(asks[ft.operand][:, :col])
     right = torch.from_numpy(asks[ft.pretrain_operand][:, col])
     wrong = torch.from_numpy(asks[ft.operand][:, col])
-    return finetuned.eval(), pretrained.eval(), clean, corrupted, logit_difference(right, wrong)
+    metric = logit_difference(right, wrong)
+    return run, finetuned.eval(), pretrained.eval(), clean, corrupted, metric
 
 
 def agreement(run_dirs: list[str], batch: int) -> list[dict]:
     rows = []
     for run_dir in run_dirs:
-        finetuned, pretrained, clean, corrupted, metric = count_prompts(run_dir, batch)
+        _, finetuned, pretrained, clean, corrupted, metric = count_prompts(run_dir, batch)
         settings = {"one model": dict(corrupted_tokens=corrupted, source_model=None),
                     "pair": dict(corrupted_tokens=None, source_model=pretrained)}
         for name, how in settings.items():

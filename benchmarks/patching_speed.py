@@ -230,28 +230,10 @@ def run_scenarios(scenarios, metric, args) -> None:
 
 def trained_scenarios(args) -> None:
     """The sweep on a trained pretrained / fine-tuned pair and real PCFG prompts."""
-    import numpy as np
+    from edge_attribution import count_prompts  # this folder's sibling: the same prompts
 
-    from tasks.data import Question
-    from wrapperlens.experiments.pcfg.stages import load_run
-
-    run, finetuned = load_run(args.run)
-    if run.parent is None:
-        raise SystemExit(f"--run {args.run}: expected a finetune run (with a parent)")
-    _, pretrained = load_run(run.parent)
-    task, ft = run.task, run.finetune_data
-    rng = np.random.default_rng(0)
-    text = task.sample_text(rng, args.batch)
-    asks = {}
-    for operand in (ft.pretrain_operand, ft.operand):
-        question = Question(ft.family, operand)
-        asks[operand] = task.encode(text, question, task.labels(text, question))
-    col = task.answer_col
-    clean = torch.from_numpy(asks[ft.pretrain_operand][:, :col])
-    corrupted = torch.from_numpy(asks[ft.operand][:, :col])
-    right = torch.from_numpy(asks[ft.pretrain_operand][:, col])
-    wrong = torch.from_numpy(asks[ft.operand][:, col])
-    metric = logit_difference(right, wrong)
+    run, finetuned, pretrained, clean, corrupted, metric = count_prompts(args.run, args.batch)
+    ft = run.finetune_data
     cfg = finetuned.cfg
     print(f"trained run {args.run} (parent {run.parent}): {cfg.n_layers} layers x d_model "
           f"{cfg.d_model} x {cfg.n_heads} heads, {clean.shape[1]} positions, batch {args.batch}; "
