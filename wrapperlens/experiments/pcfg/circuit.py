@@ -20,6 +20,10 @@ import torch
 from transformer_lens import HookedTransformer
 
 from tasks.data import Question
+from wrapperlens.analysis.circuit_diff import diff_circuits, plot_circuit_diff
+from wrapperlens.analysis.edges import eap_ig_scores, eap_scores, exact_edge_patching
+from wrapperlens.analysis.figures import save_figure
+from wrapperlens.analysis.logit_metrics import logit_difference
 from wrapperlens.checkpoints import write_json
 from wrapperlens.experiments.pcfg.analysis import _spearman
 from wrapperlens.experiments.pcfg.analysis_options import CircuitOptions
@@ -43,11 +47,6 @@ def circuit_run(
     (every edge's two scores, the diff's rows and counts, and with `options.compare_exact` the
     Spearman correlation of each model's scores with exact edge patching) and ``circuit.png``.
     """
-    from wrapperlens.analysis.circuit_diff import diff_circuits, plot_circuit_diff
-    from wrapperlens.analysis.edges import eap_ig_scores, eap_scores, exact_edge_patching
-    from wrapperlens.analysis.figures import save_figure
-    from wrapperlens.analysis.logit_metrics import logit_difference
-
     o = options or CircuitOptions()
     ft, pt = open_pair(run_dir, pretrained)
     correlation = require_finetune(ft, "circuit")
