@@ -49,11 +49,7 @@ from wrapperlens.analysis.edges import (
 from wrapperlens.analysis.logit_metrics import logit_difference
 from wrapperlens.models import ModelConfig, build_model
 
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation (ties broken by position; scores here have none in practice)."""
-    ranks = [x.double().argsort().argsort().double() for x in (a, b)]
-    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+from patching_speed import spearman  # this folder's sibling: the same rank correlation
 
 
 def top_overlap(scores: EdgeScores, exact: EdgeScores, k: int) -> float:
