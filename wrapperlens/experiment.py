@@ -312,7 +312,7 @@ def read_run(run_dir: str | Path, expected: type[ExperimentRun] | None = None) -
 
     Raises:
         CheckpointError: the file names no registered experiment, another experiment than
-            `expected`, or does not parse.
+            `expected` (or one built on it: a wrappers run is a PCFG run), or does not parse.
     """
     run = RunDir(run_dir)
     config = run.read_config()
@@ -321,7 +321,7 @@ def read_run(run_dir: str | Path, expected: type[ExperimentRun] | None = None) -
         raise CheckpointError(f"{run.config_file}: 'experiment' is {name!r}; registered "
                               f"experiments: {', '.join(_EXPERIMENTS)}")
     cls = _EXPERIMENTS[name]
-    if expected is not None and cls is not expected:
+    if expected is not None and not issubclass(cls, expected):
         raise CheckpointError(f"{run.config_file}: a {name} run, not a {expected.name} run")
     return cls.from_config(config, str(run.config_file))
 

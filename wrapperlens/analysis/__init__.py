@@ -71,7 +71,7 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
         "plot_reft_curves",
     ),
     # Relative weight change of a component between a pretrained model and its fine-tuned copy.
-    "weight_change": ("weight_changes",),
+    "weight_change": ("component_parameters", "weight_changes"),
     # Where in the network fine-tuning's change lives.
     "wrapper_map": (
         "KINDS", "KIND_COMPONENTS", "SCORES", "WrapperMapConfig", "WrapperMap", "plot_wrapper_map",

@@ -19,12 +19,17 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-__all__ = ["weight_changes"]
+__all__ = ["component_parameters", "weight_changes"]
 
 
-def _slices(params: dict[str, Tensor], n_heads: int, kind: str, layer: int, index: int | None):
-    """(parameter name, selector) pairs of one component's own parameters (`params`: the
-    model's named parameters, built once by the caller: there is one call per head and neuron)."""
+def component_parameters(params: dict[str, Tensor], n_heads: int, kind: str, layer: int,
+                         index: int | None) -> list[tuple[str, tuple]]:
+    """(parameter name, selector) pairs of one component's own parameters (the module
+    docstring's list): ``params[name][selector]`` is its part of that parameter.
+
+    `params` is the model's ``dict(named_parameters())``, built once by the caller (there is one
+    call per head and neuron). The known-wrapper fine-tuning trains exactly these slices
+    (`wrapperlens.experiments.wrappers.stages`)."""
     if kind in ("attn", "mlp"):
         prefixes = (
             f"blocks.{layer}.{kind}.",
@@ -61,7 +66,7 @@ def weight_changes(
     with torch.no_grad():
         for kind, layer, index in components:
             delta_sq, base_sq = 0.0, 0.0
-            for name, sel in _slices(ft, finetuned.cfg.n_heads, kind, layer, index):
+            for name, sel in component_parameters(ft, finetuned.cfg.n_heads, kind, layer, index):
                 a, b = pt[name][sel].float(), ft[name][sel].float().to(pt[name].device)
                 delta_sq += float(((b - a) ** 2).sum())
                 base_sq += float((a**2).sum())

@@ -1,0 +1,140 @@
+"""The benchmark's leaderboard: how well each method finds the known wrappers, and how often it
+reports one where there is none.
+
+`leaderboard_tables(view)` reads the finished `localise` analyses of a reproduction (the
+wrappers setting's part of results.json) and returns two tables for results.json's `tables`:
+
+- `wrappers_leaderboard`, one row per method, over every (seed, known wrapper) pair: precision
+  at the wrapper's size, AUROC, revival (Acc O_PT after removing the method's top k minus after
+  k random units) as mean [min, max], the fraction of pairs where the revival exceeds the margin
+  (the wrapper is *found*), and over every (seed, K) of the negative controls the fraction where
+  it does (a *false positive*). The chance levels are the `random` method's row (a random
+  ranking) and, for precision, k / n beside it; the oracle row removes the known units;
+- `wrappers_by_wrapper`: precision per method and known wrapper (mean over seeds).
+
+`leaderboard_markdown(results)` prints both as markdown (`wrapperlens leaderboard DIR`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["COLUMNS", "leaderboard_tables", "leaderboard_markdown"]
+
+#: The leaderboard's columns: (key, heading).
+COLUMNS = (("method", "method"), ("precision", "precision@k"), ("auroc", "AUROC"),
+           ("revival", "revival"), ("found", "wrappers found"),
+           ("false_positives", "false positives (controls)"))
+
+
+def _spread(values: Sequence[float]) -> dict[str, Any] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def _rate(flags: Sequence[bool]) -> dict[str, Any] | None:
+    return {"rate": sum(flags) / len(flags), "count": sum(flags), "n": len(flags)} if flags else None
+
+
+Entry = tuple[dict, dict, dict]  # (params, the analysis's result, one spec of it)
+
+
+def _entries(view: Mapping[str, Any]) -> tuple[list[Entry], list[Entry]]:
+    """(params, result, spec) of every finished localise analysis: known wrappers, controls."""
+    wrapped, controls = [], []
+    for a in view["analyses"]:
+        if a.get("kind") != "localise" or a.get("status") != "finished" or not a.get("result"):
+            continue
+        for spec in a["result"]["specs"].values():
+            (controls if a["params"].get("family") == "control" else wrapped).append(
+                (a["params"], a["result"], spec))
+    return wrapped, controls
+
+
+def leaderboard_tables(view: Mapping[str, Any]) -> dict[str, Any]:
+    """The two tables of the module docstring (empty rows when no analysis finished)."""
+    wrapped, controls = _entries(view)
+    methods = list(dict.fromkeys(m for *_, spec in wrapped + controls for m in spec["methods"]))
+    margins = {a["result"]["revival_margin"] for a in view["analyses"]
+               if a.get("kind") == "localise" and a.get("result")}
+    rows = []
+    for method in methods:
+        mine = [s["methods"][method] for *_, s in wrapped if method in s["methods"]]
+        ctrl = [s["methods"][method] for *_, s in controls if method in s["methods"]]
+        rows.append({
+            "method": method,
+            "precision": _spread([m["precision"] for m in mine]),
+            "auroc": _spread([m["auroc"] for m in mine]),
+            "revival": _spread([m["revival"] for m in mine]),
+            "found": _rate([m["reports"] for m in mine]),
+            "false_positives": _rate([m["reports"] for m in ctrl]),
+        })
+    if wrapped:
+        rows.append({
+            "method": "oracle (the known units)", "precision": None, "auroc": None,
+            "revival": _spread([s["oracle_acc"] - s["random_acc"] for *_, s in wrapped]),
+            "found": _rate([s["oracle_acc"] - s["random_acc"] > r["revival_margin"]
+                            for _, r, s in wrapped]),
+            "false_positives": None})
+    families = list(dict.fromkeys(p["family"] for p, *_ in wrapped))
+    by_wrapper = []
+    for family in families:
+        mine = [(r, s) for p, r, s in wrapped if p["family"] == family]
+        specs = [s for _, s in mine]
+        row: dict[str, Any] = {"wrapper": family, "seeds": len(specs),
+                               "chance": _spread([s["chance_precision"] for s in specs])}
+        for method in methods:
+            row[method] = _spread([s["methods"][method]["precision"] for s in specs
+                                   if method in s["methods"]])
+        for model in ("pretrained", "finetuned"):  # Acc O_PT on the evaluation half
+            row[f"acc_{model}"] = _spread([r["acc"][model] for r, _ in mine])
+        by_wrapper.append(row)
+    return {"wrappers_leaderboard": {
+        "title": "Known-wrapper benchmark: which method finds the wrapper",
+        "columns": [list(c) for c in COLUMNS], "rows": rows,
+        "chance_precision": _spread([s["chance_precision"] for *_, s in wrapped]),
+        "revival_margin": next(iter(margins)) if len(margins) == 1 else None,
+        "pairs": len(wrapped), "controls": len(controls)},
+        "wrappers_by_wrapper": by_wrapper}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if "rate" in value:
+        return f"{value['count']}/{value['n']}"
+    return f"{value['mean']:.3f} [{value['min']:.3f}, {value['max']:.3f}]"
+
+
+def leaderboard_markdown(results: Mapping[str, Any]) -> str:
+    """The leaderboard and the per-wrapper precision of `results` as markdown tables."""
+    tables = results.get("tables", {})
+    board = tables.get("wrappers_leaderboard")
+    if not board or not board["rows"]:
+        return "No finished localise analyses in these results (run the wrappers setting)."
+    chance = board["chance_precision"]
+    lines = [f"| {' | '.join(h for _, h in board['columns'])} |",
+             "|" + "---|" * len(board["columns"])]
+    for row in board["rows"]:
+        lines.append("| " + " | ".join(row["method"] if k == "method" else _cell(row[k])
+                                       for k, _ in board["columns"]) + " |")
+    lines.append(f"\n{board['pairs']} (seed, wrapper) pairs, {board['controls']} (seed, K) "
+                 f"control removals; precision at chance (k / n) {_cell(chance)}; a wrapper is "
+                 f"found (or falsely reported) where the revival exceeds "
+                 f"{board['revival_margin']}.")
+    by = tables.get("wrappers_by_wrapper") or []
+    if by:
+        methods = [r["method"] for r in board["rows"] if not r["method"].startswith("oracle")]
+        lines += ["", "Precision at k per known wrapper, and Acc O_PT of the pair (evaluation half):",
+                  "", "| wrapper | seeds | Acc O_PT pretrained | fine-tuned | chance | "
+                  + " | ".join(methods) + " |", "|" + "---|" * (5 + len(methods))]
+        for row in by:
+            cells = [row["wrapper"], str(row["seeds"]), _cell(row["acc_pretrained"]),
+                     _cell(row["acc_finetuned"]), _cell(row["chance"])]
+            cells += [_cell(row.get(m)) for m in methods]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
