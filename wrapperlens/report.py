@@ -12,7 +12,7 @@ failed, missing or skipped run with its error); the claims table (docs/claims.md
 measured mean and min-max over seeds next to the chance floor; each setting's plots (PCFG: the
 paper's Figs 5-9); the attention views; the circuit diffs (a pretrained / fine-tuned pair's
 edges kept, gained, lost and reweighted, `wrapperlens.analysis.circuit_diff`, with its picture);
-a collapsed table of every run's final accuracies and floors.
+the tables a setting draws (the known-wrapper leaderboard, docs/wrappers.md); a collapsed table of every run's final accuracies and floors.
 
 Every piece of text from the results is escaped; a figure or view whose data is missing shows a
 note saying so instead of failing the page.
@@ -89,6 +89,7 @@ def report_page(results: Mapping, out_dir: str | os.PathLike = ".",
     body = [_header(results), _claims_section(results.get("claims") or []),
             _figures_section(results, figures or {}), attention,
             _circuit_section(Path(out_dir), results.get("analyses") or []),
+            _tables_section(results.get("tables") or {}),
             _runs_section(results.get("runs") or []), _footer(results)]
     return _PAGE.format(title=_e(f"wrapperlens reproduction: {results.get('preset', '?')}"),
                         assets="\n".join(assets), style=_STYLE, body="\n".join(body))
@@ -279,6 +280,30 @@ def _circuit_section(out_dir: Path, analyses: list[Mapping]) -> str:
                        for r in result.get("rows") or [])
         parts.append("<details><summary>Edges</summary><table><tr><th>edge</th><th>pretrained"
                      f"</th><th>fine-tuned</th><th>status</th></tr>{rows}</table></details>")
+    return "\n".join(parts)
+
+
+def _table_cell(value) -> str:
+    """A leaderboard cell: a spread {"mean", "min", "max"}, a rate {"count", "n"} or a value."""
+    if isinstance(value, Mapping) and "mean" in value:
+        return f"{_num(value['mean'])} ({_num(value['min'])}–{_num(value['max'])})"
+    if isinstance(value, Mapping) and "rate" in value:
+        return f"{_e(value['count'])}/{_e(value['n'])}"
+    return _num(value) if isinstance(value, (int, float)) else _e(value)
+
+
+def _tables_section(tables: Mapping) -> str:
+    """Every table that says how it is drawn ({"title", "note", "columns": [[key, heading]],
+    "rows"}), e.g. the known-wrapper leaderboard (docs/wrappers.md)."""
+    drawn = [t for t in tables.values() if isinstance(t, Mapping) and "columns" in t]
+    parts = []
+    for table in drawn:
+        head = "".join(f"<th>{_e(h)}</th>" for _, h in table["columns"])
+        rows = "".join("<tr>" + "".join(f"<td class='num'>{_table_cell(row.get(k))}</td>"
+                                        for k, _ in table["columns"]) + "</tr>"
+                       for row in table.get("rows") or [])
+        parts.append(f"<h2>{_e(table.get('title'))}</h2><p>{_e(table.get('note'))}</p><table>"
+                     f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
     return "\n".join(parts)
 
 

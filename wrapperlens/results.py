@@ -12,7 +12,8 @@ only reader; the report and `wrapperlens report` take what it returns). Layout:
                "floors": {metric: chance floor}}],
      "analyses": [{"setting", "key", "kind", "run": key of the analysed run, "params",
                    "status", "error", "result": the job's value}],
-     "tables": {name: rows} (e.g. "table3"),
+     "tables": {name: rows, or {"title", "note", "columns", "rows", ...}: a table the report
+                draws} (e.g. "table3", "wrappers_leaderboard"),
      "claims": [{"id", "setting", "title", "paper", "rule", "quantity", "threshold", "values",
                  "mean", "spread", "floor", "status", "seeds_vary", "note"}],
      "sha256": the SHA-256 of the rest (canonical JSON): an edited file is refused}
@@ -81,7 +82,9 @@ _TOP = {"format": lambda v: v == RESULTS_FORMAT,
             isinstance(n, int) and not isinstance(n, bool) for n in v.values()),
         "seed_roles": lambda v: isinstance(v, dict) and all(
             isinstance(r, dict) and all(map(_str, r.values())) for r in v.values()),
-        "tables": lambda v: isinstance(v, dict) and all(isinstance(t, list) for t in v.values()),
+        "tables": lambda v: isinstance(v, dict) and all(
+            isinstance(t, list) or (isinstance(t, dict) and isinstance(t.get("rows"), list))
+            for t in v.values()),
         **{section: lambda v: isinstance(v, list) for section in SCHEMA}}
 
 

@@ -234,20 +234,29 @@ def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Fl
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"batch_edges must be an int >= 1, got {chunk!r}")
     batch, values = tokens.shape[0], []
+    # One buffer for every chunk (a fresh one per chunk costs a page-faulting allocation of
+    # chunk * batch * pos * upstream * d_model floats each time). Every slot a patch reads is
+    # written by `record` earlier in the same forward, so it needs no zeroing.
+    buffer = torch.empty(min(chunk, len(masks)), *corrupt_up.shape, dtype=corrupt_up.dtype,
+                         device=tokens.device) if len(masks) else None
     for part in masks.split(chunk) if len(masks) else ():
         k = part.shape[0]
-        diff = torch.zeros(k, *corrupt_up.shape, dtype=corrupt_up.dtype, device=tokens.device)
+        diff = buffer[:k]
 
         def record(act, hook, where, k=k, diff=diff):
             act = act.reshape(k, batch, act.shape[1], -1, act.shape[-1])  # a node axis
             diff[:, :, :, where] = act - corrupt_up[:, :, where]
 
         def patch(act, hook, where, reads, k=k, diff=diff, part=part):
-            mask = part[:, :reads, where].to(diff.dtype)  # [k, reads, nodes]
-            if not bool(mask.any()):
+            mask = part[:, :reads, where]  # [k, reads, nodes]
+            runs = mask.flatten(1).any(1).nonzero().flatten()  # the runs that patch here
+            if not len(runs):
                 return act
-            change = torch.einsum("kbpfd,kfn->kbpnd", diff[:, :, :, :reads], mask)
-            return act - change.reshape(act.shape)
+            change = torch.einsum("kbpfd,kfn->kbpnd", diff[runs, :, :, :reads],
+                                  mask[runs].to(diff.dtype))
+            out = act.reshape(k, batch, act.shape[1], -1, act.shape[-1]).clone()
+            out[runs] -= change
+            return out.reshape(act.shape)
 
         hooks = [(n, lambda a, hook, w=w: record(a, hook, w)) for n, w in graph.upstream_hooks()]
         hooks += [(n, lambda a, hook, w=w, r=r: patch(a, hook, w, r))

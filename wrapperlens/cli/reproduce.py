@@ -20,16 +20,18 @@ from wrapperlens.cli.options import (add_command, add_config, add_device, add_no
 
 __all__ = ["REPRODUCE_COMMANDS", "add_reproduce_commands"]
 
-REPRODUCE_COMMANDS = ("reproduce", "report", "claims")
+REPRODUCE_COMMANDS = ("reproduce", "report", "claims", "leaderboard")
+#: The settings of the paper's claims (the default) and every setting `--settings` takes.
 SETTINGS = ("pcfg", "compiled", "tinystories")
+ALL_SETTINGS = (*SETTINGS, "wrappers")
 
 
 def _settings(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in SETTINGS]
+    unknown = [n for n in names if n not in ALL_SETTINGS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown settings {unknown or text!r}; known: "
-                                         f"{', '.join(SETTINGS)}")
+                                         f"{', '.join(ALL_SETTINGS)}")
     return names
 
 
@@ -37,8 +39,9 @@ def _setting_objects(names):
     """The `Setting` of each name (imported here: the CLI is the only place that knows them)."""
     from wrapperlens.experiments.compiled.grid import SETTING as COMPILED
     from wrapperlens.experiments.pcfg.grid import SETTING as PCFG
+    from wrapperlens.experiments.wrappers.grid import SETTING as WRAPPERS
 
-    known = {"pcfg": PCFG, "compiled": COMPILED}
+    known = {"pcfg": PCFG, "compiled": COMPILED, "wrappers": WRAPPERS}
     if "tinystories" in names:
         from tinystories.grid import SETTING as TINYSTORIES
 
@@ -77,7 +80,9 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
     add_preset(p, from_run=False, names="demo | cpu | paper | tiny", default="demo")
     p.add_argument("--settings", type=_settings, default=SETTINGS, metavar="LIST",
                    help="comma-separated settings to run into one directory and one report: "
-                   f"{', '.join(SETTINGS)} (default: all three, claims 1-20)")
+                   f"{', '.join(SETTINGS)} (default: all three, claims 1-20), and wrappers "
+                   "(the known-wrapper benchmark of localisation methods, docs/wrappers.md; "
+                   "presets cpu, tiny, paper)")
     add_out(p, "output directory (default: runs/reproduce-PRESET)", required=False)
     p.add_argument("--seeds", type=_positive, metavar="N",
                    help="seeds per setting (default: the preset's grid.seeds)")
@@ -117,6 +122,17 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
                    help="the same command's --out on seeds no rule was chosen on")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
 
+    p = add_command(
+        sub, "leaderboard", _leaderboard,
+        "Print the known-wrapper benchmark's leaderboard of a reproduce directory run with "
+        "--settings wrappers, as Markdown: per localisation method, precision at the wrapper's "
+        "size, AUROC, revival of Acc O_PT when its top units are removed, the wrappers it "
+        "finds and its false positives on the negative controls (docs/wrappers.md).",
+        help="The known-wrapper leaderboard of a reproduce directory",
+    )
+    p.add_argument("dir", type=Path, metavar="DIR",
+                   help="a `wrapperlens reproduce --settings wrappers` --out")
+
 
 def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     from wrapperlens.reproduction import failed_jobs, reproduce
@@ -137,8 +153,16 @@ def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 def _report(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
     from wrapperlens.reproduction import rebuild_report
 
-    rebuild_report(_setting_objects(SETTINGS), args.dir)
+    rebuild_report(_setting_objects(ALL_SETTINGS), args.dir)
     print(f"Written: {args.dir / 'results.json'}, {args.dir / 'report.html'}")
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
+    from wrapperlens.experiments.wrappers.leaderboard import leaderboard_markdown
+    from wrapperlens.results import read_results
+
+    print(leaderboard_markdown(read_results(args.dir)))
     return 0
 
 

@@ -4,12 +4,14 @@ reports one where there is none.
 `leaderboard_tables(view)` reads the finished `localise` analyses of a reproduction (the
 wrappers setting's part of results.json) and returns two tables for results.json's `tables`:
 
-- `wrappers_leaderboard`, one row per method, over every (seed, known wrapper) pair: precision
-  at the wrapper's size, AUROC, revival (Acc O_PT after removing the method's top k minus after
-  k random units) as mean [min, max], the fraction of pairs where the revival exceeds the margin
-  (the wrapper is *found*), and over every (seed, K) of the negative controls the fraction where
-  it does (a *false positive*). The chance levels are the `random` method's row (a random
-  ranking) and, for precision, k / n beside it; the oracle row removes the known units;
+- `wrappers_leaderboard`, one row per method: precision at the wrapper's size and AUROC over
+  every (seed, known wrapper) pair; the revival (Acc O_PT after removing the method's top k
+  minus after k random units) and the pairs where it exceeds the margin (the wrapper is
+  *found*) over the pairs whose wrapper *hides* the capability (fine-tuning lowered Acc O_PT by
+  more than the margin: elsewhere there is nothing to revive); over every (seed, k) of the
+  negative controls, the removals whose revival exceeds the margin (*false positives*). The
+  chance levels are the `random` method's row (a random ranking) and, for precision, k / n; the
+  oracle row removes the known units;
 - `wrappers_by_wrapper`: precision per method and known wrapper (mean over seeds).
 
 `leaderboard_markdown(results)` prints both as markdown (`wrapperlens leaderboard DIR`).
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["COLUMNS", "leaderboard_tables", "leaderboard_markdown"]
+__all__ = ["COLUMNS", "hides", "leaderboard_tables", "leaderboard_markdown"]
 
 #: The leaderboard's columns: (key, heading).
 COLUMNS = (("method", "method"), ("precision", "precision@k"), ("auroc", "AUROC"),
@@ -55,30 +57,39 @@ def _entries(view: Mapping[str, Any]) -> tuple[list[Entry], list[Entry]]:
     return wrapped, controls
 
 
+def hides(result: Mapping[str, Any]) -> bool:
+    """Whether the pair's fine-tuning lowered Acc O_PT by more than the revival margin (only
+    then can a removal revive it)."""
+    acc = result["acc"]
+    return acc["pretrained"] - acc["finetuned"] > result["revival_margin"]
+
+
 def leaderboard_tables(view: Mapping[str, Any]) -> dict[str, Any]:
     """The two tables of the module docstring (empty rows when no analysis finished)."""
     wrapped, controls = _entries(view)
+    hiding = [(p, r, s) for p, r, s in wrapped if hides(r)]
     methods = list(dict.fromkeys(m for *_, spec in wrapped + controls for m in spec["methods"]))
     margins = {a["result"]["revival_margin"] for a in view["analyses"]
                if a.get("kind") == "localise" and a.get("result")}
     rows = []
     for method in methods:
         mine = [s["methods"][method] for *_, s in wrapped if method in s["methods"]]
+        revived = [s["methods"][method] for *_, s in hiding if method in s["methods"]]
         ctrl = [s["methods"][method] for *_, s in controls if method in s["methods"]]
         rows.append({
             "method": method,
             "precision": _spread([m["precision"] for m in mine]),
             "auroc": _spread([m["auroc"] for m in mine]),
-            "revival": _spread([m["revival"] for m in mine]),
-            "found": _rate([m["reports"] for m in mine]),
+            "revival": _spread([m["revival"] for m in revived]),
+            "found": _rate([m["reports"] for m in revived]),
             "false_positives": _rate([m["reports"] for m in ctrl]),
         })
     if wrapped:
         rows.append({
             "method": "oracle (the known units)", "precision": None, "auroc": None,
-            "revival": _spread([s["oracle_acc"] - s["random_acc"] for *_, s in wrapped]),
+            "revival": _spread([s["oracle_acc"] - s["random_acc"] for *_, s in hiding]),
             "found": _rate([s["oracle_acc"] - s["random_acc"] > r["revival_margin"]
-                            for _, r, s in wrapped]),
+                            for _, r, s in hiding]),
             "false_positives": None})
     families = list(dict.fromkeys(p["family"] for p, *_ in wrapped))
     by_wrapper = []
@@ -93,12 +104,20 @@ def leaderboard_tables(view: Mapping[str, Any]) -> dict[str, Any]:
         for model in ("pretrained", "finetuned"):  # Acc O_PT on the evaluation half
             row[f"acc_{model}"] = _spread([r["acc"][model] for r, _ in mine])
         by_wrapper.append(row)
+    margin = next(iter(margins)) if len(margins) == 1 else None
+    note = (f"Mean (min–max). Precision and AUROC over {len(wrapped)} (seed, known wrapper) "
+            f"pairs; revival and found over the {len(hiding)} of them whose fine-tuning hides "
+            f"Acc O_PT (lowers it by more than {margin}): found where removing the method's top "
+            f"k units revives Acc O_PT by more than {margin} over k random units; false "
+            f"positives: the same on {len(controls)} (seed, k) removals from negative controls, "
+            "which never had the capability. The random row is the chance level "
+            "(docs/wrappers.md).")
     return {"wrappers_leaderboard": {
-        "title": "Known-wrapper benchmark: which method finds the wrapper",
+        "title": "Known-wrapper benchmark: which method finds the wrapper", "note": note,
         "columns": [list(c) for c in COLUMNS], "rows": rows,
         "chance_precision": _spread([s["chance_precision"] for *_, s in wrapped]),
-        "revival_margin": next(iter(margins)) if len(margins) == 1 else None,
-        "pairs": len(wrapped), "controls": len(controls)},
+        "revival_margin": margin,
+        "pairs": len(wrapped), "hiding": len(hiding), "controls": len(controls)},
         "wrappers_by_wrapper": by_wrapper}
 
 
@@ -122,8 +141,10 @@ def leaderboard_markdown(results: Mapping[str, Any]) -> str:
     for row in board["rows"]:
         lines.append("| " + " | ".join(row["method"] if k == "method" else _cell(row[k])
                                        for k, _ in board["columns"]) + " |")
-    lines.append(f"\n{board['pairs']} (seed, wrapper) pairs, {board['controls']} (seed, K) "
-                 f"control removals; precision at chance (k / n) {_cell(chance)}; a wrapper is "
+    lines.append(f"\nPrecision and AUROC over {board['pairs']} (seed, wrapper) pairs (chance "
+                 f"precision k / n: {_cell(chance)}); revival and found over the "
+                 f"{board['hiding']} whose fine-tuning hides Acc O_PT; false positives over "
+                 f"{board['controls']} (seed, k) removals from negative controls; a wrapper is "
                  f"found (or falsely reported) where the revival exceeds "
                  f"{board['revival_margin']}.")
     by = tables.get("wrappers_by_wrapper") or []
