@@ -72,6 +72,11 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     ),
     # Relative weight change of a component between a pretrained model and its fine-tuned copy.
     "weight_change": ("component_parameters", "weight_changes"),
+    # Every localisation method as one score per head and neuron, and ranking metrics.
+    "localisation": (
+        "LOCALISATION_METHODS", "UNIT_COMPONENTS", "unit_scores", "precision_at_k", "auroc",
+        "top_units",
+    ),
     # Where in the network fine-tuning's change lives.
     "wrapper_map": (
         "KINDS", "KIND_COMPONENTS", "SCORES", "WrapperMapConfig", "WrapperMap", "plot_wrapper_map",

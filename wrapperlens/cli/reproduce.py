@@ -127,11 +127,14 @@ def add_reproduce_commands(sub: argparse._SubParsersAction) -> None:
         "Print the known-wrapper benchmark's leaderboard of a reproduce directory run with "
         "--settings wrappers, as Markdown: per localisation method, precision at the wrapper's "
         "size, AUROC, revival of Acc O_PT when its top units are removed, the wrappers it "
-        "finds and its false positives on the negative controls (docs/wrappers.md).",
-        help="The known-wrapper leaderboard of a reproduce directory",
+        "finds and its false positives on the negative controls (docs/wrappers.md). With a "
+        "second directory of the same command on other seeds (--first-seed), both side by side.",
+        help="The known-wrapper leaderboard of one or two reproduce directories",
     )
     p.add_argument("dir", type=Path, metavar="DIR",
                    help="a `wrapperlens reproduce --settings wrappers` --out")
+    p.add_argument("held_out", type=Path, metavar="HELD_OUT", nargs="?",
+                   help="the same command's --out on other seeds")
 
 
 def _reproduce(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
@@ -159,10 +162,17 @@ def _report(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
 
 
 def _leaderboard(args: argparse.Namespace, overrides: Mapping[str, Any]) -> int:
-    from wrapperlens.experiments.wrappers.leaderboard import leaderboard_markdown
+    from wrapperlens.experiments.wrappers.leaderboard import joined_markdown, leaderboard_markdown
     from wrapperlens.results import read_results
 
-    print(leaderboard_markdown(read_results(args.dir)))
+    results = read_results(args.dir)
+    if args.held_out is None:
+        print(leaderboard_markdown(results))
+        return 0
+    try:
+        print(joined_markdown(results, read_results(args.held_out)))
+    except ValueError as e:
+        raise ValueError(f"{args.dir} and {args.held_out}: {e}") from None
     return 0
 
 

@@ -14,7 +14,9 @@ wrappers setting's part of results.json) and returns two tables for results.json
   oracle row removes the known units;
 - `wrappers_by_wrapper`: precision per method and known wrapper (mean over seeds).
 
-`leaderboard_markdown(results)` prints both as markdown (`wrapperlens leaderboard DIR`).
+`leaderboard_markdown(results)` prints both as markdown (`wrapperlens leaderboard DIR`);
+`joined_markdown(results, held_out)` puts two runs of the benchmark side by side, e.g. seeds 0-2
+and the held-out seeds 3-5 (`wrapperlens leaderboard DIR HELD_OUT`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["COLUMNS", "hides", "leaderboard_tables", "leaderboard_markdown"]
+__all__ = ["COLUMNS", "hides", "leaderboard_tables", "leaderboard_markdown", "joined_markdown"]
 
 #: The leaderboard's columns: (key, heading).
 COLUMNS = (("method", "method"), ("precision", "precision@k"), ("auroc", "AUROC"),
@@ -94,15 +96,15 @@ def leaderboard_tables(view: Mapping[str, Any]) -> dict[str, Any]:
     families = list(dict.fromkeys(p["family"] for p, *_ in wrapped))
     by_wrapper = []
     for family in families:
-        mine = [(r, s) for p, r, s in wrapped if p["family"] == family]
-        specs = [s for _, s in mine]
+        pairs = [(r, s) for p, r, s in wrapped if p["family"] == family]
+        specs = [s for _, s in pairs]
         row: dict[str, Any] = {"wrapper": family, "seeds": len(specs),
                                "chance": _spread([s["chance_precision"] for s in specs])}
         for method in methods:
             row[method] = _spread([s["methods"][method]["precision"] for s in specs
                                    if method in s["methods"]])
         for model in ("pretrained", "finetuned"):  # Acc O_PT on the evaluation half
-            row[f"acc_{model}"] = _spread([r["acc"][model] for r, _ in mine])
+            row[f"acc_{model}"] = _spread([r["acc"][model] for r, _ in pairs])
         by_wrapper.append(row)
     margin = next(iter(margins)) if len(margins) == 1 else None
     note = (f"Mean (min–max). Precision and AUROC over {len(wrapped)} (seed, known wrapper) "
@@ -158,4 +160,47 @@ def leaderboard_markdown(results: Mapping[str, Any]) -> str:
                      _cell(row["acc_finetuned"]), _cell(row["chance"])]
             cells += [_cell(row.get(m)) for m in methods]
             lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _board(results: Mapping[str, Any], name: str) -> dict[str, Any]:
+    board = results.get("tables", {}).get("wrappers_leaderboard")
+    if not board or not board["rows"]:
+        raise ValueError(f"{name} holds no finished localise analyses (run the wrappers setting)")
+    return board
+
+
+def joined_markdown(results: Mapping[str, Any], held_out: Mapping[str, Any]) -> str:
+    """The leaderboards of two runs (e.g. seeds 0-2 and 3-5) in one table, "first / second" in
+    every cell, with the seeds each covers.
+
+    Raises:
+        ValueError: either run has no leaderboard, or their methods differ.
+    """
+    first, second = _board(results, "the first directory"), _board(held_out, "the second")
+    if [r["method"] for r in first["rows"]] != [r["method"] for r in second["rows"]]:
+        raise ValueError("the two runs score different methods")
+
+    def short(v: Any) -> str:
+        if v is None:
+            return "-"
+        if "rate" in v:
+            return f"{v['count']}/{v['n']}"
+        return f"{v['mean']:.2f} [{v['min']:.2f}, {v['max']:.2f}]"
+
+    seeds = [sorted({r["params"]["seed"] for r in res["runs"]
+                     if r.get("setting") == "wrappers" and "seed" in r["params"]})
+             for res in (results, held_out)]
+    span = " / ".join(f"seeds {s[0]}-{s[-1]}" if s else "no seeds" for s in seeds)
+    heads = [h for _, h in first["columns"]]
+    lines = [f"| {' | '.join(heads)} |", "|" + "---|" * len(heads)]
+    for a, b in zip(first["rows"], second["rows"]):
+        cells = [f"{short(a[k])} / {short(b[k])}" for k, _ in first["columns"][1:]]
+        lines.append(f"| {a['method']} | " + " | ".join(cells) + " |")
+    lines.append(f"\nEach cell: {span}, mean [min, max]. "
+                 f"Pairs: {first['pairs']} / {second['pairs']} ({first['hiding']} / "
+                 f"{second['hiding']} hide Acc O_PT); control removals: {first['controls']} / "
+                 f"{second['controls']}; chance precision (k / n): "
+                 f"{short(first['chance_precision'])}; revival margin "
+                 f"{first['revival_margin']}.")
     return "\n".join(lines)
