@@ -65,8 +65,8 @@ __all__ = [
     "eap_scores", "eap_ig_scores", "top_edges", "circuit", "faithfulness_curve",
 ]  # fmt: skip
 
-_FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in")
-_RESULT, _INPUT = "blocks.{}.attn.hook_result", "blocks.{}.hook_{}_input"
+_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in")
+_INPUT = "blocks.{}.hook_{}_input"
 _MLP_IN = "blocks.{}.hook_mlp_in"
 _UNSUPPORTED = ("parallel_attn_mlp", "n_key_value_heads", "use_normalization_before_and_after",
                 "num_experts")  # fmt: skip
@@ -101,13 +101,16 @@ class EdgeGraph:
             names += [f"a{layer}.h{h}" for h in range(self.n_heads)] + [f"m{layer}"] * self.has_mlp
         return tuple(names)
 
-    def upstream_hooks(self) -> list[tuple[str, slice]]:
-        """(hook name, the upstream nodes it outputs), in forward order."""
-        hooks = [(hook_name("resid_pre", 0), slice(0, 1))]
+    def upstream_hooks(self) -> list[tuple[str, slice, int | None]]:
+        """(hook name, the upstream nodes it outputs, the layer whose W_O turns it into them),
+        in forward order. The heads' outputs are read from ``z``: `node_outputs` multiplies each
+        head's z by its own W_O, as TransformerLens's `hook_result` would, without its
+        [batch, pos, head, d_head, d_model] broadcast product (gigabytes at the paper's shape)."""
+        hooks = [(hook_name("resid_pre", 0), slice(0, 1), None)]
         for layer in range(self.n_layers):
             start, mlp = self._block(layer), self._block(layer) + self.n_heads
-            hooks.append((_RESULT.format(layer), slice(start, mlp)))
-            hooks += [(hook_name("mlp_out", layer), slice(mlp, mlp + 1))] * self.has_mlp
+            hooks.append((hook_name("z", layer), slice(start, mlp), layer))
+            hooks += [(hook_name("mlp_out", layer), slice(mlp, mlp + 1), None)] * self.has_mlp
         return hooks
 
     @cached_property
@@ -185,11 +188,11 @@ class FaithfulnessCurve:
 
 @contextmanager
 def edge_hooks(*models: HookedTransformer) -> Iterator[None]:
-    """Turn on the hooks the graph is read at (`use_split_qkv_input`, `use_attn_result`,
-    `use_hook_mlp_in`: TransformerLens leaves them off), and restore the flags afterwards."""
+    """Turn on the hooks the graph is read at (`use_split_qkv_input`, `use_hook_mlp_in`:
+    TransformerLens leaves them off), and restore the flags afterwards."""
     saved = [(m.cfg, {f: getattr(m.cfg, f) for f in _FLAGS}) for m in models]
     for m in models:
-        m.cfg.use_split_qkv_input = m.cfg.use_attn_result = True
+        m.cfg.use_split_qkv_input = True
         m.cfg.use_hook_mlp_in = not m.cfg.attn_only
     try:
         yield
@@ -220,12 +223,20 @@ def _prepare(model, clean_tokens, corrupted_tokens, source_model, edges):
     return graph, source, clean_tokens.to(device), corrupted_tokens.to(device), edges
 
 
+def node_outputs(model: HookedTransformer, act: Tensor, layer: int | None) -> Tensor:
+    """An upstream hook's activation as its nodes' outputs, [batch, pos, nodes, d_model]: a
+    head hook (`layer` set) holds z, and head h's output is ``z[..., h, :] @ W_O[h]``."""
+    if layer is not None:
+        act = torch.einsum("bphd,hdm->bphm", act, model.blocks[layer].attn.W_O)
+    return act.reshape(act.shape[0], act.shape[1], -1, act.shape[-1])
+
+
 def _upstream_outputs(model, graph: EdgeGraph, tokens) -> Float[Tensor, "batch pos up d_model"]:
     """Every upstream node's output on `tokens`."""
-    names = [name for name, _ in graph.upstream_hooks()]
+    hooks = graph.upstream_hooks()
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=names)
-    return torch.cat([cache[n].reshape(*tokens.shape, -1, cache[n].shape[-1]) for n in names], 2)
+        _, cache = model.run_with_cache(tokens, names_filter=[name for name, *_ in hooks])
+    return torch.cat([node_outputs(model, cache[name], layer) for name, _, layer in hooks], 2)
 
 
 def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Float[Tensor, "k"]:
@@ -243,22 +254,27 @@ def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Fl
         k = part.shape[0]
         diff = buffer[:k]
 
-        def record(act, hook, where, k=k, diff=diff):
-            act = act.reshape(k, batch, act.shape[1], -1, act.shape[-1])  # a node axis
-            diff[:, :, :, where] = act - corrupt_up[:, :, where]
+        def record(act, hook, where, layer, k=k, diff=diff):
+            out = node_outputs(model, act, layer)
+            out = out.reshape(k, batch, *out.shape[1:])
+            diff[:, :, :, where] = out - corrupt_up[:, :, where]
+            return act
 
         def patch(act, hook, where, reads, k=k, diff=diff, part=part):
             mask = part[:, :reads, where]  # [k, reads, nodes]
             runs = mask.flatten(1).any(1).nonzero().flatten()  # the runs that patch here
             if not len(runs):
                 return act
-            change = torch.einsum("kbpfd,kfn->kbpnd", diff[runs, :, :, :reads],
-                                  mask[runs].to(diff.dtype))
+            # sum over upstream f of diff[r, b, p, f, d] * mask[r, f, n], as a matmul (einsum's
+            # broadcast product would hold every (f, n) pair at once)
+            change = torch.matmul(diff[runs, :, :, :reads].transpose(-1, -2),
+                                  mask[runs, None, None].to(diff.dtype)).transpose(-1, -2)
             out = act.reshape(k, batch, act.shape[1], -1, act.shape[-1]).clone()
             out[runs] -= change
             return out.reshape(act.shape)
 
-        hooks = [(n, lambda a, hook, w=w: record(a, hook, w)) for n, w in graph.upstream_hooks()]
+        hooks = [(n, lambda a, hook, w=w, l=l: record(a, hook, w, l))
+                 for n, w, l in graph.upstream_hooks()]
         hooks += [(n, lambda a, hook, w=w, r=r: patch(a, hook, w, r))
                   for n, w, r in graph.downstream_hooks()]  # fmt: skip
         with torch.no_grad(), model.hooks(fwd_hooks=hooks):
