@@ -102,10 +102,8 @@ class EdgeGraph:
         return tuple(names)
 
     def upstream_hooks(self) -> list[tuple[str, slice, int | None]]:
-        """(hook name, the upstream nodes it outputs, the layer whose W_O turns it into them),
-        in forward order. The heads' outputs are read from ``z``: `node_outputs` multiplies each
-        head's z by its own W_O, as TransformerLens's `hook_result` would, without its
-        [batch, pos, head, d_head, d_model] broadcast product (gigabytes at the paper's shape)."""
+        """(hook name, its nodes, the layer whose W_O makes z their outputs), in forward order:
+        heads are read at ``z`` (`hook_result` costs a [b, p, head, d_head, d_model] product)."""
         hooks = [(hook_name("resid_pre", 0), slice(0, 1), None)]
         for layer in range(self.n_layers):
             start, mlp = self._block(layer), self._block(layer) + self.n_heads
@@ -223,9 +221,8 @@ def _prepare(model, clean_tokens, corrupted_tokens, source_model, edges):
     return graph, source, clean_tokens.to(device), corrupted_tokens.to(device), edges
 
 
-def node_outputs(model: HookedTransformer, act: Tensor, layer: int | None) -> Tensor:
-    """An upstream hook's activation as its nodes' outputs, [batch, pos, nodes, d_model]: a
-    head hook (`layer` set) holds z, and head h's output is ``z[..., h, :] @ W_O[h]``."""
+def _node_outputs(model: HookedTransformer, act: Tensor, layer: int | None) -> Tensor:
+    """An upstream hook's nodes' outputs [batch, pos, nodes, d_model]; heads: z_h @ W_O[h]."""
     if layer is not None:
         act = torch.einsum("bphd,hdm->bphm", act, model.blocks[layer].attn.W_O)
     return act.reshape(act.shape[0], act.shape[1], -1, act.shape[-1])
@@ -236,7 +233,7 @@ def _upstream_outputs(model, graph: EdgeGraph, tokens) -> Float[Tensor, "batch p
     hooks = graph.upstream_hooks()
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=[name for name, *_ in hooks])
-    return torch.cat([node_outputs(model, cache[name], layer) for name, _, layer in hooks], 2)
+    return torch.cat([_node_outputs(model, cache[name], layer) for name, _, layer in hooks], 2)
 
 
 def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Float[Tensor, "k"]:
@@ -245,28 +242,22 @@ def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Fl
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"batch_edges must be an int >= 1, got {chunk!r}")
     batch, values = tokens.shape[0], []
-    # One buffer for every chunk (a fresh one per chunk costs a page-faulting allocation of
-    # chunk * batch * pos * upstream * d_model floats each time). Every slot a patch reads is
-    # written by `record` earlier in the same forward, so it needs no zeroing.
+    # One buffer for all chunks, not zeroed: `record` writes every slot a patch reads first.
     buffer = torch.empty(min(chunk, len(masks)), *corrupt_up.shape, dtype=corrupt_up.dtype,
-                         device=tokens.device) if len(masks) else None
+                         device=tokens.device)
     for part in masks.split(chunk) if len(masks) else ():
-        k = part.shape[0]
-        diff = buffer[:k]
+        k, diff = part.shape[0], buffer[:part.shape[0]]
 
         def record(act, hook, where, layer, k=k, diff=diff):
-            out = node_outputs(model, act, layer)
-            out = out.reshape(k, batch, *out.shape[1:])
-            diff[:, :, :, where] = out - corrupt_up[:, :, where]
-            return act
+            out = _node_outputs(model, act, layer)
+            diff[:, :, :, where] = out.reshape(k, batch, *out.shape[1:]) - corrupt_up[:, :, where]
 
         def patch(act, hook, where, reads, k=k, diff=diff, part=part):
             mask = part[:, :reads, where]  # [k, reads, nodes]
             runs = mask.flatten(1).any(1).nonzero().flatten()  # the runs that patch here
             if not len(runs):
                 return act
-            # sum over upstream f of diff[r, b, p, f, d] * mask[r, f, n], as a matmul (einsum's
-            # broadcast product would hold every (f, n) pair at once)
+            # sum over f of diff[r, b, p, f, d] * mask[r, f, n], as a matmul
             change = torch.matmul(diff[runs, :, :, :reads].transpose(-1, -2),
                                   mask[runs, None, None].to(diff.dtype)).transpose(-1, -2)
             out = act.reshape(k, batch, act.shape[1], -1, act.shape[-1]).clone()

@@ -16,7 +16,8 @@ from wrapperlens.config import ConfigError
 from wrapperlens.experiments.pcfg.pairs import open_pair
 from wrapperlens.experiments.wrappers.grid import SETTING, plan
 from wrapperlens.experiments.wrappers.grid_config import METHODS, BenchmarkConfig
-from wrapperlens.experiments.wrappers.leaderboard import leaderboard_markdown, leaderboard_tables
+from wrapperlens.experiments.wrappers.leaderboard import (joined_markdown, leaderboard_markdown,
+                                                        leaderboard_tables)
 from wrapperlens.experiments.wrappers.stages import WrapperRun
 from wrapperlens.experiments.wrappers.units import UnitSetConfig, draw_units
 from wrapperlens.reproduction import reproduce
@@ -61,7 +62,8 @@ def test_localised_fine_tuning_changes_only_its_units(pretrained, kind, count):
         for name, sel in component_parameters(params, pt.model.cfg.n_heads, kind, layer, index):
             owned.setdefault(name, torch.zeros_like(params[name], dtype=torch.bool))[sel] = True
     for name in params:  # the file also holds buffers (attention masks)
-        value, mask = before[name], owned.get(name, torch.zeros_like(params[name], dtype=torch.bool))
+        value = before[name]
+        mask = owned.get(name, torch.zeros_like(value, dtype=torch.bool))
         assert torch.equal(value[~mask], after[name][~mask]), name  # bit-identical outside
         inside = torch.cat([inside, (value[mask] - after[name][mask]).abs()])
     assert inside.numel() and inside.max() > 0  # and it did train inside
@@ -151,3 +153,19 @@ def test_revival_on_a_model_that_never_had_the_capability_is_a_false_positive():
     assert row["false_positives"] == {"rate": 0.5, "count": 1, "n": 2}
     assert row["precision"]["n"] == 1  # controls have no precision
     assert leaderboard_tables({"analyses": []})["wrappers_leaderboard"]["rows"] == []
+
+
+def test_two_runs_are_joined_cell_by_cell_with_their_seeds():
+    def results(seed: int, revival: float) -> dict:
+        tables = leaderboard_tables(_view(("neuron:2", _spec(revival, 1.0))))
+        return {"tables": tables, "runs": [{"setting": "wrappers", "params": {"seed": seed}}]}
+
+    text = joined_markdown(results(0, 0.3), results(3, 0.05))
+    assert "| m | 1.00 [1.00, 1.00] / 1.00 [1.00, 1.00] |" in text
+    assert "| 1/1 / 0/1 |" in text and "Each cell: seed 0 / seed 3" in text
+    other = results(3, 0.05)
+    other["tables"]["wrappers_leaderboard"]["rows"][0]["method"] = "n"
+    with pytest.raises(ValueError, match="different methods"):
+        joined_markdown(results(0, 0.3), other)
+    with pytest.raises(ValueError, match="no finished localise"):
+        joined_markdown({"tables": {}}, other)

@@ -41,7 +41,9 @@ def _spread(values: Sequence[float]) -> dict[str, Any] | None:
 
 
 def _rate(flags: Sequence[bool]) -> dict[str, Any] | None:
-    return {"rate": sum(flags) / len(flags), "count": sum(flags), "n": len(flags)} if flags else None
+    if not flags:
+        return None
+    return {"rate": sum(flags) / len(flags), "count": sum(flags), "n": len(flags)}
 
 
 Entry = tuple[dict, dict, dict]  # (params, the analysis's result, one spec of it)
@@ -123,12 +125,13 @@ def leaderboard_tables(view: Mapping[str, Any]) -> dict[str, Any]:
         "wrappers_by_wrapper": by_wrapper}
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, digits: int = 3) -> str:
+    """A spread as "mean [min, max]", a rate as "count/n", None as "-"."""
     if value is None:
         return "-"
     if "rate" in value:
         return f"{value['count']}/{value['n']}"
-    return f"{value['mean']:.3f} [{value['min']:.3f}, {value['max']:.3f}]"
+    return f"{value['mean']:.{digits}f} [{value['min']:.{digits}f}, {value['max']:.{digits}f}]"
 
 
 def leaderboard_markdown(results: Mapping[str, Any]) -> str:
@@ -152,8 +155,8 @@ def leaderboard_markdown(results: Mapping[str, Any]) -> str:
     by = tables.get("wrappers_by_wrapper") or []
     if by:
         methods = [r["method"] for r in board["rows"] if not r["method"].startswith("oracle")]
-        lines += ["", "Precision at k per known wrapper, and Acc O_PT of the pair (evaluation half):",
-                  "", "| wrapper | seeds | Acc O_PT pretrained | fine-tuned | chance | "
+        lines += ["", "Precision at k per known wrapper, and Acc O_PT of the pair (evaluation "
+                  "half):", "", "| wrapper | seeds | Acc O_PT pretrained | fine-tuned | chance | "
                   + " | ".join(methods) + " |", "|" + "---|" * (5 + len(methods))]
         for row in by:
             cells = [row["wrapper"], str(row["seeds"]), _cell(row["acc_pretrained"]),
@@ -181,17 +184,14 @@ def joined_markdown(results: Mapping[str, Any], held_out: Mapping[str, Any]) -> 
     if [r["method"] for r in first["rows"]] != [r["method"] for r in second["rows"]]:
         raise ValueError("the two runs score different methods")
 
-    def short(v: Any) -> str:
-        if v is None:
-            return "-"
-        if "rate" in v:
-            return f"{v['count']}/{v['n']}"
-        return f"{v['mean']:.2f} [{v['min']:.2f}, {v['max']:.2f}]"
+    def short(value: Any) -> str:
+        return _cell(value, digits=2)
 
     seeds = [sorted({r["params"]["seed"] for r in res["runs"]
                      if r.get("setting") == "wrappers" and "seed" in r["params"]})
              for res in (results, held_out)]
-    span = " / ".join(f"seeds {s[0]}-{s[-1]}" if s else "no seeds" for s in seeds)
+    span = " / ".join("no seeds" if not s else f"seed {s[0]}" if len(s) == 1
+                      else f"seeds {s[0]}-{s[-1]}" for s in seeds)
     heads = [h for _, h in first["columns"]]
     lines = [f"| {' | '.join(heads)} |", "|" + "---|" * len(heads)]
     for a, b in zip(first["rows"], second["rows"]):
