@@ -231,9 +231,9 @@ def _node_outputs(model: HookedTransformer, act: Tensor, layer: int | None) -> T
 def _upstream_outputs(model, graph: EdgeGraph, tokens) -> Float[Tensor, "batch pos up d_model"]:
     """Every upstream node's output on `tokens`."""
     hooks = graph.upstream_hooks()
-    with torch.no_grad():
+    with torch.no_grad():  # the W_O products too: no graph through the weights
         _, cache = model.run_with_cache(tokens, names_filter=[name for name, *_ in hooks])
-    return torch.cat([_node_outputs(model, cache[name], layer) for name, _, layer in hooks], 2)
+        return torch.cat([_node_outputs(model, cache[name], layer) for name, _, layer in hooks], 2)
 
 
 def _masked_metric(model, graph, tokens, corrupt_up, masks, metric, chunk) -> Float[Tensor, "k"]:

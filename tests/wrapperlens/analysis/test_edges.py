@@ -290,6 +290,7 @@ def test_leaves_both_models_as_they_were_and_works_on_frozen_models(tokens):
     frozen = eap_ig_scores(model, clean, corrupted, METRIC, steps=3, source_model=source)
     torch.testing.assert_close(frozen.values, scores.values, atol=0, rtol=0)
     assert scores.values.abs().max() > 1e-2
+    assert not scores.values.requires_grad  # plain numbers: no graph through the weights
 
 
 def test_top_edges_and_circuit_pick_the_largest_scores():

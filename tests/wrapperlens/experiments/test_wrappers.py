@@ -20,6 +20,7 @@ from wrapperlens.experiments.wrappers.leaderboard import (joined_markdown, leade
                                                         leaderboard_tables)
 from wrapperlens.experiments.wrappers.stages import WrapperRun
 from wrapperlens.experiments.wrappers.units import UnitSetConfig, draw_units
+from wrapperlens.planning import check_configs
 from wrapperlens.reproduction import reproduce
 
 SMALL = {"train.batch_size": 16, "train.eval_samples": 40, "train.steps": 20,
@@ -85,6 +86,13 @@ def test_plan_names_every_job_and_refuses_other_sections():
         plan("tiny", {"finetune.c_tr": 0.5})
     with pytest.raises(ValueError, match="KIND:COUNT"):
         BenchmarkConfig(wrappers=("neurons:4",))
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_every_preset_resolves_before_any_job_runs(preset):
+    jobs = plan(preset)
+    check_configs(jobs)  # every training job's configs, in memory
+    assert sum(g.kind == "localise" for g in jobs) == 3 * 4  # 3 seeds x (3 wrappers + control)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,9 @@ from wrapperlens.experiments.wrappers.units import Unit, UnitSetConfig, draw_uni
 
 __all__ = ["restrict_training", "WrapperRun"]
 
-def restrict_training(model: HookedTransformer, units: tuple[Unit, ...]) -> dict[str, torch.Tensor]:
+
+def restrict_training(model: HookedTransformer,
+                      units: tuple[Unit, ...]) -> dict[str, torch.Tensor]:
     """Let only `units`' own parameters train: parameters with none of them stop requiring
     gradients, the others get a gradient hook that zeroes every other entry.
 
