@@ -166,7 +166,8 @@ def test_revival_on_a_model_that_never_had_the_capability_is_a_false_positive():
 def test_two_runs_are_joined_cell_by_cell_with_their_seeds():
     def results(seed: int, revival: float) -> dict:
         tables = leaderboard_tables(_view(("neuron:2", _spec(revival, 1.0))))
-        return {"tables": tables, "runs": [{"setting": "wrappers", "params": {"seed": seed}}]}
+        return {"tables": tables, "preset": "cpu",
+                "runs": [{"setting": "wrappers", "params": {"seed": seed}}]}
 
     text = joined_markdown(results(0, 0.3), results(3, 0.05))
     assert "| m | 1.00 [1.00, 1.00] / 1.00 [1.00, 1.00] |" in text
@@ -176,4 +177,6 @@ def test_two_runs_are_joined_cell_by_cell_with_their_seeds():
     with pytest.raises(ValueError, match="different methods"):
         joined_markdown(results(0, 0.3), other)
     with pytest.raises(ValueError, match="no finished localise"):
-        joined_markdown({"tables": {}}, other)
+        joined_markdown({"tables": {}, "preset": "cpu"}, other)
+    with pytest.raises(ValueError, match="presets differ"):
+        joined_markdown({**results(0, 0.3), "preset": "tiny"}, results(3, 0.05))

@@ -178,8 +178,11 @@ def joined_markdown(results: Mapping[str, Any], held_out: Mapping[str, Any]) -> 
     every cell, with the seeds each covers.
 
     Raises:
-        ValueError: either run has no leaderboard, or their methods differ.
+        ValueError: either run has no leaderboard, or the two differ in preset or methods.
     """
+    if results.get("preset") != held_out.get("preset"):
+        raise ValueError(f"presets differ ({results.get('preset')!r} and "
+                         f"{held_out.get('preset')!r}): join runs of the same command")
     first, second = _board(results, "the first directory"), _board(held_out, "the second")
     if [r["method"] for r in first["rows"]] != [r["method"] for r in second["rows"]]:
         raise ValueError("the two runs score different methods")
