@@ -29,7 +29,7 @@ from wrapperlens.experiments.wrappers import presets
 from wrapperlens.experiments.wrappers.grid_config import BenchmarkConfig
 from wrapperlens.experiments.wrappers.leaderboard import leaderboard_tables
 from wrapperlens.experiments.wrappers.stages import WrapperRun
-from wrapperlens.planning import Planner, Setting
+from wrapperlens.planning import GridJob, Planner, Setting
 
 __all__ = ["preset_benchmark", "plan", "localise_job", "SEED_ROLES", "SETTING"]
 
@@ -65,7 +65,7 @@ def _seed_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plan(preset: str, overrides: Mapping[str, Any] | None = None):
+def plan(preset: str, overrides: Mapping[str, Any] | None = None) -> list[GridJob]:
     """Every job of the benchmark (module docstring), the ones that wait for nothing first."""
     from wrapperlens.experiments.pcfg.scratch_baseline import scratch_pretrain_overrides
 
