@@ -46,10 +46,10 @@ from wrapperlens.analysis.edges import (
     exact_edge_patching,
     top_edges,
 )
+from wrapperlens.analysis.localisation import spearman
 from wrapperlens.analysis.logit_metrics import logit_difference
 from wrapperlens.models import ModelConfig, build_model
 
-from patching_speed import spearman  # this folder's sibling: the same rank correlation
 
 
 def top_overlap(scores: EdgeScores, exact: EdgeScores, k: int) -> float:

@@ -43,6 +43,7 @@ from wrapperlens.analysis import (
     attribution_patching,
     logit_difference,
 )
+from wrapperlens.analysis.localisation import spearman  # ties share their average rank
 from wrapperlens.models import ModelConfig, build_model
 
 tl_patching.tqdm = lambda iterable, **kwargs: iterable  # the reference without its progress bar
@@ -60,20 +61,6 @@ def preset_shape() -> tuple[ModelConfig, int, int, str]:
     except Exception as error:  # noqa: BLE001 - any failure means: use the stand-in
         print(f"(cpu preset unavailable: {error!r}; using the 3 x 128 stand-in)")
         return ModelConfig(n_layers=3, d_model=128, n_heads=4), 71, 100, "stand-in"
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation with average ranks for ties (scipy is not a dependency)."""
-
-    def ranks(x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten().double()
-        less = (x[None, :] < x[:, None]).sum(1).double()
-        equal = (x[None, :] == x[:, None]).sum(1).double()
-        return less + (equal + 1) / 2
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
 def timed(

@@ -75,7 +75,7 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     # Every localisation method as one score per head and neuron, and ranking metrics.
     "localisation": (
         "LOCALISATION_METHODS", "UNIT_COMPONENTS", "unit_scores", "precision_at_k", "auroc",
-        "top_units",
+        "spearman", "top_units",
     ),
     # Where in the network fine-tuning's change lives.
     "wrapper_map": (

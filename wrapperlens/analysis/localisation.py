@@ -23,7 +23,8 @@ EAP-IG's every step is the clean run, so it equals EAP there (`wrapperlens.analy
 
 Ranking metrics (`precision_at_k`, `auroc`) compare a score vector with a 0/1 membership vector;
 both take the expectation over a random order of tied scores, so constant scores give exactly
-the chance level (k / n and 0.5).
+the chance level (k / n and 0.5). `spearman` compares two score vectors (an estimate against
+exact patching), tied scores sharing their average rank.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from wrapperlens.analysis.run_pair import check_same_architecture
 from wrapperlens.analysis.wrapper_map import WrapperMapConfig, wrapper_map
 
 __all__ = ["LOCALISATION_METHODS", "UNIT_COMPONENTS", "unit_scores", "precision_at_k", "auroc",
-           "top_units"]
+           "spearman", "top_units"]
 
 #: Every method `unit_scores` knows (the module docstring's table).
 LOCALISATION_METHODS = ("prune", "weight", "patch", "attribution", "eap", "eap_ig", "random")
@@ -166,6 +167,25 @@ def auroc(scores: Float[Tensor, "..."], members: Bool[Tensor, "..."]) -> float:
     greater = (pos[:, None] > neg[None, :]).double().mean()
     equal = (pos[:, None] == neg[None, :]).double().mean()
     return float(greater + 0.5 * equal)
+
+
+def _average_ranks(x: Tensor) -> Tensor:
+    """1-based ranks, tied values sharing the mean of the ranks they span."""
+    less = (x[None, :] < x[:, None]).sum(1).double()
+    equal = (x[None, :] == x[:, None]).sum(1).double()
+    return less + (equal + 1) / 2
+
+
+def spearman(a: Float[Tensor, "..."], b: Float[Tensor, "..."]) -> float:
+    """Spearman's rank correlation of two score vectors of one size (ties: average ranks); NaN
+    when either is constant."""
+    a, b = a.flatten().double(), b.flatten().double()
+    if a.shape != b.shape:
+        raise ValueError(f"spearman: {a.numel()} and {b.numel()} scores differ in size")
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / denom if denom else float("nan")
 
 
 def top_units(scores: Float[Tensor, "..."], k: int, generator: torch.Generator) -> list[int]:

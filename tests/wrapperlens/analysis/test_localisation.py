@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wrapperlens.analysis.localisation import (LOCALISATION_METHODS, auroc, precision_at_k,
-                                               top_units, unit_scores)
+                                               spearman, top_units, unit_scores)
 from wrapperlens.models import hooked_transformer
 
 CFG = dict(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=24, n_ctx=8, d_vocab=12,
@@ -134,3 +134,18 @@ def test_random_scores_depend_on_the_seed_only(pair):
 def test_unknown_method_is_named(pair):
     with pytest.raises(ValueError, match="'probe'"):
         unit_scores(*pair, methods=("probe",))
+
+
+def test_spearman_averages_tied_ranks():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert spearman(a, a * 10) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    # [0, 0, 1, 2] ranks as [1.5, 1.5, 3, 4] whichever zero comes first: Pearson of the ranks
+    tied, other = torch.tensor([0.0, 0.0, 1.0, 2.0]), torch.tensor([2.0, 1.0, 3.0, 4.0])
+    ranks, others = torch.tensor([1.5, 1.5, 3.0, 4.0]), torch.tensor([2.0, 1.0, 3.0, 4.0])
+    expected = torch.corrcoef(torch.stack([ranks, others]))[0, 1].item()
+    assert spearman(tied, other) == pytest.approx(expected)
+    assert spearman(tied.flip(0), other.flip(0)) == pytest.approx(expected)
+    assert torch.isnan(torch.tensor(spearman(torch.ones(4), a)))
+    with pytest.raises(ValueError, match="differ in size"):
+        spearman(a, torch.ones(3))

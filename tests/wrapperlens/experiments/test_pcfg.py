@@ -210,9 +210,23 @@ def test_the_circuit_job_scores_both_models_against_exact_edge_patching(ft):
         assert tuple(saved["edges"]) == ours.edges
         assert saved[f"{name}_scores"] == pytest.approx(ours.values.tolist(), abs=1e-6)
         exact = exact_edge_patching(model, inputs.tokens, asked_b[:, :col], metric)
-        ranks = [x.argsort().argsort().double() for x in (ours.values, exact.values)]
+        ranks = [_average_ranks(x.tolist()) for x in (ours.values, exact.values)]
         rho = float(torch.corrcoef(torch.stack(ranks))[0, 1])
         assert saved["spearman_vs_exact"][name] == pytest.approx(rho, abs=1e-9)
+
+
+def _average_ranks(values: list[float]) -> torch.Tensor:
+    """1-based ranks by sorting, each run of equal values given the mean of its positions."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks, i = [0.0] * len(values), 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for t in range(i, j + 1):
+            ranks[order[t]] = (i + j) / 2 + 1
+        i = j + 1
+    return torch.tensor(ranks, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("field, value", [("method", "ig"), ("ratio", 1.0), ("top_n", 0),

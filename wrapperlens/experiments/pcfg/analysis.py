@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from wrapperlens.analysis.effect_plots import plot_effect
+from wrapperlens.analysis.localisation import spearman
 from wrapperlens.checkpoints import write_json
 from wrapperlens.components import result_axes
 from wrapperlens.experiments.pcfg.analysis_options import (
@@ -222,16 +222,6 @@ def patch_run(
     return result
 
 
-def _spearman(a: Tensor, b: Tensor) -> float:
-    def ranks(x: Tensor) -> Tensor:
-        return x.flatten().argsort().argsort().double()
-
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / denom if denom else float("nan")
-
-
 def attribute_run(
     run_dir: str | Path,
     out: str | Path,
@@ -280,7 +270,7 @@ def attribute_run(
             )
             exact = exact - float(fn(patcher.target_logits))
             entry["exact"] = exact.tolist()
-            entry["spearman"] = _spearman(estimate, exact)
+            entry["spearman"] = spearman(estimate, exact)
         result["components"][component] = entry
         plot_effect(
             estimate,

@@ -23,9 +23,9 @@ from tasks.data import Question
 from wrapperlens.analysis.circuit_diff import diff_circuits, plot_circuit_diff
 from wrapperlens.analysis.edges import eap_ig_scores, eap_scores, exact_edge_patching
 from wrapperlens.analysis.figures import save_figure
+from wrapperlens.analysis.localisation import spearman
 from wrapperlens.analysis.logit_metrics import logit_difference
 from wrapperlens.checkpoints import write_json
-from wrapperlens.experiments.pcfg.analysis import _spearman
 from wrapperlens.experiments.pcfg.analysis_options import CircuitOptions
 from wrapperlens.experiments.pcfg.pairs import open_pair, question_inputs, require_finetune
 
@@ -77,7 +77,7 @@ def circuit_run(
     }
     if o.compare_exact and o.method != "exact":
         result["spearman_vs_exact"] = {
-            name: _spearman(scores.values, score(model, "exact").values)
+            name: spearman(scores.values, score(model, "exact").values)
             for name, model, scores in (("pretrained", pt.model, before),
                                         ("finetuned", ft.model, after))}
     out = Path(out)
