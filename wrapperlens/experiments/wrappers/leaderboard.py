@@ -137,8 +137,9 @@ def _cell(value: Any, digits: int = 3) -> str:
 def leaderboard_markdown(results: Mapping[str, Any]) -> str:
     """The leaderboard and the per-wrapper precision of `results` as markdown tables."""
     tables = results.get("tables", {})
-    board = tables.get("wrappers_leaderboard")
-    if not board or not board["rows"]:
+    try:
+        board = _board(results, "these results")
+    except ValueError:
         return "No finished localise analyses in these results (run the wrappers setting)."
     chance = board["chance_precision"]
     lines = [f"| {' | '.join(h for _, h in board['columns'])} |",
